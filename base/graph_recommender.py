@@ -1,0 +1,215 @@
+"""GraphRecommender: the BPR training loop with a pluggable negative sampler, full-ranking
+evaluation of every eval file after each epoch, model selection, and the results files."""
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from base.recommender import Recommender
+from base.selection import make_selection
+from module.samplers import get_sampler_class
+from module.samplers.base import NegativeSampler, TrainBatch
+from util.evaluation import RankingEvaluator
+from util.logger import Progress
+from util.loss import bpr_loss, l2_lightgcn, l2_selfrec
+from util.sampler import EpochSampler
+
+log = logging.getLogger(__name__)
+
+SHORT = {"Recall": "R", "NDCG": "N", "Precision": "P", "Hit Ratio": "HR"}
+
+
+class GraphRecommender(Recommender):
+    """Trains an encoder (build_encoder) with BPR; negatives come from the configured sampler."""
+
+    def build_encoder(self) -> nn.Module:
+        """The encoder: forward() -> (user embeddings, item embeddings)."""
+        raise NotImplementedError
+
+    def build(self) -> None:
+        """Encoder, negative sampler, optimiser, evaluators and selection rule."""
+        cfg = self.config
+        self.model = self.build_encoder()
+        sampler_cls = get_sampler_class(cfg.negative_sampler)
+        self.sampler: NegativeSampler = sampler_cls(cfg.params, self.data.n_users, self.data.n_items,
+                                                    cfg.embedding_size, self.device).to(self.device)
+        groups = [{"params": list(self.model.parameters()), "lr": cfg.learning_rate}]
+        groups += self.sampler.param_groups()
+        self.optimizer = torch.optim.Adam(groups)
+        self.epoch_sampler = EpochSampler(self.data.train, self.sampler.n_candidates)
+        self.evaluators = {name: RankingEvaluator(es, cfg.top_n, self.device, cfg.eval_batch_users)
+                           for name, es in self.data.eval_sets.items()}
+        self.selection = make_selection(cfg.selection_rule(), cfg.selection_metric, cfg.patience,
+                                        cfg.selection_test)
+        log.info("negative sampler: %s", self.sampler.describe())
+        if self.selection.rule == "test_all4":
+            log.warning("model selection: test_all4 picks the reported epoch on the test file %r (the released "
+                        "code's protocol); these numbers are optimistic. Use selection: valid for honest ones.",
+                        self.selection.file)
+        else:
+            log.info("model selection: best %s on the validation file, patience %d", cfg.selection_metric,
+                     cfg.patience)
+
+    def l2_term(self, users: torch.Tensor, pos: torch.Tensor, reg_items: torch.Tensor) -> torch.Tensor:
+        """The L2 term on layer-0 rows, in the configured form."""
+        cfg = self.config
+        u0 = self.model.user_emb[users]
+        i0 = self.model.item_emb[pos]
+        j0 = self.model.item_emb[reg_items.reshape(-1)]
+        if cfg.reg_form == "selfrec":
+            return l2_selfrec(cfg.reg_lambda, cfg.batch_size, u0, i0, j0)
+        return l2_lightgcn(cfg.reg_lambda, u0, i0, j0)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the shuffled training pairs; returns mean loss terms, diagnostics and timings."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        users, pos, negs = self.epoch_sampler.epoch()
+        users_t = torch.from_numpy(users).to(self.device)
+        pos_t = torch.from_numpy(pos).to(self.device)
+        negs_t = torch.from_numpy(negs).to(self.device)
+        t1 = time.perf_counter()
+        self.model.train()
+        self.sampler.train()
+        sums: dict[str, torch.Tensor] = {}
+        n_batches = math.ceil(len(users) / cfg.batch_size)
+        progress = Progress(f"epoch {epoch + 1}", n_batches)
+        for b in range(n_batches):
+            sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
+            bu, bp, bn = users_t[sl], pos_t[sl], negs_t[sl]
+            user_all, item_all = self.model()
+            e_u, e_i = user_all[bu], item_all[bp]
+            batch = TrainBatch(bu, bp, bn, epoch, cfg.max_epoch, item_all)
+            out = self.sampler.negatives(batch, e_u, e_i, item_all[bn])
+            terms = {"bpr": bpr_loss(e_u, e_i, out.neg_emb), "l2": self.l2_term(bu, bp, out.reg_items)}
+            loss = terms["bpr"] + terms["l2"]
+            for name, (weight, value) in out.losses.items():
+                terms[name] = value
+                loss = loss + weight * value
+            terms["loss"] = loss
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            for name, value in list(terms.items()) + list(out.diagnostics.items()):
+                value = value.detach()
+                sums[name] = sums[name] + value if name in sums else value
+            progress.update(b + 1)
+        progress.close()
+        self.sampler.on_epoch_end(epoch)
+        result = {name: float(v) / n_batches for name, v in ((k, s.item()) for k, s in sums.items())}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        result["sample_s"] = t1 - t0
+        result["train_s"] = time.perf_counter() - t1
+        return result
+
+    @torch.no_grad()
+    def evaluate_all(self) -> tuple[dict[str, dict[str, float]], tuple[torch.Tensor, torch.Tensor]]:
+        """Metrics of every eval file for the current model, and the embeddings they came from."""
+        self.model.eval()
+        user_all, item_all = self.model()
+        metrics = {name: ev.evaluate(user_all, item_all) for name, ev in self.evaluators.items()}
+        return metrics, (user_all, item_all)
+
+    def train(self) -> None:
+        """Epoch loop with evaluation, selection and early stopping."""
+        cfg = self.config
+        self.best_epoch = None
+        self.epoch_rows: list[dict[str, Any]] = []
+        self.stopped_early = False
+        for epoch in range(cfg.max_epoch):
+            stats = self.train_epoch(epoch)
+            t0 = time.perf_counter()
+            metrics, embeddings = self.evaluate_all()
+            stats["eval_s"] = time.perf_counter() - t0
+            improved = self.selection.update(epoch, metrics)
+            if improved:
+                self.best_epoch, self.best_emb = epoch, embeddings
+            row: dict[str, Any] = {"epoch": epoch + 1}
+            row.update({k: v for k, v in stats.items() if not k.endswith("_s")})
+            for name, m in metrics.items():
+                row.update({f"{name}/{k}": v for k, v in m.items()})
+            row.update({k: v for k, v in stats.items() if k.endswith("_s")})
+            self.epoch_rows.append(row)
+            self.writer.add_epoch(row)
+            log.info("%s", self._epoch_line(epoch, stats, metrics, improved))
+            if self.selection.should_stop():
+                self.stopped_early = True
+                log.info("early stop after epoch %d: no %s improvement for %d epochs", epoch + 1,
+                         cfg.selection_metric, cfg.patience)
+                break
+
+    def _epoch_line(self, epoch: int, stats: dict[str, float], metrics: dict[str, dict[str, float]],
+                    improved: bool) -> str:
+        cfg = self.config
+        losses = " ".join(f"{k} {v:.4g}" for k, v in stats.items() if not k.endswith("_s"))
+        k = max(cfg.top_n)
+        evals = " | ".join(f"{name} R@{k} {m[f'Recall@{k}']:.5f} N@{k} {m[f'NDCG@{k}']:.5f}"
+                           for name, m in metrics.items())
+        times = f"sample {stats['sample_s']:.2f}s train {stats['train_s']:.2f}s eval {stats['eval_s']:.2f}s"
+        return f"epoch {epoch + 1}/{cfg.max_epoch} | {losses} | {evals} | {times}{' *' if improved else ''}"
+
+    def finish(self) -> dict[str, Any]:
+        """metrics.json and one top-K recommendation file per test file, from the selected epoch."""
+        cfg = self.config
+        best_row = self.epoch_rows[self.best_epoch]
+        per_file = {name: {m: best_row[f"{name}/{m}"] for m in self._metric_names()} for name in self.evaluators}
+        timing = {key: statistics.median(r[key] for r in self.epoch_rows)
+                  for key in ("sample_s", "train_s", "eval_s")}
+        result = {
+            "run": self.run_dir.name,
+            "model": cfg.model_name,
+            "sampler": self.sampler.describe(),
+            "dataset": cfg.dataset or str(cfg.training_set),
+            "device": str(self.device),
+            "seed": cfg.seed,
+            "selection": {"rule": self.selection.rule, "requested": cfg.selection, "file": self.selection.file,
+                          "metric": self.selection.metric, "epoch": self.best_epoch + 1,
+                          "epochs_run": len(self.epoch_rows), "max_epoch": cfg.max_epoch,
+                          "stopped_early": self.stopped_early},
+            "metrics": per_file,
+            "data": self.data.summary(),
+            "median_epoch_seconds": timing,
+        }
+        self.writer.write_metrics(result)
+        self.write_recommendations()
+        self._log_final(result)
+        return result
+
+    def _metric_names(self) -> list[str]:
+        return [f"{m}@{k}" for k in sorted(self.config.top_n) for m in ("Hit Ratio", "Precision", "Recall", "NDCG")]
+
+    def write_recommendations(self) -> None:
+        """SELFRec-style top-K lists of each test file's users at the selected epoch; '*' marks a hit."""
+        user_all, item_all = self.best_emb
+        k = max(self.config.top_n)
+        for name, ev in self.evaluators.items():
+            if name == "valid":
+                continue
+            scores, items = ev.topk(user_all, item_all, k)
+            scores, items = scores.cpu().numpy(), items.cpu().numpy()
+            truth = self.data.eval_sets[name].truth
+            lines = []
+            for row, u in enumerate(ev.users_np):
+                held = set(truth.indices[truth.indptr[u]:truth.indptr[u + 1]].tolist())
+                recs = " ".join(f"({self.data.item_ids[i]},{s:.6g}){'*' if i in held else ''}"
+                                for i, s in zip(items[row], scores[row]))
+                lines.append(f"{self.data.user_ids[u]}: {recs}\n")
+            path = self.writer.write_recommendations(f"{self.model_name}@{self.sampler.name}-{name}-top-{k}items.txt",
+                                                     lines)
+            log.info("top-%d recommendations for %s written to %s", k, name, path)
+
+    def _log_final(self, result: dict[str, Any]) -> None:
+        sel = result["selection"]
+        log.info("selected epoch %d of %d by rule %s (%s on %s)", sel["epoch"], sel["epochs_run"], sel["rule"],
+                 sel["metric"], sel["file"])
+        for name, m in result["metrics"].items():
+            log.info("  %-9s %s", name, "  ".join(f"{SHORT[k.split('@')[0]]}@{k.split('@')[1]} {v:.5f}"
+                                                   for k, v in m.items()))
+        log.info("results in %s", self.run_dir)

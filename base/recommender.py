@@ -1,0 +1,53 @@
+"""Recommender: the template every model follows (build, train, write results)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data.interaction import Interaction
+from util.config import RunConfig
+from util.results import RunWriter
+
+log = logging.getLogger(__name__)
+
+
+class Recommender:
+    """SELFRec's base class: holds config, data and device; execute() runs the template."""
+
+    def __init__(self, config: RunConfig, data: Interaction, device: torch.device, run_dir: Path):
+        self.config = config
+        self.data = data
+        self.device = device
+        self.run_dir = Path(run_dir)
+        self.writer = RunWriter(self.run_dir)
+        self.model_name = config.model_name
+
+    def execute(self) -> dict[str, Any]:
+        """Build, train, and write the results; returns the content of metrics.json."""
+        self.log_model_info()
+        self.build()
+        self.train()
+        return self.finish()
+
+    def log_model_info(self) -> None:
+        """Log the data sizes and the main settings."""
+        summary = self.data.summary()
+        log.info("model %s | device %s | users %d items %d train %d", self.model_name, self.device,
+                 summary["users"], summary["items"], summary["train"])
+        for name, es in self.data.eval_sets.items():
+            log.info("  eval file %-9s users %6d rows %7d", name, len(es.users), es.n_rows)
+
+    def build(self) -> None:
+        """Create the model and optimiser."""
+        raise NotImplementedError
+
+    def train(self) -> None:
+        """Run the training epochs."""
+        raise NotImplementedError
+
+    def finish(self) -> dict[str, Any]:
+        """Write metrics and recommendations; return metrics."""
+        raise NotImplementedError

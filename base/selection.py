@@ -1,0 +1,66 @@
+"""Model-selection rules: which epoch's metrics are reported."""
+from __future__ import annotations
+
+from typing import Optional
+
+ALL4 = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20")
+
+
+class ValidSelection:
+    """Best epoch by one validation metric (strictly better wins), with early stopping."""
+
+    rule = "valid"
+
+    def __init__(self, metric: str = "Recall@20", patience: int = 10):
+        self.metric, self.patience, self.file = metric, patience, "valid"
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.since_best = 0
+
+    def update(self, epoch: int, metrics: dict[str, dict[str, float]]) -> bool:
+        """Record an epoch's metrics; True if it becomes the selected epoch."""
+        value = metrics[self.file][self.metric]
+        if self.best is None or value > self.best:
+            self.best, self.best_epoch, self.since_best = value, epoch, 0
+            return True
+        self.since_best += 1
+        return False
+
+    def should_stop(self) -> bool:
+        """True once `patience` epochs passed without improvement (patience 0 never stops)."""
+        return self.patience > 0 and self.since_best >= self.patience
+
+
+class TestAll4Selection:
+    """The released code's rule: a new best only if Recall@10, NDCG@10, Recall@20, NDCG@20 of the
+    test file are all >= the best so far (values rounded to 5 decimals, as SELFRec prints them).
+    This selects on the test set; it is offered to reproduce the released numbers."""
+
+    rule = "test_all4"
+    metric = "+".join(ALL4)
+
+    def __init__(self, test_file: str):
+        self.file = test_file
+        self.best: Optional[tuple[float, ...]] = None
+        self.best_epoch: Optional[int] = None
+
+    def update(self, epoch: int, metrics: dict[str, dict[str, float]]) -> bool:
+        """Record an epoch's metrics; True if it becomes the selected epoch."""
+        current = tuple(round(metrics[self.file][k], 5) for k in ALL4)
+        if self.best is None or all(c >= b for c, b in zip(current, self.best)):
+            self.best, self.best_epoch = current, epoch
+            return True
+        return False
+
+    def should_stop(self) -> bool:
+        """The released protocol runs every epoch."""
+        return False
+
+
+def make_selection(rule: str, metric: str, patience: int, test_file: str):
+    """Build the selection object for a resolved rule name."""
+    if rule == "valid":
+        return ValidSelection(metric, patience)
+    if rule == "test_all4":
+        return TestAll4Selection(test_file)
+    raise ValueError(f"unknown selection rule {rule!r}")

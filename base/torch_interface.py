@@ -1,0 +1,37 @@
+"""Sparse helpers: scipy CSR to torch, and a product with a symmetric matrix whose backward reuses it."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+def to_torch_csr(mat: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    """Convert a scipy CSR matrix to a float32 torch sparse CSR tensor on device."""
+    mat = mat.tocsr()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(mat.indptr.astype(np.int64)), torch.from_numpy(mat.indices.astype(np.int64)),
+            torch.from_numpy(mat.data.astype(np.float32)), size=mat.shape, device=device,
+            check_invariants=False)
+
+
+class _SymmetricSpMM(torch.autograd.Function):
+    """y = A x for a symmetric sparse A; the gradient A^T g equals A g, so no transpose is built."""
+
+    @staticmethod
+    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.adj = adj
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return None, torch.sparse.mm(ctx.adj, grad.contiguous())
+
+
+def symmetric_spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Multiply a symmetric sparse matrix by a dense matrix, differentiable in x."""
+    return _SymmetricSpMM.apply(adj, x)

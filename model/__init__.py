@@ -1,0 +1,14 @@
+"""Model registry: model.name in conf/LightGCN.yaml -> recommender class."""
+from __future__ import annotations
+
+from model.graph.LightGCN import LightGCN
+from util.typing_coerce import ConfigError, suggest
+
+MODELS: dict[str, type] = {"LightGCN": LightGCN}
+
+
+def get_model_class(name: str) -> type:
+    """Look up a recommender class by name; an unknown name lists the valid ones."""
+    if name not in MODELS:
+        raise ConfigError(f"model.name: unknown model {name!r}{suggest(name, MODELS)}; valid: {', '.join(MODELS)}")
+    return MODELS[name]

@@ -1,0 +1,23 @@
+"""RNS: uniform random negatives (plain BPR)."""
+from __future__ import annotations
+
+from conf.params import RNSParams
+from module.samplers.base import NegativeOutput, NegativeSampler
+
+
+class RNSSampler(NegativeSampler):
+    """Uses the numba sampler's uniform candidates as the negatives."""
+
+    name = "rns"
+    Params = RNSParams
+
+    @property
+    def n_candidates(self) -> int:
+        """n_negs uniform negatives per positive."""
+        return self.params.n_negs
+
+    def negatives(self, batch, user_emb, pos_emb, cand_emb) -> NegativeOutput:
+        """The candidates themselves; (B, d) when n_negs is 1."""
+        if cand_emb.shape[1] == 1:
+            return NegativeOutput(cand_emb[:, 0], batch.cands[:, 0])
+        return NegativeOutput(cand_emb, batch.cands)

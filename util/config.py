@@ -1,0 +1,271 @@
+"""Resolve conf/LightGCN.yaml + conf/params.py + --set overrides into one typed RunConfig."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from data.presets import get_preset
+from util.typing_coerce import ConfigError, coerce, suggest
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("triples", "pairs", "adjacency")
+SELECTION_RULES = ("auto", "valid", "test_all4")
+
+
+def _key(name: str, default: Any = None, *, choices: Sequence[str] = (), minimum: float | None = None,
+         doc: str = "") -> Any:
+    """Declare one YAML key of RunConfig with its default, allowed values and help text."""
+    meta = {"key": name, "choices": tuple(choices), "min": minimum, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    """Every setting of one run, typed; built once by load_config and passed down."""
+
+    dataset: Optional[str] = _key("dataset", None, doc="preset name (data/presets.py); file keys override it")
+    dataset_root: Path = _key("dataset.root", Path("dataset"), doc="folder holding dataset/<preset>/")
+    training_set: Optional[Path] = _key("training.set", None, doc="training file")
+    valid_set: Optional[Path] = _key("valid.set", None, doc="validation file (enables validation selection)")
+    test_set: dict[str, Path] = _key("test.set", {}, doc="test files: a path, a list, or a mapping name: path")
+    data_format: Optional[str] = _key("data.format", None, choices=FORMATS, doc="file format of all data files")
+    model_name: str = _key("model.name", "LightGCN")
+    model_type: str = _key("model.type", "graph", choices=("graph",))
+    top_n: list[int] = _key("item.ranking.topN", [10, 20], minimum=1)
+    embedding_size: int = _key("embedding.size", 64, minimum=1)
+    max_epoch: int = _key("max.epoch", 120, minimum=1)
+    batch_size: int = _key("batch.size", 2048, minimum=1)
+    learning_rate: float = _key("learning.rate", 0.01, minimum=0.0)
+    reg_lambda: float = _key("reg.lambda", 1e-4, minimum=0.0)
+    reg_form: str = _key("reg.form", "selfrec", choices=("selfrec", "lightgcn"),
+                         doc="selfrec: non-squared batch norms / B / B; lightgcn: squared norms / 2 / B")
+    n_layer: int = _key("LightGCN.n_layer", 2, minimum=0)
+    negative_sampler: str = _key("negative.sampler", "rns", doc="name in module/samplers registry")
+    device: str = _key("device", "auto", doc="auto | cpu | cuda | cuda:N")
+    seed: int = _key("seed", 2025)
+    selection: str = _key("selection", "auto", choices=SELECTION_RULES)
+    selection_metric: str = _key("selection.metric", "Recall@20", doc="metric of the valid rule")
+    selection_test: Optional[str] = _key("selection.test", None, doc="test file of test_all4 (default test_ood)")
+    patience: int = _key("early_stop.patience", 10, minimum=0, doc="epochs without improvement (valid rule); 0 = off")
+    eval_mask: str = _key("eval.mask", "train_valid", choices=("train_valid", "train"),
+                          doc="items masked when ranking for tests; validation always masks train only")
+    eval_batch_users: int = _key("eval.batch.users", 2048, minimum=1)
+    output: Path = _key("output", Path("results"))
+    log_dir: Path = _key("log.dir", Path("log"))
+    params: Any = None  # dataclass instance of the active sampler's parameters (conf/params.py)
+    other_params: dict[str, Any] = field(default_factory=dict)  # explicitly overridden, inactive samplers
+
+    # ---- derived helpers -------------------------------------------------------------
+    def eval_files(self) -> dict[str, Path]:
+        """Evaluation files in order: 'valid' first (if any), then the tests."""
+        files = {"valid": self.valid_set} if self.valid_set else {}
+        files.update(self.test_set)
+        return files
+
+    def selection_rule(self) -> str:
+        """The rule that will select the reported epoch ('valid' or 'test_all4')."""
+        requested = self.selection
+        if requested == "auto":
+            requested = getattr(self.params, "selection", None) or "auto"
+        if requested == "valid" and self.valid_set is None:
+            raise ConfigError("selection: 'valid' needs a validation file (valid.set)")
+        if requested == "auto":
+            return "valid" if self.valid_set is not None else "test_all4"
+        return requested
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config keyed as in the YAML file (for config.json)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if "key" in f.metadata:
+                value = getattr(self, f.name)
+                if isinstance(value, Path):
+                    value = str(value)
+                elif isinstance(value, dict):
+                    value = {k: str(v) for k, v in value.items()}
+                out[f.metadata["key"]] = value
+        out["selection.resolved"] = self.selection_rule()
+        out["params"] = {self.negative_sampler: dataclasses.asdict(self.params)}
+        for name, obj in self.other_params.items():
+            out["params"][name] = dataclasses.asdict(obj)
+        return out
+
+
+KEYS: dict[str, dataclasses.Field] = {f.metadata["key"]: f for f in fields(RunConfig) if "key" in f.metadata}
+MAP_KEYS = {"test.set"}
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Turn nested YAML sections into dotted keys (model: {name: X} -> model.name)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in MAP_KEYS:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Split 'key=value' from the command line."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    return key, value.strip()
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(tree).__name__}")
+    return tree
+
+
+def load_config(path: Optional[Path], overrides: Sequence[str] = ()) -> RunConfig:
+    """Read the YAML file (if any), apply KEY=VALUE overrides, and resolve a RunConfig."""
+    flat = flatten(read_yaml(path)) if path is not None else {}
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.startswith("test.set."):
+            current = flat.get("test.set") or {}
+            if not isinstance(current, dict):
+                current = coerce("test.set", current, dict[str, Path])
+            current = dict(current)
+            current[key[len("test.set."):]] = value
+            flat["test.set"] = current
+        else:
+            flat[key] = value
+    return resolve(flat)
+
+
+def resolve(flat: dict[str, Any]) -> RunConfig:
+    """Validate and coerce a flat key -> value mapping into a RunConfig."""
+    values: dict[str, Any] = {}
+    param_values: dict[str, Any] = {}
+    for key, raw in flat.items():
+        if key == "params":
+            if raw not in (None, {}):
+                raise ConfigError(f"params: expected a mapping of settings, got {raw!r}")
+            continue
+        if key.startswith("params."):
+            param_values[key] = raw
+            continue
+        if key not in KEYS:
+            raise ConfigError(f"unknown config key {key!r}{suggest(key, KEYS)}")
+        f = KEYS[key]
+        value = coerce(key, raw, typing.get_type_hints(RunConfig)[f.name])
+        _check(key, value, f)
+        values[f.name] = value
+    cfg = RunConfig(**values)
+    _apply_preset(cfg, explicit=set(values))
+    if cfg.training_set is None:
+        raise ConfigError("no training data: set `dataset` to a preset or `training.set` to a file")
+    if not cfg.test_set:
+        raise ConfigError("no test file: set `test.set` (a path, a list, or a mapping name: path)")
+    if cfg.data_format is None:
+        cfg.data_format = "triples"
+    _check_selection(cfg)
+    cfg.params, cfg.other_params = resolve_params(cfg.negative_sampler, param_values)
+    if cfg.selection_rule() == "test_all4" and not {10, 20} <= set(cfg.top_n):
+        raise ConfigError("selection: test_all4 compares Recall/NDCG at 10 and 20; item.ranking.topN must hold both")
+    return cfg
+
+
+def _check(key: str, value: Any, f: dataclasses.Field) -> None:
+    choices, minimum = f.metadata["choices"], f.metadata["min"]
+    if choices and value is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    if minimum is not None:
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v < minimum:
+                raise ConfigError(f"{key}: {v!r} is below the minimum {minimum}")
+
+
+def _apply_preset(cfg: RunConfig, explicit: set[str]) -> None:
+    """Fill file keys from the dataset preset unless they were given explicitly."""
+    if cfg.dataset is None:
+        return
+    preset = get_preset(cfg.dataset)
+    cfg.dataset = preset.name
+    folder = cfg.dataset_root / preset.name
+    if "training_set" not in explicit:
+        cfg.training_set = folder / preset.train
+    if "valid_set" not in explicit and preset.valid:
+        cfg.valid_set = folder / preset.valid
+    if "test_set" not in explicit:
+        cfg.test_set = {name: folder / file for name, file in preset.tests.items()}
+    if "data_format" not in explicit:
+        cfg.data_format = preset.format
+
+
+def _check_selection(cfg: RunConfig) -> None:
+    metric, _, k = cfg.selection_metric.partition("@")
+    if metric not in ("Recall", "NDCG", "Precision", "Hit Ratio") or not k.isdigit() or int(k) not in cfg.top_n:
+        raise ConfigError(f"selection.metric: {cfg.selection_metric!r} must be Recall|NDCG|Precision|Hit Ratio "
+                          f"@K with K in item.ranking.topN {cfg.top_n}")
+    if "valid" in cfg.test_set:
+        raise ConfigError("test.set: the name 'valid' is reserved for the validation file")
+    if cfg.selection_test is not None and cfg.selection_test not in cfg.test_set:
+        raise ConfigError(f"selection.test: {cfg.selection_test!r} is not a test file name "
+                          f"({', '.join(cfg.test_set)})")
+    if cfg.selection_test is None:
+        cfg.selection_test = "test_ood" if "test_ood" in cfg.test_set else next(iter(cfg.test_set))
+
+
+def resolve_params(sampler: str, param_values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Build the active sampler's params dataclass (and any explicitly set other ones)."""
+    from module.samplers import get_sampler_class, sampler_names
+
+    active = get_sampler_class(sampler).Params
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, raw in param_values.items():
+        parts = key.split(".")[1:]
+        if len(parts) == 2 and parts[0] in sampler_names():
+            owner, name = parts
+        elif len(parts) == 1:
+            owner, name = sampler, parts[0]
+        else:
+            raise ConfigError(f"unknown config key {key!r}: use params.FIELD (active sampler) or params.SAMPLER.FIELD")
+        grouped.setdefault(owner, {})[name] = raw
+    built: dict[str, Any] = {}
+    for owner, kv in grouped.items():
+        built[owner] = build_params(owner, get_sampler_class(owner).Params, kv)
+    params = built.pop(sampler, None) or build_params(sampler, active, {})
+    return params, built
+
+
+def build_params(owner: str, cls: type, kv: dict[str, Any]) -> Any:
+    """Instantiate a params dataclass from raw overrides, coercing each field by its type hint."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    typed = {}
+    for name, raw in kv.items():
+        if name not in names:
+            raise ConfigError(f"unknown config key 'params.{owner}.{name}'{suggest(name, names)}")
+        typed[name] = coerce(f"params.{owner}.{name}", raw, hints[name])
+    try:
+        return cls(**typed)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from exc

@@ -1,0 +1,24 @@
+"""Resolve the one torch.device of a run from `auto|cpu|cuda|cuda:N`."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn a device spec into a torch.device; error if a GPU is asked for but absent."""
+    spec = str(spec).strip().lower()
+    if spec == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    if match is None:
+        raise ValueError(f"device: {spec!r} is not one of auto, cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device: {spec!r} was asked for but no CUDA GPU is available (use auto or cpu)")
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"device: {spec!r} but only {torch.cuda.device_count()} GPU(s) exist")
+    return torch.device(f"cuda:{index}")

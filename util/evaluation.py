@@ -1,0 +1,96 @@
+"""Full-ranking evaluation on the device: batched scores, masked known positives, torch top-k,
+vectorised Recall, NDCG, Precision and Hit Ratio with SELFRec's definitions:
+
+- Recall@K    = mean over users of |topK & T_u| / |T_u|
+- Precision@K = sum of hits / (number of users * K)
+- Hit Ratio@K = sum of hits / sum of |T_u|   (SELFRec's micro-averaged hit ratio)
+- NDCG@K      = mean over users of DCG / IDCG, binary gains, IDCG over min(|T_u|, K) items
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from data.interaction import EvalSet
+
+METRICS = ("Hit Ratio", "Precision", "Recall", "NDCG")
+
+
+class _RowSlicer:
+    """A CSR matrix restricted to given rows, ready to slice row ranges on the device without host syncs."""
+
+    def __init__(self, mat: sp.csr_matrix, rows: np.ndarray, device: torch.device):
+        sub = mat[rows]
+        self.indptr = sub.indptr.astype(np.int64)  # stays on the host: slicing bounds are python ints
+        counts = np.diff(self.indptr)
+        self.rows = torch.from_numpy(np.repeat(np.arange(len(rows), dtype=np.int64), counts)).to(device)
+        self.cols = torch.from_numpy(sub.indices.astype(np.int64)).to(device)
+        self.counts = torch.from_numpy(counts).to(device)
+
+    def block(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(local row, column) pairs of rows start..end-1, rows relative to start."""
+        a, b = int(self.indptr[start]), int(self.indptr[end])
+        return self.rows[a:b] - start, self.cols[a:b]
+
+
+class RankingEvaluator:
+    """Evaluates one EvalSet for any user/item embedding tables."""
+
+    def __init__(self, eval_set: EvalSet, top_n: list[int], device: torch.device, batch_users: int = 2048):
+        self.name = eval_set.name
+        self.top_n = sorted(set(int(k) for k in top_n))
+        self.max_k = max(self.top_n)
+        self.device = device
+        self.batch_users = int(batch_users)
+        self.users_np = eval_set.users
+        self.users = torch.from_numpy(eval_set.users).to(device)
+        self.n_items = eval_set.truth.shape[1]
+        self.truth = _RowSlicer(eval_set.truth, eval_set.users, device)
+        self.mask = _RowSlicer(eval_set.mask, eval_set.users, device)
+        self.n_truth = self.truth.counts.to(torch.float64)
+        discounts = 1.0 / torch.log2(torch.arange(2, self.max_k + 2, dtype=torch.float64, device=device))
+        self.discounts = discounts
+        self.idcg = torch.cumsum(discounts, 0)  # idcg[n-1] = ideal DCG of n relevant items
+
+    @torch.no_grad()
+    def topk(self, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int | None = None,
+             start: int = 0, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k (scores, items) of eval users start..end-1 with their masked items excluded."""
+        k = k or self.max_k
+        end = len(self.users_np) if end is None else end
+        scores = user_emb[self.users[start:end]] @ item_emb.T
+        rows, cols = self.mask.block(start, end)
+        scores[rows, cols] = -torch.inf
+        return torch.topk(scores, min(k, self.n_items), dim=1)
+
+    @torch.no_grad()
+    def evaluate(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, float]:
+        """Metrics '<name>@K' for every K in top_n over all eval users."""
+        sums = torch.zeros(len(self.top_n), 3, dtype=torch.float64, device=self.device)
+        n_users = len(self.users_np)
+        for start in range(0, n_users, self.batch_users):
+            end = min(start + self.batch_users, n_users)
+            _, items = self.topk(user_emb, item_emb, self.max_k, start, end)
+            truth = torch.zeros(end - start, self.n_items, dtype=torch.bool, device=self.device)
+            rows, cols = self.truth.block(start, end)
+            truth[rows, cols] = True
+            hits = truth.gather(1, items).to(torch.float64)
+            n_truth = self.n_truth[start:end]
+            for row, k in enumerate(self.top_n):
+                h = hits[:, :k]
+                count = h.sum(1)
+                dcg = (h * self.discounts[:k]).sum(1)
+                ideal = self.idcg[torch.clamp(n_truth, max=k).long() - 1]
+                sums[row, 0] += count.sum()
+                sums[row, 1] += (count / n_truth).sum()
+                sums[row, 2] += (dcg / ideal).sum()
+        sums = sums.cpu().numpy()
+        total_truth = float(self.n_truth.sum().item())
+        out: dict[str, float] = {}
+        for row, k in enumerate(self.top_n):
+            out[f"Hit Ratio@{k}"] = sums[row, 0] / total_truth
+            out[f"Precision@{k}"] = sums[row, 0] / (n_users * k)
+            out[f"Recall@{k}"] = sums[row, 1] / n_users
+            out[f"NDCG@{k}"] = sums[row, 2] / n_users
+        return {key: float(v) for key, v in out.items()}

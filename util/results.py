@@ -1,0 +1,67 @@
+"""The run folder results/<run_id>/: config.json, epochs.csv, metrics.json and top-K files, written atomically."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from util.io import atomic_write_json, atomic_write_text
+
+
+def make_run_dir(root: Path, stem: str) -> Path:
+    """Create a fresh folder root/<stem>-<timestamp>[-n] and return it."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in range(1, 1000):
+        path = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run folder under {root}")
+
+
+class RunWriter:
+    """Writes the files of one run folder; every write replaces the file atomically."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir)
+        self.rows: list[dict[str, Any]] = []
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """config.json: the resolved configuration."""
+        atomic_write_json(self.dir / "config.json", config)
+
+    def add_epoch(self, row: dict[str, Any]) -> None:
+        """Append a row to epochs.csv (rewritten whole, so columns may grow)."""
+        self.rows.append(row)
+        columns: list[str] = []
+        for r in self.rows:
+            columns.extend(k for k in r if k not in columns)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({k: _fmt(v) for k, v in r.items()})
+        atomic_write_text(self.dir / "epochs.csv", buf.getvalue())
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """metrics.json: the selected epoch's metrics and how it was selected."""
+        atomic_write_json(self.dir / "metrics.json", metrics)
+
+    def write_recommendations(self, file_name: str, lines: Iterable[str]) -> Path:
+        """The SELFRec-style top-K recommendation file."""
+        path = self.dir / file_name
+        header = "userId: recommendations in (itemId, ranking score) pairs, * means the item is hit.\n"
+        atomic_write_text(path, header + "".join(lines))
+        return path
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
