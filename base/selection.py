@@ -31,7 +31,7 @@ class ValidSelection:
         return self.patience > 0 and self.since_best >= self.patience
 
 
-class TestAll4Selection:
+class All4Selection:
     """The released code's rule: a new best only if Recall@10, NDCG@10, Recall@20, NDCG@20 of the
     test file are all >= the best so far (values rounded to 5 decimals, as SELFRec prints them).
     This selects on the test set; it is offered to reproduce the released numbers."""
@@ -62,5 +62,5 @@ def make_selection(rule: str, metric: str, patience: int, test_file: str):
     if rule == "valid":
         return ValidSelection(metric, patience)
     if rule == "test_all4":
-        return TestAll4Selection(test_file)
+        return All4Selection(test_file)
     raise ValueError(f"unknown selection rule {rule!r}")

@@ -188,7 +188,13 @@ def resolve(flat: dict[str, Any]) -> RunConfig:
         cfg.data_format = "triples"
     _check_selection(cfg)
     cfg.params, cfg.other_params = resolve_params(cfg.negative_sampler, param_values)
-    if cfg.selection_rule() == "test_all4" and not {10, 20} <= set(cfg.top_n):
+    rule = cfg.selection_rule()
+    metric, _, k = cfg.selection_metric.partition("@")
+    if rule == "valid" and (metric not in ("Recall", "NDCG", "Precision", "Hit Ratio") or not k.isdigit()
+                            or int(k) not in cfg.top_n):
+        raise ConfigError(f"selection.metric: {cfg.selection_metric!r} must be Recall|NDCG|Precision|Hit Ratio "
+                          f"@K with K in item.ranking.topN {cfg.top_n}")
+    if rule == "test_all4" and not {10, 20} <= set(cfg.top_n):
         raise ConfigError("selection: test_all4 compares Recall/NDCG at 10 and 20; item.ranking.topN must hold both")
     return cfg
 
@@ -221,10 +227,6 @@ def _apply_preset(cfg: RunConfig, explicit: set[str]) -> None:
 
 
 def _check_selection(cfg: RunConfig) -> None:
-    metric, _, k = cfg.selection_metric.partition("@")
-    if metric not in ("Recall", "NDCG", "Precision", "Hit Ratio") or not k.isdigit() or int(k) not in cfg.top_n:
-        raise ConfigError(f"selection.metric: {cfg.selection_metric!r} must be Recall|NDCG|Precision|Hit Ratio "
-                          f"@K with K in item.ranking.topN {cfg.top_n}")
     if "valid" in cfg.test_set:
         raise ConfigError("test.set: the name 'valid' is reserved for the validation file")
     if cfg.selection_test is not None and cfg.selection_test not in cfg.test_set:

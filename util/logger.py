@@ -14,11 +14,13 @@ def setup_logging(log_file: Optional[Path] = None, level: int = logging.INFO) ->
     """Configure the root logger: a console handler and, optionally, a log file."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+        if getattr(handler, "_ours", False):  # leave handlers of others (e.g. pytest) alone
+            root.removeHandler(handler)
+            handler.close()
     root.setLevel(level)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    console._ours = True  # type: ignore[attr-defined]
     root.addHandler(console)
     if log_file is not None:
         add_log_file(log_file)
@@ -30,6 +32,7 @@ def add_log_file(log_file: Path) -> None:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT))
+    handler._ours = True  # type: ignore[attr-defined]
     logging.getLogger().addHandler(handler)
 
 

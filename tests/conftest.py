@@ -1,0 +1,44 @@
+"""Shared test set-up: one torch thread (fast, deterministic), paths to ../shared/datasets."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def shared() -> Path:
+    """The folder of real datasets beside the repository (skips if it is absent)."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared/datasets is not present beside the repository")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _quiet_root_logger():
+    """Keep the root logger's handlers as they were (main.py reconfigures logging)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+            h.close()
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    root.setLevel(level)
+
+
+def write(path: Path, text: str) -> Path:
+    """Write text to path (creating folders) and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

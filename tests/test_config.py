@@ -1,0 +1,114 @@
+"""Config resolution: coercion, unknown keys, overrides, presets, params, selection."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conf.params import RNSParams
+from tests.conftest import REPO, write
+from util.config import load_config, resolve
+from util.typing_coerce import ConfigError, coerce
+
+BASE = {"training.set": "a/train.txt", "test.set": "a/test.txt"}
+
+
+def test_yaml_scalars_are_coerced(tmp_path):
+    cfg_file = write(tmp_path / "c.yaml", "training.set: t.txt\ntest.set: s.txt\nreg.lambda: 1e-6\n"
+                                          "learning.rate: '0.001'\nmax.epoch: '5'\nitem.ranking.topN: 10,20,50\n")
+    cfg = load_config(cfg_file)
+    assert cfg.reg_lambda == 1e-6 and isinstance(cfg.reg_lambda, float)
+    assert cfg.learning_rate == 0.001 and cfg.max_epoch == 5 and cfg.top_n == [10, 20, 50]
+
+
+@pytest.mark.parametrize("text,expected", [("false", False), ("no", False), ("0", False), ("True", True),
+                                           ("yes", True), (1, True), (False, False)])
+def test_bool_coercion(text, expected):
+    assert coerce("k", text, bool) is expected
+
+
+@pytest.mark.parametrize("value,tp", [("maybe", bool), ("5.5", int), (True, int), ("abc", float), (2, bool),
+                                      ({"a": 1}, str), ([], list[int])])
+def test_bad_values_name_the_key(value, tp):
+    with pytest.raises(ConfigError, match="my.key"):
+        coerce("my.key", value, tp)
+
+
+def test_unknown_key_suggests_nearest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'max.epochs'.*'max.epoch'"):
+        resolve({**BASE, "max.epochs": 3})
+
+
+def test_bad_value_and_bad_choice_and_minimum():
+    with pytest.raises(ConfigError, match="max.epoch"):
+        resolve({**BASE, "max.epoch": "ten"})
+    with pytest.raises(ConfigError, match="reg.form"):
+        resolve({**BASE, "reg.form": "squared"})
+    with pytest.raises(ConfigError, match="batch.size"):
+        resolve({**BASE, "batch.size": 0})
+
+
+def test_command_line_overrides_and_nested_sections(tmp_path):
+    cfg_file = write(tmp_path / "c.yaml", "training.set: t.txt\ntest.set: s.txt\nLightGCN:\n  n_layer: 2\n")
+    cfg = load_config(cfg_file, ["max.epoch=5", "LightGCN.n_layer=3", "test.set.test_ood=o.txt",
+                                 "params.n_negs=2"])
+    assert cfg.max_epoch == 5 and cfg.n_layer == 3
+    assert cfg.test_set == {"s": Path("s.txt"), "test_ood": Path("o.txt")}
+    assert cfg.params == RNSParams(n_negs=2)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(cfg_file, ["max.epoch"])
+
+
+def test_params_unknown_field_and_bad_value():
+    with pytest.raises(ConfigError, match=r"params.rns.n_neg'.*'n_negs'"):
+        resolve({**BASE, "params.n_neg": 2})
+    with pytest.raises(ConfigError, match="params.rns.n_negs"):
+        resolve({**BASE, "params.rns.n_negs": "two"})
+    with pytest.raises(ConfigError, match="n_negs must be >= 1"):
+        resolve({**BASE, "params.rns.n_negs": 0})
+    with pytest.raises(ConfigError, match="unknown sampler"):
+        resolve({**BASE, "negative.sampler": "magic"})
+
+
+def test_preset_fills_files_and_explicit_keys_override():
+    cfg = resolve({"dataset": "food", "dataset.root": "d"})
+    assert cfg.training_set == Path("d/food/train.txt") and cfg.valid_set == Path("d/food/valid_iid.txt")
+    assert set(cfg.test_set) == {"test_iid", "test_ood"} and cfg.data_format == "triples"
+    cfg = resolve({"dataset": "coat", "training.set": "x.txt"})
+    assert cfg.training_set == Path("x.txt") and cfg.data_format == "adjacency"
+    with pytest.raises(ConfigError, match="unknown preset 'fod'.*'food'"):
+        resolve({"dataset": "fod"})
+
+
+def test_selection_rule_resolution():
+    assert resolve({**BASE, "valid.set": "v.txt"}).selection_rule() == "valid"
+    assert resolve(BASE).selection_rule() == "test_all4"
+    with pytest.raises(ConfigError, match="needs a validation file"):
+        resolve({**BASE, "selection": "valid"})
+    with pytest.raises(ConfigError, match="selection.metric"):
+        resolve({**BASE, "valid.set": "v.txt", "selection.metric": "Recall@50"})
+    with pytest.raises(ConfigError, match="selection.test"):
+        resolve({**BASE, "selection.test": "nope"})
+    with pytest.raises(ConfigError, match="topN must hold both"):
+        resolve({**BASE, "item.ranking.topN": [5], "selection.metric": "Recall@5"})
+
+
+def test_missing_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path / "list.yaml", "- a\n- b\n"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path / "bad.yaml", "a: [1, 2\n"))
+    with pytest.raises(ConfigError, match="no training data"):
+        resolve({"test.set": "t.txt"})
+    with pytest.raises(ConfigError, match="no test file"):
+        resolve({"training.set": "t.txt"})
+
+
+def test_shipped_config_resolves_and_round_trips():
+    cfg = load_config(REPO / "conf" / "LightGCN.yaml")
+    out = cfg.to_dict()
+    assert out["max.epoch"] == cfg.max_epoch and out["params"][cfg.negative_sampler]
+    again = resolve({k: v for k, v in out.items() if k not in ("selection.resolved", "params")})
+    assert again.to_dict()["test.set"] == out["test.set"]

@@ -1,0 +1,87 @@
+"""Ranking metrics: hand-computed cases and a slow per-user reference with SELFRec's definitions."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from data.interaction import EvalSet
+from util.evaluation import RankingEvaluator
+
+
+def _eval_set(truth_rows, mask_rows, n_users, n_items):
+    def csr(rows):
+        if not rows:
+            return sp.csr_matrix((n_users, n_items), dtype=np.float32)
+        u, i = zip(*rows)
+        m = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, i)), shape=(n_users, n_items))
+        m.sort_indices()
+        return m
+    truth = csr(truth_rows)
+    users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    return EvalSet("t", "test", users, truth, csr(mask_rows), {})
+
+
+def test_hand_computed_case():
+    # one user, 5 items, scores rank items 4,3,2,1,0; item 4 is masked -> ranking 3,2,1,0
+    user = torch.tensor([[1.0]])
+    items = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]])
+    es = _eval_set([(0, 2), (0, 0)], [(0, 4)], 1, 5)
+    m = RankingEvaluator(es, [1, 2, 4], torch.device("cpu")).evaluate(user, items)
+    assert m["Recall@1"] == 0 and m["Recall@2"] == 0.5 and m["Recall@4"] == 1.0
+    assert m["Precision@2"] == 0.5 and m["Hit Ratio@2"] == 0.5
+    idcg2 = 1 + 1 / math.log2(3)
+    assert m["NDCG@2"] == pytest.approx((1 / math.log2(3)) / idcg2)
+    assert m["NDCG@4"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / idcg2)
+
+
+def _reference(user_emb, item_emb, es, top_n):
+    """SELFRec-style slow evaluation: per user, sort all unmasked items, count hits."""
+    scores = user_emb @ item_emb.T
+    out = {}
+    per_user = {}
+    for u in es.users:
+        masked = set(es.mask.indices[es.mask.indptr[u]:es.mask.indptr[u + 1]])
+        ranked = [i for i in np.argsort(-scores[u], kind="stable") if i not in masked]
+        per_user[u] = (ranked, set(es.truth.indices[es.truth.indptr[u]:es.truth.indptr[u + 1]]))
+    total = sum(len(t) for _, t in per_user.values())
+    for k in top_n:
+        hits = {u: len(set(r[:k]) & t) for u, (r, t) in per_user.items()}
+        out[f"Hit Ratio@{k}"] = sum(hits.values()) / total
+        out[f"Precision@{k}"] = sum(hits.values()) / (len(hits) * k)
+        out[f"Recall@{k}"] = np.mean([hits[u] / len(per_user[u][1]) for u in hits])
+        ndcg = []
+        for u, (r, t) in per_user.items():
+            dcg = sum(1 / math.log2(n + 2) for n, i in enumerate(r[:k]) if i in t)
+            idcg = sum(1 / math.log2(n + 2) for n in range(min(len(t), k)))
+            ndcg.append(dcg / idcg)
+        out[f"NDCG@{k}"] = np.mean(ndcg)
+    return out
+
+
+@pytest.mark.parametrize("batch_users", [3, 1000])
+def test_matches_slow_reference_on_random_data(batch_users):
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 60
+    dense = rng.random((n_users, n_items))
+    truth = [(u, i) for u, i in zip(*np.nonzero(dense < 0.08))]
+    mask = [(u, i) for u, i in zip(*np.nonzero(dense > 0.85))]
+    es = _eval_set(truth, mask, n_users, n_items)
+    user_emb = rng.standard_normal((n_users, 8)).astype(np.float32)
+    item_emb = rng.standard_normal((n_items, 8)).astype(np.float32)
+    got = RankingEvaluator(es, [5, 10, 20], torch.device("cpu"), batch_users).evaluate(
+        torch.from_numpy(user_emb), torch.from_numpy(item_emb))
+    ref = _reference(user_emb, item_emb, es, [5, 10, 20])
+    assert got.keys() == ref.keys()
+    for key in ref:
+        assert got[key] == pytest.approx(ref[key], abs=1e-12), key
+
+
+def test_topk_excludes_masked_items():
+    es = _eval_set([(0, 1)], [(0, 0), (0, 2)], 1, 4)
+    scores, items = RankingEvaluator(es, [2], torch.device("cpu")).topk(
+        torch.ones(1, 1), torch.tensor([[9.0], [1.0], [8.0], [2.0]]), 2)
+    assert items.tolist() == [[3, 1]] and scores.tolist() == [[2.0, 1.0]]

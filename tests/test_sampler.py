@@ -1,0 +1,62 @@
+"""The numba uniform sampler: never a positive, near-uniform, seeded, vectorised shapes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from util.sampler import EpochSampler
+from util.seed import seed_everything
+
+
+def _train(rows, n_users, n_items):
+    u, i = zip(*rows)
+    m = sp.csr_matrix((np.ones(len(u)), (u, i)), shape=(n_users, n_items))
+    m.sort_indices()
+    return m
+
+
+def test_negatives_never_hit_a_training_item():
+    rng = np.random.default_rng(0)
+    dense = rng.random((50, 40)) < 0.6
+    dense[:, 0] = False  # every user has at least one negative
+    train = sp.csr_matrix(dense.astype(np.float32))
+    train.sort_indices()
+    seed_everything(1)
+    users, pos, negs = EpochSampler(train, n_negs=5).epoch()
+    assert negs.shape == (train.nnz, 5)
+    assert not dense[users[:, None], negs].any()
+    assert dense[users, pos].all()
+    assert sorted(zip(users, pos)) == sorted(zip(*train.nonzero()))
+
+
+def test_negatives_are_near_uniform_over_allowed_items():
+    train = _train([(0, 0), (0, 1)], 1, 10)
+    sampler = EpochSampler(train, n_negs=4000)
+    seed_everything(3)
+    _, _, negs = sampler.epoch()
+    counts = np.bincount(negs.ravel(), minlength=10)
+    assert counts[:2].sum() == 0
+    expected = negs.size / 8
+    chi2 = ((counts[2:] - expected) ** 2 / expected).sum()
+    assert chi2 < 24.3  # 7 degrees of freedom, p = 0.001
+
+
+def test_same_seed_same_epoch_and_different_seed_differs():
+    train = _train([(u, i) for u in range(20) for i in range(u % 5 + 1)], 20, 30)
+    sampler = EpochSampler(train)
+    seed_everything(7)
+    a = sampler.epoch()
+    seed_everything(7)
+    b = sampler.epoch()
+    seed_everything(8)
+    c = sampler.epoch()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[2], c[2])
+
+
+def test_user_with_every_item_is_an_error_and_bad_count():
+    with pytest.raises(ValueError, match="interacted with every item"):
+        EpochSampler(_train([(0, 0), (0, 1), (1, 0)], 2, 2))
+    with pytest.raises(ValueError, match="n_negs"):
+        EpochSampler(_train([(0, 0)], 1, 2), n_negs=0)
