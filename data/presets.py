@@ -1,10 +1,92 @@
 """Dataset presets: where each dataset's files live, their format, roles and shift type."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
 from util.typing_coerce import ConfigError, suggest
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One published file: its GitHub repository, the refs tried in order, its path there and its sha256."""
+
+    local: str  # name under dataset/<preset>/
+    repo: str  # owner/name on GitHub
+    path: str  # path inside the repository (its basename is the upstream file name)
+    sha256: str
+    refs: tuple[str, ...]  # a pinned commit first; "HEAD" (the default branch) only where none could be pinned
+
+    def urls(self) -> list[str]:
+        """raw.githubusercontent.com addresses of the file, one per ref."""
+        return [f"https://raw.githubusercontent.com/{self.repo}/{ref}/{self.path}" for ref in self.refs]
+
+
+DRGO = ("user683/DRGO", ("cb213e73b209e16dabc8a9ced98c4f84ce57c9fc",))
+# anzhang314/InvCF: the commits at which train.txt and valid.txt were seen (test_ood.txt there unverified),
+# then the default branch; the sha256 (of the files as published) decides what is accepted.
+INVCF_COAT = ("anzhang314/InvCF", ("9b85dc14dab937035ac55d5bfebe236ffcf8fd8e", "HEAD"))
+INVCF_YAHOO = ("anzhang314/InvCF", ("09f9d7c965fa372c8a46bc522fd407928f193560", "HEAD"))
+MACR = ("weitianxin/MACR", ("HEAD",))  # no commit could be pinned: default branch + sha256
+
+
+def _remote(local: str, where: tuple[str, tuple[str, ...]], path: str, sha256: str) -> RemoteFile:
+    return RemoteFile(local, where[0], path, sha256, where[1])
+
+
+SOURCES: dict[str, tuple[RemoteFile, ...]] = {
+    "food": (
+        _remote("train.txt", DRGO, "data_for_SELFRec/food/train.txt",
+                "6889b3c7ac2902c40f44a227f9cd9138ceaa777631930dfa9999812d9e9bfb75"),
+        _remote("valid_iid.txt", DRGO, "data_for_SELFRec/food/valid_iid.txt",
+                "35955c06fae57612490d7b69a4c7619e121873dd05a66985630e7c2ed3fe61c2"),
+        _remote("test_iid.txt", DRGO, "data_for_SELFRec/food/test_iid.txt",
+                "de93811d88ee7c48ac88dcd44b94be6c2832de1a788a2a087466f5bbcd044d3a"),
+        _remote("test_ood.txt", DRGO, "data_for_SELFRec/food/test.txt",
+                "bb529628d6837ce88a91daf1aaf45314fd153ffd583090d8e41cd7d7470550e1"),
+    ),
+    "yelp2018": (
+        _remote("train.txt", DRGO, "data_for_SELFRec/yelp2018/train.txt",
+                "c60a46d7e9ff98d8480531fbba38d054ebb3758b5c9964d94992d5abe10d81a9"),
+        _remote("valid_iid.txt", DRGO, "data_for_SELFRec/yelp2018/valid_iid.txt",
+                "ff35042dcae460a7539d6480c2e86d8e51072113988b7806438c2c013a28feea"),
+        _remote("test_iid.txt", DRGO, "data_for_SELFRec/yelp2018/test_iid.txt",
+                "3e98eab701e87e4d54ecaedc8a02fc90c5adbfe71fbcdd1247ef59e113920d07"),
+        _remote("test_ood.txt", DRGO, "data_for_SELFRec/yelp2018/test.txt",
+                "438d4b3577564b4f17128f22ed965e8f1f867410e320f90bbeb6b86d51a93618"),
+    ),
+    # KuaiRec: only the paper's two test files are published (kept for reference under drgo/; their id
+    # mapping is not published); the runnable split is rebuilt from the raw KuaiRec CSVs (data/kuairec.py).
+    "kuairec": (
+        _remote("drgo/test_iid.txt", DRGO, "data_for_SELFRec/kuaiRec/test_iid.txt",
+                "c291bdda8c9b9f6f6ed5c8b9229e75babea2a388f5fe6f7089564558d08cf8b8"),
+        _remote("drgo/test_ood.txt", DRGO, "data_for_SELFRec/kuaiRec/test_ood.txt",
+                "9b84b51b426348276f204a681b6be6368b18ab8f84590f48c72ee4804a8c78fa"),
+    ),
+    "coat": (
+        _remote("train.txt", INVCF_COAT, "data/coat/train.txt",
+                "e6c6a8727feeeae27d09c802b12d2d4a88e52aa75e4a3fd17fab439901483d5a"),
+        _remote("valid.txt", INVCF_COAT, "data/coat/valid.txt",
+                "00e3d3d1a567e4ab6f3e0f7e35a849da6221afb0df767a9ce423df58938b849e"),
+        _remote("test_ood.txt", INVCF_COAT, "data/coat/test_ood.txt",
+                "e77d3a6af25cb0292e79a7659a075429b8df6c86559522c657e84a48bd23f685"),
+    ),
+    "yahoo": (
+        _remote("train.txt", INVCF_YAHOO, "data/yahoo.new/train.txt",
+                "cca11ae2c3baba4573a1451c8f892e1eb3d63aac4af6a2348f05ffc316ba98e6"),
+        _remote("valid.txt", INVCF_YAHOO, "data/yahoo.new/valid.txt",
+                "ab7c0b345cac632fd65dfe5481b34e63d5aed2d3fb1546660bd84f7796c70aac"),
+        _remote("test_ood.txt", INVCF_YAHOO, "data/yahoo.new/test_ood.txt",
+                "358efe3c475f09f30073c9fcb9b7032ed371d5eddf2ca94ec565c4cc6d976a86"),
+    ),
+    "adressa": (
+        _remote("train.txt", MACR, "data/addressa/train.txt",
+                "c6828d85ca310a03d287d68781e53fe61b7112851b325e72d50b432dd28c4c81"),
+        _remote("test_ood.txt", MACR, "data/addressa/test.txt",
+                "9f17f82e9f738bc08ae7a4c70cf3b25e685afe84f0db28152f96732224889348"),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -20,6 +102,7 @@ class DatasetPreset:
     source: str = ""
     licence: str = ""
     how_to_get: str = ""  # the command that puts the files in place
+    sources: tuple[RemoteFile, ...] = ()  # published files data/download.py fetches and verifies
 
     def files(self) -> list[str]:
         """All file names of the split, train first."""
@@ -32,7 +115,7 @@ def _download(name: str) -> str:
 
 
 PRESETS: dict[str, DatasetPreset] = {
-    p.name: p
+    p.name: dataclasses.replace(p, sources=SOURCES.get(p.name, ()))
     for p in [
         DatasetPreset(
             "synthetic", "triples", "train.txt", "valid_iid.txt",
@@ -56,7 +139,9 @@ PRESETS: dict[str, DatasetPreset] = {
         DatasetPreset(
             "kuairec", "triples", "train.txt", "valid_iid.txt",
             {"test_iid": "test_iid.txt", "test_ood": "test_ood.txt"},
-            shift="exposure", source="GitHub user683/DRGO data_for_SELFRec/kuaiRec (tests); train/valid rebuilt from raw KuaiRec",
+            shift="exposure",
+            source="rebuilt from the raw KuaiRec CSVs by data/kuairec.py (the paper's test files, GitHub "
+                   "user683/DRGO data_for_SELFRec/kuaiRec, are kept under drgo/ for reference only)",
             licence="CC BY-SA 4.0 (KuaiRec)", how_to_get=_download("kuairec") + " --raw DIR_WITH_KUAIREC_CSVS",
         ),
         DatasetPreset(
