@@ -7,6 +7,7 @@ sampler, `--set params.rns.n_negs=2` for a named one). Types are checked and coe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 
 @dataclass
@@ -18,3 +19,88 @@ class RNSParams:
     def __post_init__(self) -> None:
         if self.n_negs < 1:
             raise ValueError(f"params.rns.n_negs must be >= 1, got {self.n_negs}")
+
+
+# The two CNSDiff presets (cnsdiff-method.md section 4). A switch left as None takes its preset's value.
+CNSDIFF_PRESETS: dict[str, dict[str, object]] = {
+    # what the authors' released code does
+    "official": {"train_denoiser": False, "user_condition": False, "denoise_from_start": False,
+                 "dropout_at_generation": True, "selection": "test_all4"},
+    # what the paper describes
+    "paper": {"train_denoiser": True, "user_condition": True, "denoise_from_start": True,
+              "dropout_at_generation": False, "selection": "valid"},
+}
+CNSDIFF_SWITCHES = ("train_denoiser", "user_condition", "denoise_from_start", "dropout_at_generation", "selection")
+
+
+@dataclass
+class CNSDiffParams:
+    """CNSDiff (Zhao et al. 2025): diffusion-synthesised, curriculum-mixed negatives with a causal regulariser.
+    Defaults are the released code's (cnsdiff-method.md section 5)."""
+
+    preset: str = "official"  # official | paper
+    # the five switches (None = the preset's value)
+    train_denoiser: Optional[bool] = None  # step a separate Adam on the denoiser every batch
+    user_condition: Optional[bool] = None  # denoiser also takes the (detached) user embedding
+    denoise_from_start: Optional[bool] = None  # reverse chain from the start step s, not all T steps
+    dropout_at_generation: Optional[bool] = None  # keep denoiser dropout on while generating candidates
+    selection: Optional[str] = None  # model selection when the run's `selection` is auto: test_all4 | valid
+    # diffusion process
+    steps: int = 20  # T
+    schedule: str = "linear-var"  # linear-var | linear
+    noise_scale: float = 0.1
+    noise_min: float = 1e-4
+    noise_max: float = 0.02
+    max_beta: float = 0.999
+    reweight: bool = True  # weight the MSE by SNR_{t-1} - SNR_t
+    # denoiser
+    hidden: int = 64
+    time_emb: int = 64
+    norm_input: bool = True
+    dropout: float = 0.5
+    denoiser_lr: float = 0.01  # Adam learning rate of the denoiser when train_denoiser is on
+    # candidate generation: start steps range(sample_start, num_steps + 1, stride)
+    sample_start: int = 10
+    stride: int = 4
+    num_steps: int = 20
+    # curriculum: r ~ Beta(alpha, beta), alpha and beta move linearly over the epochs
+    mix_alpha_start: float = 1.0
+    mix_alpha_end: float = 9.0
+    mix_beta_start: float = 9.0
+    mix_beta_end: float = 1.0
+    min_mix_ratio: float = 0.0
+    # losses
+    cl_weight: float = 0.3
+    temperature: float = 2.0
+    positive_noise: float = 0.01
+    diffusion_loss_weight: float = 1e-6
+    causal_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.preset not in CNSDIFF_PRESETS:
+            raise ValueError(f"params.cnsdiff.preset: {self.preset!r} is not one of {', '.join(CNSDIFF_PRESETS)}")
+        for name in CNSDIFF_SWITCHES:
+            if getattr(self, name) is None:
+                setattr(self, name, CNSDIFF_PRESETS[self.preset][name])
+        checks = [
+            (self.selection in ("test_all4", "valid"), "selection must be test_all4 or valid"),
+            (self.schedule in ("linear-var", "linear"), "schedule must be linear-var or linear"),
+            (self.steps >= 1, "steps must be >= 1"),
+            (1 <= self.sample_start <= self.num_steps <= self.steps, "need 1 <= sample_start <= num_steps <= steps"),
+            (self.stride >= 1, "stride must be >= 1"),
+            (0 < self.noise_min <= self.noise_max and self.noise_scale > 0, "need 0 < noise_min <= noise_max, noise_scale > 0"),
+            (self.noise_scale * self.noise_max < 1, "noise_scale * noise_max must be < 1"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (min(self.mix_alpha_start, self.mix_alpha_end, self.mix_beta_start, self.mix_beta_end) > 0,
+             "Beta parameters must be > 0"),
+            (0 <= self.min_mix_ratio <= 1, "min_mix_ratio must be in [0, 1]"),
+            (self.hidden >= 1 and self.time_emb >= 2 and self.time_emb % 2 == 0, "hidden >= 1, time_emb even"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"params.cnsdiff: {message}")
+
+    def start_steps(self) -> list[int]:
+        """The start steps s of the candidate chains."""
+        return list(range(self.sample_start, self.num_steps + 1, self.stride))

@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 def load_data(cfg: RunConfig) -> Interaction:
     """Read the training file and every eval file of cfg; a missing preset file names its fetch command."""
-    if cfg.dataset == "synthetic":
-        synthetic.ensure(cfg.dataset_root / "synthetic")
+    folder = cfg.dataset_root / "synthetic"
+    if cfg.dataset == "synthetic" and cfg.training_set.parent == folder:  # not when files were overridden
+        synthetic.ensure(folder)
     files = {"train": cfg.training_set, **cfg.eval_files()}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:

@@ -91,3 +91,11 @@ def test_both_l2_forms_run(tmp_path, shared, form):
     status, runs = _run(tmp_path, "dataset=coat", f"dataset.root={shared}", "max.epoch=1", f"reg.form={form}")
     row = next(csv.DictReader((runs[0] / "epochs.csv").open()))
     assert status == 0 and float(row["l2"]) > 0
+
+
+def test_explicit_files_override_the_synthetic_preset_without_generating(tmp_path, shared):
+    status, runs = _run(tmp_path, f"dataset.root={tmp_path / 'data'}", "max.epoch=1", "data.format=adjacency",
+                        f"training.set={shared / 'coat' / 'train.txt'}", "valid.set=none",
+                        f"test.set={shared / 'coat' / 'test_ood.txt'}")
+    assert status == 0 and not (tmp_path / "data" / "synthetic").exists()
+    assert json.loads((runs[0] / "metrics.json").read_text())["data"]["users"] == 290

@@ -1,6 +1,8 @@
 """Loss terms shared by all samplers: BPR and the two L2 forms."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -27,3 +29,55 @@ def l2_lightgcn(reg: float, *tables: torch.Tensor) -> torch.Tensor:
     rows = tables[0].shape[0]
     total = sum(t.pow(2).sum() for t in tables)
     return reg * total / 2 / rows
+
+
+class _SharedLogSumExp(torch.autograd.Function):
+    """Row-wise logsumexp of a @ n^T. The (rows x negatives) matrix is written into a reusable
+    workspace (a fresh 32 MB tensor per batch costs more in page faults than the arithmetic), the
+    softmax is kept for the backward pass, and the max-shift is skipped when |a.n| is bounded."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, n: torch.Tensor, workspace: Optional[torch.Tensor],  # type: ignore[override]
+                bound: Optional[float]) -> torch.Tensor:
+        scores = torch.mm(a, n.T, out=workspace) if workspace is not None else a @ n.T
+        if bound is not None and bound <= 30.0:
+            top = torch.zeros((), dtype=a.dtype, device=a.device)  # exp cannot overflow
+        else:
+            top = scores.amax(dim=1, keepdim=True)
+            scores.sub_(top)
+        probs = scores.exp_()
+        total = probs.sum(dim=1, keepdim=True)
+        ctx.save_for_backward(a, n, probs, total)
+        return (top + total.log()).reshape(-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        a, n, probs, total = ctx.saved_tensors
+        weighted = probs.mul_(grad.unsqueeze(1) / total)  # softmax * upstream gradient, in place
+        grad_a = weighted @ n if ctx.needs_input_grad[0] else None
+        grad_n = weighted.T @ a if ctx.needs_input_grad[1] else None
+        return grad_a, grad_n, None, None
+
+
+def shared_logsumexp(a: torch.Tensor, n: torch.Tensor, workspace: Optional[torch.Tensor] = None,
+                     bound: Optional[float] = None) -> torch.Tensor:
+    """logsumexp over j of a_i . n_j for every row i (all rows share the negatives n).
+
+    workspace: optional (rows, negatives) buffer reused across calls (autograd's version check raises
+    if it is overwritten before the backward of the call that used it); bound: a known upper bound of
+    |a_i . n_j| that allows skipping the max-shift. Backward may run once (the softmax is consumed)."""
+    return _SharedLogSumExp.apply(a, n, workspace, bound)
+
+
+class Workspace:
+    """A buffer kept between batches and reallocated only when the shape, dtype or device changes."""
+
+    def __init__(self) -> None:
+        self.buffer: Optional[torch.Tensor] = None
+
+    def get(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A tensor of the given shape (contents undefined)."""
+        buf = self.buffer
+        if buf is None or buf.shape != torch.Size(shape) or buf.dtype != like.dtype or buf.device != like.device:
+            self.buffer = buf = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from module.samplers.base import NegativeSampler
+from module.samplers.cnsdiff import CNSDiffSampler
 from module.samplers.rns import RNSSampler
 from util.typing_coerce import ConfigError, suggest
 
 SAMPLERS: dict[str, type[NegativeSampler]] = {
     RNSSampler.name: RNSSampler,
+    CNSDiffSampler.name: CNSDiffSampler,
 }
 
 
