@@ -11,7 +11,8 @@ import pytest
 
 from data import download, kuairec
 from data.loader import read_interactions
-from data.split import LogFormat, SplitError, SplitSpec, build_split, main, read_log
+from data.rawlog import LogFormat, SplitError, read_log
+from data.split import SplitSpec, build_split, main
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 RATINGS = SHARED / "ml-latest-small" / "ratings.csv"
