@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from data.split import LogFormat, SplitError, SplitSpec, build_split
+from data.rawlog import LogFormat, SplitError
+from data.split import SplitSpec, build_split
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ CONF = str(REPO / "conf" / "LightGCN.yaml")
 
 
 def _run(tmp_path, *overrides):
+    """Run main.py with the shipped config (RNS unless an override names another sampler)."""
     args = ["-c", CONF, "--set", f"output={tmp_path / 'results'}", "--set", f"log.dir={tmp_path / 'log'}",
-            "--set", "device=cpu"]
+            "--set", "device=cpu", "--set", "negative.sampler=rns"]
     for o in overrides:
         args += ["--set", o]
     status = main(args)

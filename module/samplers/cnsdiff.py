@@ -34,6 +34,7 @@ class CNSDiffSampler(NegativeSampler):
         self.coef1 = self.diffusion.coef1.tolist()
         self.coef2 = self.diffusion.coef2.tolist()
         self.cl_workspace = Workspace()
+        self.register_buffer("start_t", torch.tensor([s - 1 for s in self.starts]), persistent=False)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The denoiser's own Adam group (lr denoiser_lr) when train_denoiser is on."""
@@ -46,9 +47,8 @@ class CNSDiffSampler(NegativeSampler):
         """Candidates (n_starts, B, d): the positive noised to step s-1, then denoised (all chains batched)."""
         p, steps = self.params, self.diffusion.steps
         n_chains, rows = len(self.starts), pos_emb.shape[0]
-        start_t = torch.tensor([s - 1 for s in self.starts], device=pos_emb.device)
         noise = torch.randn(n_chains, rows, self.dim, device=pos_emb.device, dtype=pos_emb.dtype)
-        x = self.diffusion.q_sample(pos_emb.unsqueeze(0), start_t.view(-1, 1), noise)  # (n_chains, B, d)
+        x = self.diffusion.q_sample(pos_emb.unsqueeze(0), self.start_t.view(-1, 1), noise)  # (n_chains, B, d)
         x = x.reshape(n_chains * rows, self.dim)
         user_part = self.denoiser.user_part(user_emb).repeat(n_chains, 1) if user_emb is not None else None
         table = self.denoiser.time_table()
@@ -83,8 +83,8 @@ class CNSDiffSampler(NegativeSampler):
         progress = batch.epoch / batch.max_epoch
         alpha = p.mix_alpha_start + (p.mix_alpha_end - p.mix_alpha_start) * progress
         beta = p.mix_beta_start + (p.mix_beta_end - p.mix_beta_start) * progress
-        ratio = torch.distributions.Beta(torch.tensor(alpha, device=pos_emb.device),
-                                         torch.tensor(beta, device=pos_emb.device)).sample((pos_emb.shape[0],))
+        rows = pos_emb.shape[0]  # concentrations filled on the device: no host-to-device copy per batch
+        ratio = torch.distributions.Beta(pos_emb.new_full((rows,), alpha), pos_emb.new_full((rows,), beta)).sample()
         ratio = torch.clamp((1 - p.min_mix_ratio) * ratio + p.min_mix_ratio, 0.0, 1.0).unsqueeze(-1)
         mixed = ratio * hard + (1 - ratio) * rand_emb
         cl = self.contrastive(pos_emb, hard, rand_emb)

@@ -1,0 +1,200 @@
+"""Epoch and evaluation timings, with the time split, on a dataset (default Food).
+
+  python -m bench.bench_epoch --dataset-root ../shared/datasets --repeats 5 --threads 2
+
+Per sampler configuration: median wall time of a training epoch (and its sampling part), of one
+full evaluation of test_ood, and a per-phase split measured on an instrumented copy of the batch loop
+(sampling, propagation forward, candidate chains, diffusion loss, rest of the sampler, loss + backward,
+optimiser step). References measured in the same run: the RNS epoch (ratio CNSDiff / RNS) and the
+matrix-multiply throughput of this machine, which gives the floor of the candidate chains
+(4 * rows * d * hidden FLOP per denoiser call). Timings are medians; the machine is shared and noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from data.dataset import load_data
+from model.graph.LightGCN import LightGCN
+from module.samplers.base import TrainBatch
+from util.config import resolve
+from util.device import resolve_device
+from util.io import atomic_write_json
+from util.loss import bpr_loss
+from util.seed import seed_everything
+
+CONFIGS = {
+    "rns": {"negative.sampler": "rns"},
+    "cnsdiff-official": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "official"},
+    "cnsdiff-paper": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "paper"},
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_gflops(device: torch.device, rows: int = 6144, d: int = 64, repeats: int = 50) -> float:
+    """Measured throughput of (rows x d) @ (d x d) products, the shape of the chain's layers."""
+    x, w = torch.randn(rows, d, device=device), torch.randn(d, d, device=device)
+    for _ in range(5):
+        x @ w
+    seconds = _median_time(lambda: [x @ w for _ in range(20)], repeats, device) / 20
+    return 2 * rows * d * d / seconds / 1e9
+
+
+def phase_split(rec: LightGCN, n_batches: int) -> dict[str, float]:
+    """Median milliseconds per batch of each phase, on an instrumented copy of the training loop."""
+    device, cfg = rec.device, rec.config
+    sampler = rec.sampler
+    phases: dict[str, list[float]] = {}
+    clock = {"t": 0.0}
+
+    def mark(name: str) -> None:
+        _sync(device)
+        now = time.perf_counter()
+        phases.setdefault(name, []).append(now - clock["t"])
+        clock["t"] = now
+
+    timed_sub: dict[str, float] = {}
+
+    def wrap(obj: object, attr: str, name: str) -> None:
+        original = getattr(obj, attr)
+
+        def timed(*args, **kwargs):
+            _sync(device)
+            t0 = time.perf_counter()
+            out = original(*args, **kwargs)
+            _sync(device)
+            timed_sub[name] = timed_sub.get(name, 0.0) + time.perf_counter() - t0
+            return out
+        setattr(obj, attr, timed)
+
+    if hasattr(sampler, "generate"):
+        wrap(sampler, "generate", "chains")
+        wrap(sampler.diffusion, "training_losses", "diffusion_loss")
+    _sync(device)
+    t0 = time.perf_counter()
+    users, pos, negs = rec.epoch_sampler.epoch()
+    users, pos, negs = (torch.from_numpy(a).to(device) for a in (users, pos, negs))
+    _sync(device)
+    sample_epoch = time.perf_counter() - t0
+    b = cfg.batch_size
+    for k in range(min(n_batches, len(users) // b)):
+        sl = slice(k * b, (k + 1) * b)
+        _sync(device)
+        clock["t"] = time.perf_counter()
+        timed_sub.clear()
+        user_all, item_all = rec.model()
+        mark("propagation_forward")
+        e_u, e_i = user_all[users[sl]], item_all[pos[sl]]
+        out = sampler.negatives(TrainBatch(users[sl], pos[sl], negs[sl], 0, cfg.max_epoch, item_all), e_u, e_i,
+                                item_all[negs[sl]])
+        mark("sampler_total")
+        for name in ("chains", "diffusion_loss"):
+            if name in timed_sub:
+                phases.setdefault(name, []).append(timed_sub[name])
+        loss = bpr_loss(e_u, e_i, out.neg_emb) + rec.l2_term(users[sl], pos[sl], out.reg_items)
+        for weight, value in out.losses.values():
+            loss = loss + weight * value
+        rec.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        mark("loss_and_backward")
+        rec.optimizer.step()
+        mark("optimizer_step")
+    result = {name: 1000 * statistics.median(v) for name, v in phases.items()}
+    sampler_rest = result.pop("sampler_total") - result.get("chains", 0.0) - result.get("diffusion_loss", 0.0)
+    result["sampler_rest"] = sampler_rest
+    result["sampling_per_epoch"] = 1000 * sample_epoch
+    return result
+
+
+def bench_config(name: str, base: dict, repeats: int, device: torch.device) -> dict:
+    """Timings of one sampler configuration."""
+    cfg = resolve({**base, **CONFIGS[name]})
+    data = load_data(cfg)
+    seed_everything(cfg.seed)
+    rec = LightGCN(cfg, data, device, Path("."))
+    rec.build()
+    rec.train_epoch(0)  # warm-up (numba compilation, allocator)
+    epochs = [rec.train_epoch(1) for _ in range(repeats)]
+    evaluator = rec.evaluators["test_ood"]
+    with torch.no_grad():
+        user_all, item_all = rec.model()
+    eval_s = _median_time(lambda: evaluator.evaluate(user_all, item_all), repeats, device)
+    n_batches = len(rec.epoch_sampler) // cfg.batch_size
+    return {
+        "epoch_s": statistics.median(e["train_s"] + e["sample_s"] for e in epochs),
+        "epoch_runs_s": [round(e["train_s"] + e["sample_s"], 3) for e in epochs],
+        "sample_s": statistics.median(e["sample_s"] for e in epochs),
+        "eval_test_ood_s": eval_s,
+        "batches_per_epoch": n_batches + (1 if len(rec.epoch_sampler) % cfg.batch_size else 0),
+        "phases_ms_per_batch": phase_split(rec, min(n_batches, 3 + repeats * 4)),
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="food")
+    parser.add_argument("--dataset-root", default="dataset")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    base = {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": args.device, "max.epoch": 120}
+    gflops = matmul_gflops(device)
+    results = {"device": str(device), "threads": torch.get_num_threads(), "dataset": args.dataset,
+               "repeats": args.repeats, "matmul_gflops": gflops, "configs": {}}
+    for name in args.configs:
+        results["configs"][name] = bench_config(name, base, args.repeats, device)
+    rns = results["configs"].get("rns", {}).get("epoch_s")
+    dim, hidden, batch = 64, 64, 2048
+    print(f"device {device}, {results['threads']} threads, matmul {gflops:.0f} GFLOP/s, medians of {args.repeats}")
+    print("| config | epoch s | x RNS | eval test_ood s | phases ms/batch |")
+    print("|---|---|---|---|---|")
+    for name, r in results["configs"].items():
+        ratio = f"{r['epoch_s'] / rns:.2f}" if rns else "-"
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases_ms_per_batch"].items())
+        print(f"| {name} | {r['epoch_s']:.2f} | {ratio} | {r['eval_test_ood_s']:.3f} | {phases} |")
+        if "chains" in r["phases_ms_per_batch"]:
+            calls = 20 * 3 if name.endswith("official") else 18 + 14 + 10
+            flop = 4 * batch * dim * hidden * calls
+            floor_ms = flop / (gflops * 1e9) * 1000
+            r["chain_gflop_per_batch"] = flop / 1e9
+            r["chain_floor_ms"] = floor_ms
+            print(f"|   chains of {name}: {flop / 1e9:.2f} GFLOP/batch, matmul floor {floor_ms:.1f} ms, "
+                  f"measured {r['phases_ms_per_batch']['chains']:.1f} ms "
+                  f"({r['phases_ms_per_batch']['chains'] / floor_ms:.1f}x the floor) | | | |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / f"epoch-{args.dataset}-{device.type}.json", results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
