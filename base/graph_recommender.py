@@ -113,7 +113,12 @@ class GraphRecommender(Recommender):
         """Metrics of every eval file for the current model, and the embeddings they came from."""
         self.model.eval()
         user_all, item_all = self.model()
-        metrics = {name: ev.evaluate(user_all, item_all) for name, ev in self.evaluators.items()}
+        progress = Progress("evaluating", len(self.evaluators))
+        metrics = {}
+        for n, (name, ev) in enumerate(self.evaluators.items()):
+            metrics[name] = ev.evaluate(user_all, item_all)
+            progress.update(n + 1)
+        progress.close()
         return metrics, (user_all, item_all)
 
     def train(self) -> None:
