@@ -57,7 +57,7 @@ class All4Selection:
         return False
 
 
-def make_selection(rule: str, metric: str, patience: int, test_file: str):
+def make_selection(rule: str, metric: str, patience: int, test_file: str) -> "ValidSelection | All4Selection":
     """Build the selection object for a resolved rule name."""
     if rule == "valid":
         return ValidSelection(metric, patience)
