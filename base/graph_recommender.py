@@ -66,6 +66,21 @@ class GraphRecommender(Recommender):
             return l2_selfrec(cfg.reg_lambda, cfg.batch_size, u0, i0, j0)
         return l2_lightgcn(cfg.reg_lambda, u0, i0, j0)
 
+    def batch_loss(self, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor,
+                   epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward pass of one batch: the total loss, and every loss term and diagnostic to log."""
+        user_all, item_all = self.model()
+        e_u, e_i = user_all[users], item_all[pos]
+        batch = TrainBatch(users, pos, negs, epoch, self.config.max_epoch, item_all)
+        out = self.sampler.negatives(batch, e_u, e_i, item_all[negs])
+        terms = {"bpr": bpr_loss(e_u, e_i, out.neg_emb), "l2": self.l2_term(users, pos, out.reg_items)}
+        loss = terms["bpr"] + terms["l2"]
+        for name, (weight, value) in out.losses.items():
+            terms[name] = value
+            loss = loss + weight * value
+        terms["loss"] = loss
+        return loss, {**terms, **out.diagnostics}
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the shuffled training pairs; returns mean loss terms, diagnostics and timings."""
         cfg = self.config
@@ -82,21 +97,11 @@ class GraphRecommender(Recommender):
         progress = Progress(f"epoch {epoch + 1}", n_batches)
         for b in range(n_batches):
             sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-            bu, bp, bn = users_t[sl], pos_t[sl], negs_t[sl]
-            user_all, item_all = self.model()
-            e_u, e_i = user_all[bu], item_all[bp]
-            batch = TrainBatch(bu, bp, bn, epoch, cfg.max_epoch, item_all)
-            out = self.sampler.negatives(batch, e_u, e_i, item_all[bn])
-            terms = {"bpr": bpr_loss(e_u, e_i, out.neg_emb), "l2": self.l2_term(bu, bp, out.reg_items)}
-            loss = terms["bpr"] + terms["l2"]
-            for name, (weight, value) in out.losses.items():
-                terms[name] = value
-                loss = loss + weight * value
-            terms["loss"] = loss
+            loss, logged = self.batch_loss(users_t[sl], pos_t[sl], negs_t[sl], epoch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            for name, value in list(terms.items()) + list(out.diagnostics.items()):
+            for name, value in logged.items():
                 value = value.detach()
                 sums[name] = sums[name] + value if name in sums else value
             progress.update(b + 1)

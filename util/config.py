@@ -186,16 +186,8 @@ def resolve(flat: dict[str, Any]) -> RunConfig:
         raise ConfigError("no test file: set `test.set` (a path, a list, or a mapping name: path)")
     if cfg.data_format is None:
         cfg.data_format = "triples"
-    _check_selection(cfg)
     cfg.params, cfg.other_params = resolve_params(cfg.negative_sampler, param_values)
-    rule = cfg.selection_rule()
-    metric, _, k = cfg.selection_metric.partition("@")
-    if rule == "valid" and (metric not in ("Recall", "NDCG", "Precision", "Hit Ratio") or not k.isdigit()
-                            or int(k) not in cfg.top_n):
-        raise ConfigError(f"selection.metric: {cfg.selection_metric!r} must be Recall|NDCG|Precision|Hit Ratio "
-                          f"@K with K in item.ranking.topN {cfg.top_n}")
-    if rule == "test_all4" and not {10, 20} <= set(cfg.top_n):
-        raise ConfigError("selection: test_all4 compares Recall/NDCG at 10 and 20; item.ranking.topN must hold both")
+    _check_selection(cfg)
     return cfg
 
 
@@ -227,6 +219,7 @@ def _apply_preset(cfg: RunConfig, explicit: set[str]) -> None:
 
 
 def _check_selection(cfg: RunConfig) -> None:
+    """The selection rule can work with these files and metrics; fills selection.test's default."""
     if "valid" in cfg.test_set:
         raise ConfigError("test.set: the name 'valid' is reserved for the validation file")
     if cfg.selection_test is not None and cfg.selection_test not in cfg.test_set:
@@ -234,6 +227,14 @@ def _check_selection(cfg: RunConfig) -> None:
                           f"({', '.join(cfg.test_set)})")
     if cfg.selection_test is None:
         cfg.selection_test = "test_ood" if "test_ood" in cfg.test_set else next(iter(cfg.test_set))
+    rule = cfg.selection_rule()  # raises if `valid` is asked for without a validation file
+    metric, _, k = cfg.selection_metric.partition("@")
+    if rule == "valid" and (metric not in ("Recall", "NDCG", "Precision", "Hit Ratio") or not k.isdigit()
+                            or int(k) not in cfg.top_n):
+        raise ConfigError(f"selection.metric: {cfg.selection_metric!r} must be Recall|NDCG|Precision|Hit Ratio "
+                          f"@K with K in item.ranking.topN {cfg.top_n}")
+    if rule == "test_all4" and not {10, 20} <= set(cfg.top_n):
+        raise ConfigError("selection: test_all4 compares Recall/NDCG at 10 and 20; item.ranking.topN must hold both")
 
 
 def resolve_params(sampler: str, param_values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Loss terms shared by all samplers: BPR and the two L2 forms."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -70,14 +71,15 @@ def shared_logsumexp(a: torch.Tensor, n: torch.Tensor, workspace: Optional[torch
 
 
 class Workspace:
-    """A buffer kept between batches and reallocated only when the shape, dtype or device changes."""
+    """A flat buffer kept between batches; it only grows, so a smaller last batch reuses it."""
 
     def __init__(self) -> None:
         self.buffer: Optional[torch.Tensor] = None
 
     def get(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        """A tensor of the given shape (contents undefined)."""
+        """A contiguous tensor of the given shape (contents undefined), a view of the buffer."""
+        size = math.prod(shape)
         buf = self.buffer
-        if buf is None or buf.shape != torch.Size(shape) or buf.dtype != like.dtype or buf.device != like.device:
-            self.buffer = buf = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return buf
+        if buf is None or buf.numel() < size or buf.dtype != like.dtype or buf.device != like.device:
+            self.buffer = buf = torch.empty(size, dtype=like.dtype, device=like.device)
+        return buf[:size].view(shape)
