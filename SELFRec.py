@@ -6,7 +6,7 @@ from typing import Any
 
 from data.dataset import load_data
 from model import get_model_class
-from util.config import RunConfig
+from conf.config import RunConfig
 from util.device import resolve_device
 from util.logger import add_log_file, remove_log_file
 from util.results import RunWriter, make_run_dir

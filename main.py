@@ -11,7 +11,7 @@ import torch
 
 from SELFRec import SELFRec
 from data.loader import DataFileError
-from util.config import load_config
+from conf.config import load_config
 from util.logger import setup_logging
 from util.typing_coerce import ConfigError
 

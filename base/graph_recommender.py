@@ -6,11 +6,14 @@ import logging
 import math
 import statistics
 import time
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 import torch
 import torch.nn as nn
 
+from base.fhn import FHNProbe, truth_matrix
 from base.recommender import Recommender
 from base.selection import make_selection
 from module.samplers import get_sampler_class
@@ -40,11 +43,18 @@ class GraphRecommender(Recommender):
         self.sampler: NegativeSampler = sampler_cls(cfg.params, self.data.n_users, self.data.n_items,
                                                     cfg.embedding_size, self.device).to(self.device)
         groups = [{"params": list(self.model.parameters()), "lr": cfg.learning_rate}]
-        groups += self.sampler.param_groups()
+        groups += [{"lr": cfg.learning_rate, **g} for g in self.sampler.param_groups()]
         self.optimizer = torch.optim.Adam(groups)
-        self.epoch_sampler = EpochSampler(self.data.train, self.sampler.n_candidates)
-        self.evaluators = {name: RankingEvaluator(es, cfg.top_n, self.device, cfg.eval_batch_users)
+        degree = np.diff(self.data.train.tocsc().indptr)
+        self.epoch_sampler = EpochSampler(self.data.train, self.sampler.n_candidates,
+                                          self.sampler.candidate_weights(degree))
+        self.evaluators = {name: RankingEvaluator(es.users, es.truth, es.mask, cfg.top_n, self.device,
+                                                  cfg.eval_batch_users)
                            for name, es in self.data.eval_sets.items()}
+        self.fhn: Optional[FHNProbe] = None
+        if cfg.fhn_probe > 0:
+            self.fhn = FHNProbe(self.data, cfg.fhn_probe, cfg.seed, cfg.batch_size,
+                                truth_matrix(self.data, cfg.training_set.parent))
         self.selection = make_selection(cfg.selection_rule(), cfg.selection_metric, cfg.patience,
                                         cfg.selection_test)
         log.info("negative sampler: %s", self.sampler.describe())
@@ -69,10 +79,10 @@ class GraphRecommender(Recommender):
     def batch_loss(self, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor,
                    epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Forward pass of one batch: the total loss, and every loss term and diagnostic to log."""
-        user_all, item_all = self.model()
+        user_all, item_all, layers = self.model.propagate(self.sampler.needs_layers)
         e_u, e_i = user_all[users], item_all[pos]
-        batch = TrainBatch(users, pos, negs, epoch, self.config.max_epoch, item_all)
-        out = self.sampler.negatives(batch, e_u, e_i, item_all[negs])
+        batch = TrainBatch(users, pos, negs, epoch, self.config.max_epoch, user_all, item_all, layers)
+        out = self.sampler.negatives(batch, e_u, e_i)
         terms = {"bpr": bpr_loss(e_u, e_i, out.neg_emb), "l2": self.l2_term(users, pos, out.reg_items)}
         loss = terms["bpr"] + terms["l2"]
         for name, (weight, value) in out.losses.items():
@@ -134,6 +144,11 @@ class GraphRecommender(Recommender):
         self.stopped_early = False
         for epoch in range(cfg.max_epoch):
             stats = self.train_epoch(epoch)
+            if self.fhn is not None:
+                t0 = time.perf_counter()
+                stats.update(self.fhn.measure(self.model, self.sampler, self.epoch_sampler, epoch, cfg.max_epoch,
+                                              self.device))
+                stats["fhn_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             metrics, embeddings = self.evaluate_all()
             stats["eval_s"] = time.perf_counter() - t0

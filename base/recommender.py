@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from data.interaction import Interaction
-from util.config import RunConfig
+from conf.config import RunConfig
 from util.results import RunWriter
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
   python -m bench.bench_epoch --dataset-root ../shared/datasets --repeats 5 --threads 2
 
 Per sampler configuration: median wall time of a training epoch (and its sampling part), of one
-full evaluation of test_ood, and a per-phase split measured on an instrumented copy of the batch loop
+full evaluation of test_ood, of one false-hard-negative probe (fhn.probe pairs), and a per-phase split measured on an instrumented copy of the batch loop
 (sampling, propagation forward, candidate chains, diffusion loss, rest of the sampler, loss + backward,
 optimiser step). References measured in the same run: the RNS epoch (ratio CNSDiff / RNS) and the
 matrix-multiply throughput of this machine, which gives the floor of the candidate chains
@@ -24,13 +24,19 @@ import torch
 
 from data.dataset import load_data
 from model.graph.LightGCN import LightGCN
-from util.config import resolve
+from conf.config import resolve
 from util.device import resolve_device
 from util.io import atomic_write_json
 from util.seed import seed_everything
 
 CONFIGS = {
     "rns": {"negative.sampler": "rns"},
+    "pns": {"negative.sampler": "pns"},
+    "dns": {"negative.sampler": "dns"},
+    "dns_mn": {"negative.sampler": "dns_mn"},
+    "mixgcf": {"negative.sampler": "mixgcf"},
+    "dens": {"negative.sampler": "dens"},
+    "ahns": {"negative.sampler": "ahns"},
     "cnsdiff-official": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "official"},
     "cnsdiff-paper": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "paper"},
 }
@@ -83,7 +89,7 @@ def phase_split(rec: LightGCN, n_batches: int) -> dict[str, float]:
             return out
         setattr(obj, attr, timed)
 
-    wrap(rec.model, "forward", "propagation_forward")
+    wrap(rec.model, "propagate", "propagation_forward")
     wrap(rec.sampler, "negatives", "sampler_total")
     if hasattr(rec.sampler, "generate"):
         wrap(rec.sampler, "generate", "chains")
@@ -135,12 +141,15 @@ def bench_config(name: str, base: dict, repeats: int, device: torch.device) -> d
     with torch.no_grad():
         user_all, item_all = rec.model()
     eval_s = _median_time(lambda: evaluator.evaluate(user_all, item_all), repeats, device)
+    fhn_s = _median_time(lambda: rec.fhn.measure(rec.model, rec.sampler, rec.epoch_sampler, 1, cfg.max_epoch,
+                                                 device), repeats, device)
     n_batches = len(rec.epoch_sampler) // cfg.batch_size
     return {
         "epoch_s": statistics.median(e["train_s"] + e["sample_s"] for e in epochs),
         "epoch_runs_s": [round(e["train_s"] + e["sample_s"], 3) for e in epochs],
         "sample_s": statistics.median(e["sample_s"] for e in epochs),
         "eval_test_ood_s": eval_s,
+        "fhn_probe_s": fhn_s,
         "batches_per_epoch": n_batches + (1 if len(rec.epoch_sampler) % cfg.batch_size else 0),
         "phases_ms_per_batch": phase_split(rec, min(n_batches, 3 + repeats * 4)),
     }
@@ -169,12 +178,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     rns = results["configs"].get("rns", {}).get("epoch_s")
     dim, hidden, batch = 64, 64, 2048
     print(f"device {device}, {results['threads']} threads, matmul {gflops:.0f} GFLOP/s, medians of {args.repeats}")
-    print("| config | epoch s | x RNS | eval test_ood s | phases ms/batch |")
-    print("|---|---|---|---|---|")
+    print("| config | epoch s | x RNS | eval test_ood s | FHN probe s (% of its epoch) | phases ms/batch |")
+    print("|---|---|---|---|---|---|")
     for name, r in results["configs"].items():
         ratio = f"{r['epoch_s'] / rns:.2f}" if rns else "-"
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases_ms_per_batch"].items())
-        print(f"| {name} | {r['epoch_s']:.2f} | {ratio} | {r['eval_test_ood_s']:.3f} | {phases} |")
+        probe = f"{r['fhn_probe_s']:.3f} ({100 * r['fhn_probe_s'] / r['epoch_s']:.1f}%)"
+        print(f"| {name} | {r['epoch_s']:.2f} | {ratio} | {r['eval_test_ood_s']:.3f} | {probe} | {phases} |")
         if "chains" in r["phases_ms_per_batch"]:
             calls = 20 * 3 if name.endswith("official") else 18 + 14 + 10
             flop = 4 * batch * dim * hidden * calls

@@ -21,6 +21,83 @@ class RNSParams:
             raise ValueError(f"params.rns.n_negs must be >= 1, got {self.n_negs}")
 
 
+def _check(owner: str, checks: list[tuple[bool, str]]) -> None:
+    """Raise ValueError naming params.<owner> for the first failed check."""
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"params.{owner}: {message}")
+
+
+@dataclass
+class PNSParams:
+    """Popularity-biased negatives: P(j) proportional to deg(j)^exponent (word2vec-style)."""
+
+    exponent: float = 0.75  # word2vec's unigram^0.75 (Mikolov et al. 2013); RecBole's popularity sampler
+    n_negs: int = 1  # negatives per positive; BPR is averaged over them
+
+    def __post_init__(self) -> None:
+        _check("pns", [(self.n_negs >= 1, "n_negs must be >= 1"), (self.exponent >= 0, "exponent must be >= 0")])
+
+
+@dataclass
+class DNSParams:
+    """Dynamic negative sampling (Zhang et al. SIGIR 2013): the top-scoring of M uniform candidates."""
+
+    n_candidates: int = 32  # M; baselines.md's default (the MixGCF/DENS reference code sets it per dataset)
+
+    def __post_init__(self) -> None:
+        _check("dns", [(self.n_candidates >= 1, "n_candidates must be >= 1")])
+
+
+@dataclass
+class DNSMNParams:
+    """DNS(M, N) (Shi et al. WWW 2023): the top N of M uniform candidates, BPR averaged over the N."""
+
+    n_candidates: int = 200  # M; the reference code's example command (--sample_num 200)
+    n_negs: int = 2  # N; the reference code's example command (--lambda_w 2)
+
+    def __post_init__(self) -> None:
+        _check("dns_mn", [(1 <= self.n_negs <= self.n_candidates, "need 1 <= n_negs <= n_candidates")])
+
+
+@dataclass
+class MixGCFParams:
+    """MixGCF (Huang et al. KDD 2021): positive mixing and hop mixing into one synthetic negative."""
+
+    n_candidates: int = 64  # M; the reference code's default --n_negs (and its yelp2018 command)
+
+    def __post_init__(self) -> None:
+        _check("mixgcf", [(self.n_candidates >= 1, "n_candidates must be >= 1")])
+
+
+@dataclass
+class DENSParams:
+    """DENS (Lai et al. WSDM 2023): user-conditioned gates split items into relevant/irrelevant factors;
+    the negative is the candidate best on the factor opposite to the positive's relevant one."""
+
+    n_candidates: int = 6  # M; the reference code's default --n_negs
+    warmup: float = 100.0  # epochs over which selection moves from irrelevant-factor to (negated) relevant-factor
+    gamma: float = 0.3  # weight of the four factor-separation terms (reference code default)
+    gate_lr: float = 0.0  # Adam lr of the gates; 0 = the run's learning.rate (the reference trains them together)
+
+    def __post_init__(self) -> None:
+        _check("dens", [(self.n_candidates >= 1, "n_candidates must be >= 1"), (self.warmup > 0, "warmup must be > 0"),
+                        (self.gamma >= 0, "gamma must be >= 0"), (self.gate_lr >= 0, "gate_lr must be >= 0")])
+
+
+@dataclass
+class AHNSParams:
+    """AHNS (Lai et al. AAAI 2024): the candidate whose score is closest to beta * (s_ui + alpha)^(p + 1)."""
+
+    n_candidates: int = 32  # M; the reference code's default --n_negs
+    alpha: float = 1.0  # reference code default
+    beta: float = 0.1  # reference code default
+    p: int = -2  # reference code default (p < 0: the harder the positive, the softer the negative)
+
+    def __post_init__(self) -> None:
+        _check("ahns", [(self.n_candidates >= 1, "n_candidates must be >= 1"), (self.p < 0, "p must be < 0")])
+
+
 # The two CNSDiff presets (cnsdiff-method.md section 4). A switch left as None takes its preset's value.
 CNSDIFF_PRESETS: dict[str, dict[str, object]] = {
     # what the authors' released code does

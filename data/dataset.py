@@ -7,7 +7,7 @@ from data import synthetic
 from data.interaction import Interaction
 from data.loader import DataFileError, read_interactions
 from data.presets import get_preset
-from util.config import RunConfig
+from conf.config import RunConfig
 
 log = logging.getLogger(__name__)
 

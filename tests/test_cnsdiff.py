@@ -176,17 +176,19 @@ def test_chain_lengths_per_preset():
     assert calls["paper"] == [4] * 4 + [8] * 4 + [12] * 10  # starts 18, 14, 10 run 18, 14, 10 steps
 
 
-def _batch(b=16, epoch=0, max_epoch=10):
+def _batch(b=16, epoch=0, max_epoch=10, items=None):
+    """A batch whose candidate k is row k of `items` (the item table)."""
+    items = torch.randn(b, 8) if items is None else items
     return TrainBatch(torch.arange(b), torch.arange(b), torch.arange(b).unsqueeze(1), epoch, max_epoch,
-                      torch.randn(10, 8))
+                      torch.randn(b, 8), items)
 
 
 def test_synthetic_negative_carries_no_gradient_random_negative_does():
     s = _sampler()
     user = torch.randn(16, 8, requires_grad=True)
     pos = torch.randn(16, 8, requires_grad=True)
-    cand = torch.randn(16, 1, 8, requires_grad=True)
-    out = s.negatives(_batch(epoch=9), user, pos, cand)
+    cand = torch.randn(16, 8, requires_grad=True)
+    out = s.negatives(_batch(epoch=9, items=cand), user, pos)
     out.neg_emb.sum().backward()
     assert pos.grad is None and user.grad is None  # the synthetic part is detached
     assert cand.grad is not None and cand.grad.abs().sum() > 0
@@ -199,12 +201,11 @@ def test_synthetic_negative_carries_no_gradient_random_negative_does():
 
 def test_curriculum_moves_from_random_to_synthetic():
     s = _sampler()
-    user, pos, cand = torch.randn(4000, 8), torch.randn(4000, 8), torch.randn(4000, 1, 8)
-    b = TrainBatch(torch.zeros(4000, dtype=torch.long), torch.zeros(4000, dtype=torch.long),
-                   torch.zeros(4000, 1, dtype=torch.long), 0, 10, None)
-    early = s.negatives(b, user, pos, cand).diagnostics["mix_ratio"].item()
+    user, pos = torch.randn(4000, 8), torch.randn(4000, 8)
+    b = _batch(4000, epoch=0)
+    early = s.negatives(b, user, pos).diagnostics["mix_ratio"].item()
     b.epoch = 8
-    late = s.negatives(b, user, pos, cand).diagnostics["mix_ratio"].item()
+    late = s.negatives(b, user, pos).diagnostics["mix_ratio"].item()
     assert early == pytest.approx(0.1, abs=0.02)  # Beta(1, 9)
     assert late == pytest.approx(7.4 / 10, abs=0.02)  # Beta(7.4, 2.6) at progress 0.8
 
@@ -214,7 +215,7 @@ def test_hardest_candidate_is_chosen_by_user_score():
     user = torch.randn(32, 8)
     cands = torch.randn(3, 32, 8)
     s.generate = lambda pos, u: cands  # type: ignore[method-assign]
-    out = s.negatives(_batch(32, epoch=10, max_epoch=10), user, torch.randn(32, 8), torch.zeros(32, 1, 8))
+    out = s.negatives(_batch(32, epoch=10, max_epoch=10, items=torch.zeros(32, 8)), user, torch.randn(32, 8))
     best = cands[torch.einsum("bd,cbd->cb", user, cands).argmax(0), torch.arange(32)]
     ratio = out.diagnostics["mix_ratio"].item()
     assert ratio > 0.5

@@ -10,7 +10,7 @@ import torch
 from data.dataset import load_data
 from model.graph.LightGCN import LightGCN
 from tests.test_end_to_end import _run
-from util.config import resolve
+from conf.config import resolve
 from util.seed import seed_everything
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from conf.params import RNSParams
 from tests.conftest import REPO, write
-from util.config import load_config, resolve
+from conf.config import load_config, resolve
 from util.typing_coerce import ConfigError, coerce
 
 BASE = {"training.set": "a/train.txt", "test.set": "a/test.txt"}

@@ -30,7 +30,7 @@ def test_hand_computed_case():
     user = torch.tensor([[1.0]])
     items = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]])
     es = _eval_set([(0, 2), (0, 0)], [(0, 4)], 1, 5)
-    m = RankingEvaluator(es, [1, 2, 4], torch.device("cpu")).evaluate(user, items)
+    m = RankingEvaluator(es.users, es.truth, es.mask, [1, 2, 4], torch.device("cpu")).evaluate(user, items)
     assert m["Recall@1"] == 0 and m["Recall@2"] == 0.5 and m["Recall@4"] == 1.0
     assert m["Precision@2"] == 0.5 and m["Hit Ratio@2"] == 0.5
     idcg2 = 1 + 1 / math.log2(3)
@@ -72,7 +72,7 @@ def test_matches_slow_reference_on_random_data(batch_users):
     es = _eval_set(truth, mask, n_users, n_items)
     user_emb = rng.standard_normal((n_users, 8)).astype(np.float32)
     item_emb = rng.standard_normal((n_items, 8)).astype(np.float32)
-    got = RankingEvaluator(es, [5, 10, 20], torch.device("cpu"), batch_users).evaluate(
+    got = RankingEvaluator(es.users, es.truth, es.mask, [5, 10, 20], torch.device("cpu"), batch_users).evaluate(
         torch.from_numpy(user_emb), torch.from_numpy(item_emb))
     ref = _reference(user_emb, item_emb, es, [5, 10, 20])
     assert got.keys() == ref.keys()
@@ -82,6 +82,6 @@ def test_matches_slow_reference_on_random_data(batch_users):
 
 def test_topk_excludes_masked_items():
     es = _eval_set([(0, 1)], [(0, 0), (0, 2)], 1, 4)
-    scores, items = RankingEvaluator(es, [2], torch.device("cpu")).topk(
+    scores, items = RankingEvaluator(es.users, es.truth, es.mask, [2], torch.device("cpu")).topk(
         torch.ones(1, 1), torch.tensor([[9.0], [1.0], [8.0], [2.0]]), 2)
     assert items.tolist() == [[3, 1]] and scores.tolist() == [[2.0, 1.0]]

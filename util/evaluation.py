@@ -12,8 +12,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from data.interaction import EvalSet
-
 METRICS = ("Hit Ratio", "Precision", "Recall", "NDCG")
 
 
@@ -35,19 +33,19 @@ class _RowSlicer:
 
 
 class RankingEvaluator:
-    """Evaluates one EvalSet for any user/item embedding tables."""
+    """Evaluates one evaluation file (its users, held-out items and masked items) for any embeddings."""
 
-    def __init__(self, eval_set: EvalSet, top_n: list[int], device: torch.device, batch_users: int = 2048):
-        self.name = eval_set.name
+    def __init__(self, users: np.ndarray, truth: sp.csr_matrix, mask: sp.csr_matrix, top_n: list[int],
+                 device: torch.device, batch_users: int = 2048):
         self.top_n = sorted(set(int(k) for k in top_n))
         self.max_k = max(self.top_n)
         self.device = device
         self.batch_users = int(batch_users)
-        self.users_np = eval_set.users
-        self.users = torch.from_numpy(eval_set.users).to(device)
-        self.n_items = eval_set.truth.shape[1]
-        self.truth = _RowSlicer(eval_set.truth, eval_set.users, device)
-        self.mask = _RowSlicer(eval_set.mask, eval_set.users, device)
+        self.users_np = users
+        self.users = torch.from_numpy(users).to(device)
+        self.n_items = truth.shape[1]
+        self.truth = _RowSlicer(truth, users, device)
+        self.mask = _RowSlicer(mask, users, device)
         self.n_truth = self.truth.counts.to(torch.float64)
         discounts = 1.0 / torch.log2(torch.arange(2, self.max_k + 2, dtype=torch.float64, device=device))
         self.discounts = discounts

@@ -1,9 +1,20 @@
-"""Uniform negative sampling in numba: seeded through numba's own stream, no per-row Python loop."""
+"""Negative candidates in numba: uniform, or weighted by a per-item distribution (e.g. degree^0.75),
+the user's training items rejected, no per-row Python loop.
+
+Random numbers: each call takes one 64-bit seed from numba's own stream (so `seed_everything` and a
+saved numba state reproduce it) and gives row r its own counter-based splitmix64 stream derived
+from that seed and r. Rows are therefore independent of each other and of the thread that draws
+them: the draw is parallel over rows and still bit-identical for any number of threads."""
 from __future__ import annotations
+
+from typing import Optional
 
 import numba
 import numpy as np
 import scipy.sparse as sp
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_ROW = np.uint64(0xD1B54A32D192ED03)
 
 
 @numba.njit(cache=True)
@@ -23,16 +34,45 @@ def _contains(indices: np.ndarray, start: int, end: int, value: int) -> bool:
 
 
 @numba.njit(cache=True)
-def uniform_negatives(users: np.ndarray, indptr: np.ndarray, indices: np.ndarray, n_items: int,
-                      n_negs: int) -> np.ndarray:
-    """For each user row, n_negs items drawn uniformly from items outside the user's training set."""
+def _splitmix(z: np.uint64) -> np.uint64:
+    """The splitmix64 output function: a well-mixed 64-bit value of a counter."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True)
+def _call_seed() -> np.uint64:
+    """One 64-bit seed from numba's stream (two 31-bit draws and a few bits more)."""
+    hi = np.uint64(np.random.randint(0, 2**31))
+    lo = np.uint64(np.random.randint(0, 2**31))
+    top = np.uint64(np.random.randint(0, 4))
+    return (top << np.uint64(62)) | (hi << np.uint64(31)) | lo
+
+
+@numba.njit(cache=True, parallel=True)
+def _draw(users: np.ndarray, indptr: np.ndarray, indices: np.ndarray, n_items: int, cdf: np.ndarray,
+          n_negs: int, seed: np.uint64) -> np.ndarray:
+    """For each user row, n_negs items outside the user's training set: uniform when cdf is empty,
+    else with P(j) proportional to the increments of cdf (the cumulative item weights)."""
     out = np.empty((users.shape[0], n_negs), dtype=np.int64)
-    for r in range(users.shape[0]):
+    weighted = cdf.shape[0] > 0
+    total = cdf[-1] if weighted else 0.0
+    for r in numba.prange(users.shape[0]):
         u = users[r]
         start, end = indptr[u], indptr[u + 1]
+        state = seed + np.uint64(r) * _ROW
         for k in range(n_negs):
             while True:
-                j = np.random.randint(0, n_items)
+                state += _GOLDEN
+                z = _splitmix(state)
+                if weighted:
+                    x = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0) * total
+                    j = np.searchsorted(cdf, x, side="right")
+                    if j >= cdf.shape[0]:
+                        continue
+                else:
+                    j = np.int64(((z >> np.uint64(32)) * np.uint64(n_items)) >> np.uint64(32))
                 if not _contains(indices, start, end, j):
                     break
             out[r, k] = j
@@ -45,9 +85,12 @@ def _permutation(n: int) -> np.ndarray:
 
 
 class EpochSampler:
-    """Shuffles the training pairs and draws their negatives, one epoch at a time."""
+    """Shuffles the training pairs and draws their negative candidates, one epoch at a time.
 
-    def __init__(self, train: sp.csr_matrix, n_negs: int = 1):
+    weights: unnormalised draw probability per item (None = uniform); every user must have at least
+    one non-training item of positive weight."""
+
+    def __init__(self, train: sp.csr_matrix, n_negs: int = 1, weights: Optional[np.ndarray] = None):
         if n_negs < 1:
             raise ValueError(f"n_negs must be >= 1, got {n_negs}")
         self.indptr = train.indptr.astype(np.int64)
@@ -60,6 +103,15 @@ class EpochSampler:
         self.users = np.repeat(np.arange(train.shape[0], dtype=np.int64), degree)
         self.items = self.indices.copy()
         self.n_negs = n_negs
+        self.cdf = np.zeros(0, dtype=np.float64)
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            if weights.shape != (self.n_items,) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+                raise ValueError("item weights must be one finite, non-negative value per item")
+            mass = np.bincount(self.users, weights=weights[self.indices], minlength=train.shape[0])
+            if np.any(weights.sum() - mass <= 1e-12 * weights.sum()):
+                raise ValueError("some user has no non-training item of positive weight")
+            self.cdf = np.cumsum(weights)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -69,5 +121,9 @@ class EpochSampler:
         order = _permutation(len(self.users))
         users = self.users[order]
         items = self.items[order]
-        negs = uniform_negatives(users, self.indptr, self.indices, self.n_items, self.n_negs)
-        return users, items, negs
+        return users, items, self.draw(users, self.n_negs)
+
+    def draw(self, users: np.ndarray, n_negs: int) -> np.ndarray:
+        """(len(users), n_negs) candidates for the given user ids (seeded from numba's stream)."""
+        users = np.ascontiguousarray(users, dtype=np.int64)
+        return _draw(users, self.indptr, self.indices, self.n_items, self.cdf, n_negs, np.uint64(_call_seed()))

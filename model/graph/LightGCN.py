@@ -1,6 +1,8 @@
 """LightGCN (He et al., SIGIR 2020): the encoder and its recommender."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
@@ -18,15 +20,24 @@ class LGCNEncoder(nn.Module):
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, dim)))
         self.adj = adj
 
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final (user, item) embeddings after full propagation."""
+    def propagate(self, keep_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Final (user, item) embeddings and, if asked, every layer stacked as (L+1, n_users + n_items, d)."""
         ego = torch.cat([self.user_emb, self.item_emb], dim=0)
+        layers = [ego] if keep_layers else None
         total = ego
         for _ in range(self.n_layers):
             ego = symmetric_spmm(self.adj, ego)
             total = total + ego
+            if layers is not None:
+                layers.append(ego)
         out = total / (self.n_layers + 1)
-        return out[: self.n_users], out[self.n_users:]
+        stacked = torch.stack(layers) if layers is not None else None
+        return out[: self.n_users], out[self.n_users:], stacked
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (user, item) embeddings after full propagation."""
+        user, item, _ = self.propagate(False)
+        return user, item
 
 
 class LightGCN(GraphRecommender):

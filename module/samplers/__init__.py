@@ -1,13 +1,25 @@
 """Negative-sampler registry: negative.sampler in conf/LightGCN.yaml -> class (with its Params)."""
 from __future__ import annotations
 
+from module.samplers.ahns import AHNSSampler
 from module.samplers.base import NegativeSampler
 from module.samplers.cnsdiff import CNSDiffSampler
+from module.samplers.dens import DENSSampler
+from module.samplers.dns import DNSSampler
+from module.samplers.dns_mn import DNSMNSampler
+from module.samplers.mixgcf import MixGCFSampler
+from module.samplers.pns import PNSSampler
 from module.samplers.rns import RNSSampler
 from util.typing_coerce import ConfigError, suggest
 
 SAMPLERS: dict[str, type[NegativeSampler]] = {
     RNSSampler.name: RNSSampler,
+    PNSSampler.name: PNSSampler,
+    DNSSampler.name: DNSSampler,
+    DNSMNSampler.name: DNSMNSampler,
+    MixGCFSampler.name: MixGCFSampler,
+    DENSSampler.name: DENSSampler,
+    AHNSSampler.name: AHNSSampler,
     CNSDiffSampler.name: CNSDiffSampler,
 }
 

@@ -1,24 +1,48 @@
-"""The one interface every negative sampler implements."""
+"""The one interface every negative sampler implements, and helpers several samplers share."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 
 @dataclass
 class TrainBatch:
-    """One training batch: ids on the device plus where we are in training."""
+    """One training batch: ids on the device, the embeddings of this batch's forward pass, and where
+    we are in training."""
 
     users: torch.Tensor  # (B,)
     pos: torch.Tensor  # (B,)
-    cands: torch.Tensor  # (B, n_candidates) uniform non-interacted items from the numba sampler
+    cands: torch.Tensor  # (B, n_candidates) non-interacted items drawn by the numba sampler
     epoch: int  # 0-based
     max_epoch: int
-    item_all: torch.Tensor  # (n_items, d) final item embeddings of this batch's forward pass
+    user_all: torch.Tensor  # (n_users, d) final user embeddings
+    item_all: torch.Tensor  # (n_items, d) final item embeddings
+    layers: Optional[torch.Tensor] = None  # (L+1, n_users + n_items, d), only for samplers with needs_layers
+
+    def items(self, ids: torch.Tensor) -> torch.Tensor:
+        """Final embeddings of the given item ids, with gradient: (*ids.shape, d)."""
+        return self.item_all[ids]
+
+    @torch.no_grad()
+    def cand_scores(self, user_emb: torch.Tensor) -> torch.Tensor:
+        """(B, M) scores e_u . e_c of every row's candidates, without gradient. Scores all items with one
+        matrix product and gathers when that is cheaper than gathering B x M embeddings."""
+        return table_scores(user_emb.detach(), self.item_all.detach(), self.cands)
+
+    def user_layers(self) -> torch.Tensor:
+        """(L+1, B, d): the batch users' embedding at every LightGCN layer."""
+        assert self.layers is not None, "the sampler did not ask for layers (needs_layers)"
+        return self.layers[:, self.users]
+
+    def item_layers(self, items: torch.Tensor) -> torch.Tensor:
+        """(L+1, *items.shape, d): the given items' embedding at every LightGCN layer."""
+        assert self.layers is not None, "the sampler did not ask for layers (needs_layers)"
+        return self.layers[:, self.user_all.shape[0] + items]
 
 
 @dataclass
@@ -27,15 +51,24 @@ class NegativeOutput:
 
     neg_emb: torch.Tensor  # (B, d) or (B, K, d): the negatives BPR is computed against
     reg_items: torch.Tensor  # item ids whose layer-0 rows enter the L2 term
+    # the real items trained on, (B,) or (B, K); None when neg_emb is synthesised (the FHN probe then
+    # maps each vector to its nearest real item)
+    neg_items: Optional[torch.Tensor] = None
     losses: dict[str, tuple[float, torch.Tensor]] = field(default_factory=dict)  # name -> (weight, value)
     diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)  # detached scalars, averaged per epoch
 
 
 class NegativeSampler(nn.Module):
-    """Base class: turns (user, positive, candidates) into negatives, extra losses and diagnostics."""
+    """Base class: turns (user, positive, candidates) into negatives, extra losses and diagnostics.
+
+    negatives() must not change the sampler's state (the FHN probe calls it between epochs); a
+    trainable part is trained through a loss term in NegativeOutput.losses and its own parameter group.
+    """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = object
+    needs_layers: ClassVar[bool] = False  # True: TrainBatch.layers holds every LightGCN layer
+    description: ClassVar[str] = ""  # one line for `python main.py --list`
 
     def __init__(self, params: Any, n_users: int, n_items: int, dim: int, device: torch.device):
         super().__init__()
@@ -44,12 +77,17 @@ class NegativeSampler(nn.Module):
 
     @property
     def n_candidates(self) -> int:
-        """How many uniform candidate items per positive the numba sampler should draw."""
+        """How many candidate items per positive the numba sampler should draw."""
         return 1
 
-    def negatives(self, batch: TrainBatch, user_emb: torch.Tensor, pos_emb: torch.Tensor,
-                  cand_emb: torch.Tensor) -> NegativeOutput:
-        """Negatives for one batch; cand_emb is (B, n_candidates, d)."""
+    def candidate_weights(self, degree: np.ndarray) -> Optional[np.ndarray]:
+        """Unnormalised draw probability of every item given its training degree; None = uniform."""
+        return None
+
+    def negatives(self, batch: TrainBatch, user_emb: torch.Tensor, pos_emb: torch.Tensor) -> NegativeOutput:
+        """Negatives for one batch: user_emb and pos_emb are the (B, d) final embeddings of the batch's
+        users and positives; the candidates are batch.cands (batch.items(ids) gives their embeddings,
+        batch.cand_scores(user_emb) their scores)."""
         raise NotImplementedError
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -62,3 +100,30 @@ class NegativeSampler(nn.Module):
     def describe(self) -> dict[str, Any]:
         """The settings to log and store with the results."""
         return {"sampler": self.name, **dataclasses.asdict(self.params)}
+
+
+def table_scores(user_emb: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    """(B, M) scores user_emb[b] . table[ids[b, m]], without gradient. When the table has at most 64 M rows,
+    blocks of `chunk` users are scored against the whole table (one product, cache-sized) and gathered:
+    a product costs far less per value than gathering B x M embedding rows; otherwise the rows are gathered."""
+    with torch.no_grad():
+        user_emb, table = user_emb.detach(), table.detach()
+        rows, m = ids.shape
+        if table.shape[0] > 64 * m:
+            return torch.einsum("bd,bmd->bm", user_emb, table[ids])
+        out = torch.empty(rows, m, dtype=user_emb.dtype, device=user_emb.device)
+        buf = torch.empty(min(chunk, rows), table.shape[0], dtype=user_emb.dtype, device=user_emb.device)
+        table_t = table.T
+        for start in range(0, rows, chunk):
+            end = min(rows, start + chunk)
+            scores = torch.mm(user_emb[start:end], table_t, out=buf[: end - start])
+            torch.gather(scores, 1, ids[start:end], out=out[start:end])
+        return out
+
+
+def pick(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values[b, index[b]] for (B, M, ...) values and (B,) or (B, N) index (gradient flows to values)."""
+    rows = torch.arange(values.shape[0], device=values.device)
+    if index.dim() == 1:
+        return values[rows, index]
+    return values[rows.unsqueeze(1), index]

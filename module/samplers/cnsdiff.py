@@ -20,6 +20,7 @@ class CNSDiffSampler(NegativeSampler):
 
     name = "cnsdiff"
     Params = CNSDiffParams
+    description = "CNSDiff: diffusion-synthesised negatives, Beta curriculum, causal regulariser (presets official|paper)"
 
     def __init__(self, params: CNSDiffParams, n_users: int, n_items: int, dim: int, device: torch.device):
         super().__init__(params, n_users, n_items, dim, device)
@@ -68,11 +69,10 @@ class CNSDiffSampler(NegativeSampler):
                 x[:n] = step
         return x.view(n_chains, rows, self.dim)
 
-    def negatives(self, batch: TrainBatch, user_emb: torch.Tensor, pos_emb: torch.Tensor,
-                  cand_emb: torch.Tensor) -> NegativeOutput:
+    def negatives(self, batch: TrainBatch, user_emb: torch.Tensor, pos_emb: torch.Tensor) -> NegativeOutput:
         """Diffusion loss, hardest synthetic candidate, curriculum mix, contrastive term."""
         p = self.params
-        rand_emb = cand_emb[:, 0]
+        rand_emb = batch.items(batch.cands[:, 0])
         user_cond = user_emb.detach() if p.user_condition else None
         diff = self.diffusion.training_losses(
             lambda x, t: self.denoiser(x, t, user_cond, dropout=True), pos_emb, p.causal_weight, p.reweight)
@@ -98,7 +98,7 @@ class CNSDiffSampler(NegativeSampler):
         for index, s in enumerate(self.starts):
             diagnostics[f"win_s{s}"] = (winner == index).float().mean()
         losses = {"cl": (p.cl_weight, cl), "diffusion": (p.diffusion_loss_weight, diff["loss"])}
-        return NegativeOutput(mixed, batch.cands[:, 0], losses, diagnostics)
+        return NegativeOutput(mixed, batch.cands[:, 0], None, losses, diagnostics)
 
     def contrastive(self, pos_emb: torch.Tensor, hard: torch.Tensor, rand_emb: torch.Tensor) -> torch.Tensor:
         """Item-side InfoNCE: anchor e_i, positive e_i + small noise, 2B shared negatives [h; e_j]:

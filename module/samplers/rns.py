@@ -10,14 +10,14 @@ class RNSSampler(NegativeSampler):
 
     name = "rns"
     Params = RNSParams
+    description = "uniform random negatives (plain BPR)"
 
     @property
     def n_candidates(self) -> int:
         """n_negs uniform negatives per positive."""
         return self.params.n_negs
 
-    def negatives(self, batch, user_emb, pos_emb, cand_emb) -> NegativeOutput:
+    def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """The candidates themselves; (B, d) when n_negs is 1."""
-        if cand_emb.shape[1] == 1:
-            return NegativeOutput(cand_emb[:, 0], batch.cands[:, 0])
-        return NegativeOutput(cand_emb, batch.cands)
+        items = batch.cands[:, 0] if batch.cands.shape[1] == 1 else batch.cands
+        return NegativeOutput(batch.items(items), items, items)

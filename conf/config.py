@@ -59,6 +59,8 @@ class RunConfig:
     eval_mask: str = _key("eval.mask", "train_valid", choices=("train_valid", "train"),
                           doc="items masked when ranking for tests; validation always masks train only")
     eval_batch_users: int = _key("eval.batch.users", 2048, minimum=1)
+    fhn_probe: int = _key("fhn.probe", 4096, minimum=0,
+                          doc="training pairs probed for false hard negatives after each epoch; 0 = off")
     output: Path = _key("output", Path("results"))
     log_dir: Path = _key("log.dir", Path("log"))
     params: Any = None  # dataclass instance of the active sampler's parameters (conf/params.py)

@@ -1,0 +1,23 @@
+"""DNS: the top-scoring of M uniform candidates (Zhang et al. SIGIR 2013)."""
+from __future__ import annotations
+
+from conf.params import DNSParams
+from module.samplers.base import NegativeOutput, NegativeSampler, pick
+
+
+class DNSSampler(NegativeSampler):
+    """argmax over the candidates of e_u . e_j on the final embeddings."""
+
+    name = "dns"
+    Params = DNSParams
+    description = "dynamic negatives: the highest-scoring of M=32 uniform candidates"
+
+    @property
+    def n_candidates(self) -> int:
+        """M uniform candidates per positive."""
+        return self.params.n_candidates
+
+    def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
+        """The hardest candidate (chosen without gradient; its embedding keeps it)."""
+        items = pick(batch.cands, batch.cand_scores(user_emb).argmax(dim=1))
+        return NegativeOutput(batch.items(items), items, items)

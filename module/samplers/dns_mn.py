@@ -1,0 +1,23 @@
+"""DNS(M, N): the top N of M uniform candidates, BPR averaged over them (Shi et al. WWW 2023)."""
+from __future__ import annotations
+
+from conf.params import DNSMNParams
+from module.samplers.base import NegativeOutput, NegativeSampler, pick
+
+
+class DNSMNSampler(NegativeSampler):
+    """topk over the candidates of e_u . e_j; the trainer averages BPR over the N negatives."""
+
+    name = "dns_mn"
+    Params = DNSMNParams
+    description = "DNS(M,N): the top N=2 of M=200 uniform candidates, BPR averaged over the N"
+
+    @property
+    def n_candidates(self) -> int:
+        """M uniform candidates per positive."""
+        return self.params.n_candidates
+
+    def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
+        """(B, N, d): the N highest-scoring candidates, best first."""
+        items = pick(batch.cands, batch.cand_scores(user_emb).topk(self.params.n_negs, dim=1).indices)
+        return NegativeOutput(batch.items(items), items, items)

@@ -1,0 +1,251 @@
+"""The baseline samplers (PNS, DNS, DNS(M,N), MixGCF, DENS, AHNS) and what every sampler must do."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from conf.config import resolve
+from data.interaction import Interaction
+from data.loader import RawInteractions
+from model.graph.LightGCN import LightGCN
+from module.samplers import SAMPLERS, get_sampler_class
+from module.samplers.base import TrainBatch
+from tests.test_end_to_end import _run
+from util.sampler import EpochSampler
+from util.seed import seed_everything
+
+REAL_ITEM = ["rns", "pns", "dns", "dns_mn", "dens", "ahns"]
+
+
+def _toy_data(seed=0, n_users=30, n_items=40, density=0.25):
+    """A random train file plus a test file, as an Interaction."""
+    rng = np.random.default_rng(seed)
+    dense = rng.random((n_users, n_items)) < density
+    dense[:, 0] = True  # every user and every item occurs in training
+    dense[0, :] = True
+    dense[0, -5:] = False
+    test = (~dense) & (rng.random((n_users, n_items)) < 0.2)
+    test[0, -1] = True
+
+    def raw(mat, name):
+        u, i = np.nonzero(mat)
+        return RawInteractions(name, [str(x) for x in u], [str(x) for x in i])
+    data = Interaction(raw(dense, "train"), {"test_ood": raw(test, "test")})
+    return data, data.train.toarray() > 0  # internal ids
+
+
+def _recommender(tmp_path, sampler, data, **keys):
+    flat = {"training.set": "t.txt", "test.set": {"test_ood": "o.txt"}, "negative.sampler": sampler, "max.epoch": 3,
+            "batch.size": 64, "embedding.size": 8, "device": "cpu", "fhn.probe": 64, **keys}
+    cfg = resolve(flat)
+    seed_everything(3)
+    rec = LightGCN(cfg, data, torch.device("cpu"), tmp_path)
+    rec.build()
+    return rec
+
+
+def _one_batch(rec, rows=48):
+    users, pos, cands = rec.epoch_sampler.epoch()
+    sl = slice(0, rows)
+    return tuple(torch.from_numpy(a[sl]) for a in (users, pos, cands))
+
+
+def _negatives(rec, users, pos, cands, epoch=0):
+    user_all, item_all, layers = rec.model.propagate(rec.sampler.needs_layers)
+    batch = TrainBatch(users, pos, cands, epoch, rec.config.max_epoch, user_all, item_all, layers)
+    return rec.sampler.negatives(batch, user_all[users], item_all[pos]), user_all, item_all
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_sampler_avoids_training_items_has_shapes_and_gradients(tmp_path, name):
+    data, dense = _toy_data()
+    rec = _recommender(tmp_path, name, data)
+    users, pos, cands = _one_batch(rec)
+    assert not dense[users.numpy()[:, None], cands.numpy()].any()  # candidates are never training items
+    out, _, item_all = _negatives(rec, users, pos, cands)
+    assert out.neg_emb.shape[0] == len(users) and out.neg_emb.shape[-1] == 8
+    if name in REAL_ITEM:
+        items = out.neg_items.reshape(len(users), -1).numpy()
+        assert not dense[users.numpy()[:, None], items].any()
+        picked = item_all[out.neg_items]
+        assert torch.allclose(picked, out.neg_emb)  # the embedding is the named item's
+    else:
+        assert out.neg_items is None
+        nearest = rec.fhn.nearest(out.neg_emb.detach().reshape(len(users), -1, 8), users, item_all)
+        assert not dense[users.numpy()[:, None], nearest.numpy()].any()
+    loss, _ = rec.batch_loss(users, pos, cands, 0)
+    rec.optimizer.zero_grad()
+    loss.backward()
+    assert rec.model.item_emb.grad is not None and rec.model.item_emb.grad.abs().sum() > 0
+    assert rec.model.user_emb.grad.abs().sum() > 0
+
+
+def test_dens_gates_receive_gradients_and_are_optimised(tmp_path):
+    data, _ = _toy_data()
+    rec = _recommender(tmp_path, "dens", data)
+    gates = list(rec.sampler.parameters())
+    assert len(gates) == 8  # four Linear layers, weight and bias
+    in_optimizer = {id(p) for g in rec.optimizer.param_groups for p in g["params"]}
+    assert all(id(p) in in_optimizer for p in gates)
+    before = [p.detach().clone() for p in gates]
+    loss, logged = rec.batch_loss(*_one_batch(rec), 0)
+    assert "dens_gate" in logged and "dens_pos_sep" in logged
+    rec.optimizer.zero_grad()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gates)
+    rec.optimizer.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, gates))
+
+
+@pytest.mark.parametrize("name", ["mixgcf", "cnsdiff"])
+def test_synthetic_parts_are_detached_where_the_method_says(tmp_path, name):
+    data, _ = _toy_data()
+    rec = _recommender(tmp_path, name, data)
+    users, pos, cands = _one_batch(rec)
+    out, _, _ = _negatives(rec, users, pos, cands)
+    # MixGCF: the mixed negative keeps its gradient (as in the reference); CNSDiff: only the random part does
+    assert out.neg_emb.requires_grad
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_seeded_negatives_are_identical(tmp_path, name):
+    data, _ = _toy_data()
+    outs = []
+    for _ in range(2):
+        rec = _recommender(tmp_path, name, data)
+        seed_everything(11)
+        out, _, _ = _negatives(rec, *_one_batch(rec))
+        outs.append(out.neg_emb.detach())
+    assert torch.equal(outs[0], outs[1])
+
+
+def _batch_with_scores(sampler_name, user, pos, cand, **params):
+    """A sampler on hand-made embeddings: final embeddings only (no graph)."""
+    cls = get_sampler_class(sampler_name)
+    sampler = cls(cls.Params(**params), 1, cand.shape[0], user.shape[-1], torch.device("cpu"))
+    b, m = cand.shape[0], cand.shape[1]
+    cands = torch.arange(b * m).reshape(b, m)
+    batch = TrainBatch(torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.long), cands, 0, 10,
+                       user, cand.reshape(b * m, -1))
+    return sampler.negatives(batch, user, pos), cands
+
+
+def test_dns_takes_the_top_candidate_and_dns_mn_the_top_n():
+    user = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    pos = torch.zeros(2, 2)
+    cand = torch.tensor([[[0.1, 5.0], [0.9, 0.0], [0.5, 0.0], [0.7, 0.0]],
+                         [[9.0, 0.2], [0.0, -1.0], [0.0, 0.3], [0.0, 0.25]]])
+    out, cands = _batch_with_scores("dns", user, pos, cand, n_candidates=4)
+    assert out.neg_items.tolist() == [cands[0, 1].item(), cands[1, 2].item()]
+    out, cands = _batch_with_scores("dns_mn", user, pos, cand, n_candidates=4, n_negs=2)
+    assert out.neg_items.tolist() == [[cands[0, 1].item(), cands[0, 3].item()], [cands[1, 2].item(), cands[1, 3].item()]]
+    assert out.neg_emb.shape == (2, 2, 2)
+
+
+def test_dns_mn_trains_on_bpr_averaged_over_the_n_negatives():
+    from util.loss import bpr_loss
+    user, pos = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.0]])
+    neg = torch.tensor([[[0.2, 0.0], [0.9, 0.0]]])
+    expected = (torch.nn.functional.softplus(torch.tensor(0.2 - 0.5)) +
+                torch.nn.functional.softplus(torch.tensor(0.9 - 0.5))) / 2
+    assert bpr_loss(user, pos, neg).item() == pytest.approx(expected.item())
+
+
+def test_ahns_takes_the_candidate_closest_to_its_target():
+    user = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    pos = torch.tensor([[1.0, 0.0], [-0.5, 0.0]])  # s_ui = 1 (easy) and -0.5 (hard)
+    # targets with alpha 1, beta 0.1, p -2: 0.1 / (s_ui + 1) = 0.05 and 0.2
+    cand = torch.tensor([[[0.06, 0.0], [0.19, 0.0], [0.9, 0.0]], [[0.06, 0.0], [0.19, 0.0], [0.9, 0.0]]])
+    out, cands = _batch_with_scores("ahns", user, pos, cand, n_candidates=3)
+    assert out.neg_items.tolist() == [cands[0, 0].item(), cands[1, 1].item()]
+    sampler = get_sampler_class("ahns")(get_sampler_class("ahns").Params(), 1, 1, 2, torch.device("cpu"))
+    assert sampler.target(torch.tensor([1.0, -0.5])).tolist() == pytest.approx([0.05, 0.2])
+
+
+def test_mixgcf_negative_equals_a_hand_computation_on_a_tiny_graph(tmp_path):
+    data, _ = _toy_data(n_users=4, n_items=6, density=0.5)
+    rec = _recommender(tmp_path, "mixgcf", data, **{"params.mixgcf.n_candidates": 2, "LightGCN.n_layer": 2})
+    users, pos = torch.tensor([0, 1]), torch.tensor([0, 0])
+    free = [np.flatnonzero(~np.isin(np.arange(6), data.train[u].indices))[:2] for u in (0, 1)]
+    cands = torch.tensor(np.stack(free))
+    torch.manual_seed(5)
+    out, _, _ = _negatives(rec, users, pos, cands)
+    # by hand: layer embeddings E_l = A^l E_0, per layer the candidate with the best user score,
+    # mixed with the positive by alpha_l (the same torch draw), averaged over the layers
+    adj = data.normalized_adjacency().toarray()
+    e0 = torch.cat([rec.model.user_emb, rec.model.item_emb]).detach().double().numpy()
+    layers = [e0, adj @ e0, adj @ adj @ e0]
+    torch.manual_seed(5)
+    alpha = torch.rand(2, 3, 1, dtype=torch.float32).double().numpy()
+    expected = []
+    for row, u in enumerate(users.tolist()):
+        per_layer = []
+        for lay in range(3):
+            emb = layers[lay]
+            scores = [emb[u] @ emb[data.n_users + c] for c in cands[row].tolist()]
+            best = cands[row, int(np.argmax(scores))].item()
+            a = alpha[row, lay, 0]
+            per_layer.append(a * emb[data.n_users + pos[row].item()] + (1 - a) * emb[data.n_users + best])
+        expected.append(np.mean(per_layer, axis=0))
+    np.testing.assert_allclose(out.neg_emb.detach().numpy(), np.array(expected), rtol=1e-4, atol=1e-6)
+
+
+def test_pns_draws_follow_degree_to_the_exponent():
+    rng = np.random.default_rng(0)
+    n_items = 12
+    degree_target = np.arange(1, n_items + 1)
+    rows = [(u, i) for i in range(n_items) for u in rng.choice(200, degree_target[i], replace=False)]
+    u, i = zip(*rows)
+    train = sp.csr_matrix((np.ones(len(u)), (u, i)), shape=(200, n_items))
+    train.sort_indices()
+    cls = get_sampler_class("pns")
+    sampler = cls(cls.Params(exponent=0.75), 200, n_items, 4, torch.device("cpu"))
+    degree = np.diff(train.tocsc().indptr)
+    weights = sampler.candidate_weights(degree)
+    np.testing.assert_allclose(weights, degree ** 0.75)
+    lonely = np.flatnonzero(np.diff(train.indptr) == 0)  # users with no training item: draws are unbiased
+    seed_everything(4)
+    draws = EpochSampler(train, 1, weights).draw(np.repeat(lonely, 200)[:20000], 1).ravel()
+    counts = np.bincount(draws, minlength=n_items)
+    expected = len(draws) * weights / weights.sum()
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 31.3  # 11 degrees of freedom, p = 0.001
+    uniform = len(draws) / n_items
+    assert ((counts - uniform) ** 2 / uniform).sum() > 100  # and clearly not uniform
+    seed_everything(4)
+    users = np.arange(200)
+    got = EpochSampler(train, 1, weights).draw(users, 3)
+    assert not train.toarray()[users[:, None], got].any()
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_two_epoch_run_on_coat_writes_its_columns(shared, tmp_path, name):
+    status, runs = _run(tmp_path, "dataset=coat", f"dataset.root={shared}", "max.epoch=2",
+                        f"negative.sampler={name}")
+    assert status == 0
+    rows = list(csv.DictReader((runs[0] / "epochs.csv").open()))
+    assert len(rows) == 2
+    expected = {"bpr", "l2", "fhn_heldout", "fhn_heldout_base", "neg_score", "pos_score", "neg_pop", "fhn_s"}
+    expected |= {"dens": {"dens_gate", "dens_pos_sep", "dens_select_w"}, "mixgcf": {"mix_alpha"},
+                 "ahns": {"ahns_target"}, "cnsdiff": {"cl", "mix_ratio"}}.get(name, set())
+    assert expected <= set(rows[0])
+    assert "fhn_true" not in rows[0]  # coat has no ground truth
+    for r in rows:
+        assert 0 <= float(r["fhn_heldout"]) <= 1 and 0 < float(r["fhn_heldout_base"]) < 1
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["sampler"]["sampler"] == name
+
+
+@pytest.mark.parametrize("n_items,m", [(50, 4), (300, 2)])  # whole-table product path, then the gather path
+def test_table_scores_equal_the_direct_scores(n_items, m):
+    from module.samplers.base import table_scores
+    g = torch.Generator().manual_seed(0)
+    user, table = torch.randn(300, 8, generator=g), torch.randn(n_items, 8, generator=g)
+    ids = torch.randint(0, n_items, (300, m), generator=g)
+    direct = (user.unsqueeze(1) * table[ids]).sum(-1)
+    torch.testing.assert_close(table_scores(user, table, ids, chunk=64), direct, rtol=1e-5, atol=1e-5)
