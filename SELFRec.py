@@ -1,46 +1,96 @@
-"""SELFRec: load the data once, resolve the model from the registry, run it."""
+"""SELFRec: load the data once, resolve the model from the registry, run it; keep the run folder's
+status (running, finished, failed, interrupted) true whatever happens."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Optional
 
 from data.dataset import load_data
-from model import get_model_class
+from data.loader import DataFileError
 from conf.config import RunConfig
+from model import get_model_class
 from util.device import resolve_device
 from util.logger import add_log_file, remove_log_file
-from util.results import RunWriter, make_run_dir
+from util.results import RunWriter, make_run_dir, read_status
 from util.seed import seed_everything
+from util.typing_coerce import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-class SELFRec:
-    """One run: a resolved config in, a run folder (results/<run_id>/) and a log file (log/) out."""
+class Interrupted(Exception):
+    """The run was stopped by Ctrl-C (exit 130) or SIGTERM (exit 143); its checkpoint is kept."""
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, exit_code: int, signal_name: str):
+        super().__init__(signal_name)
+        self.exit_code, self.signal_name = exit_code, signal_name
+
+
+def writable_folder(path: Path, key: str) -> Path:
+    """Create path if needed; a path that is a file, or a folder that cannot be written, is a ConfigError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{key}: {path} exists and is not a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot create the folder {path} ({exc.strerror})") from None
+    if not path.is_dir():
+        raise ConfigError(f"{key}: {path} exists and is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: the folder {path} is not writable")
+    return path
+
+
+class SELFRec:
+    """One run: a resolved config in, a run folder (results/<run>/, with run.log) and log/<run>.log out."""
+
+    def __init__(self, config: RunConfig, resume: Optional[Path] = None):
         self.config = config
+        self.resume = Path(resume) if resume is not None else None
         self.model_class = get_model_class(config.model_name)
         self.device = resolve_device(config.device)
-
-    def run_stem(self) -> str:
-        """model-sampler-dataset, the start of the run id."""
-        cfg = self.config
-        data_name = cfg.dataset or cfg.training_set.parent.name or "data"
-        return f"{cfg.model_name}-{cfg.negative_sampler}-{data_name}"
 
     def execute(self) -> dict[str, Any]:
         """Train and evaluate; returns what metrics.json holds."""
         cfg = self.config
-        run_dir = make_run_dir(cfg.output, self.run_stem())
-        log_file = cfg.log_dir / f"{run_dir.name}.log"
-        add_log_file(log_file)
+        writable_folder(cfg.log_dir, "log.dir")
+        if self.resume is None:
+            run_dir = make_run_dir(writable_folder(cfg.output, "output"), cfg.run_tag())
+        else:
+            run_dir = self.resume
+        writer = RunWriter(run_dir)
+        logs = [run_dir / "run.log", cfg.log_dir / f"{run_dir.name}.log"]
+        for path in logs:
+            add_log_file(path)
         try:
-            log.info("run %s | log %s", run_dir.name, log_file)
-            RunWriter(run_dir).write_config({**cfg.to_dict(), "device.resolved": str(self.device)})
+            if self.resume is None:
+                log.info("run %s | log %s", run_dir.name, logs[0])
+                writer.write_config({**cfg.to_dict(), "device.resolved": str(self.device)})
+            else:
+                log.info("resuming run %s (status was %s)", run_dir.name, read_status(run_dir).get("state"))
+            writer.write_status("running")
             data = load_data(cfg)
             seed_everything(cfg.seed)
-            recommender = self.model_class(cfg, data, self.device, run_dir)
-            return recommender.execute()
+            recommender = self.model_class(cfg, data, self.device, run_dir, resume=self.resume is not None)
+            result = recommender.execute()
+            writer.write_status("finished", epoch=result["selection"]["epochs_run"])
+            return result
+        except Interrupted as exc:
+            log.warning("interrupted by %s; the last finished epoch is checkpointed: resume with "
+                        "python main.py --resume %s", exc.signal_name, run_dir)
+            writer.write_status("interrupted", message=exc.signal_name)
+            raise
+        except BaseException as exc:
+            message = str(exc) or type(exc).__name__
+            writer.write_status("failed", message=message)
+            if isinstance(exc, (ConfigError, DataFileError, FileNotFoundError)) or getattr(exc, "user_error", False):
+                log.error("%s", message)
+                exc.logged = True  # type: ignore[attr-defined]
+            else:
+                log.exception("run failed with an unexpected error (a bug): %s", message)
+            raise
         finally:
-            remove_log_file(log_file)
+            for path in logs:
+                remove_log_file(path)

@@ -1,17 +1,27 @@
-"""Command line: python main.py [-c conf/LightGCN.yaml] [--set KEY=VALUE ...]"""
+"""Command line: python main.py [-c conf/LightGCN.yaml] [--set KEY=VALUE ...] | --resume RUN_DIR | --list
+
+Exit status: 0 done; 2 a problem with the configuration, the data or the environment (one line, also in
+the run's log when the run folder exists); 3 training diverged; 130 / 143 interrupted by Ctrl-C / SIGTERM
+(the last finished epoch is checkpointed: resume it). Any other error is a bug and shows its traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from SELFRec import SELFRec
+from base.graph_recommender import DivergedError
+from conf.config import KEYS, REPO, RunConfig, config_of_run, load_config
 from data.loader import DataFileError
-from conf.config import load_config
+from data.presets import PRESETS
+from module.samplers import SAMPLERS
+from SELFRec import SELFRec, Interrupted
 from util.logger import setup_logging
 from util.typing_coerce import ConfigError
 
@@ -21,30 +31,111 @@ log = logging.getLogger("main")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description="Train and evaluate a SELFRec-style recommender (CNSDiff reproduction).")
-    parser.add_argument("-c", "--config", type=Path, default=Path("conf/LightGCN.yaml"), help="YAML config file")
+    parser.add_argument("-c", "--config", type=Path, default=Path("conf/LightGCN.yaml"),
+                        help="YAML config file (a relative path is looked up in the working directory, then in the repository)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set max.epoch=5 --set params.n_negs=2 (repeatable)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue an interrupted or failed run from its last finished epoch")
     parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--list", action="store_true", help="list samplers, dataset presets and config keys")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for every error")
     return parser.parse_args(argv)
 
 
+def _config_path(path: Path) -> Path:
+    """A relative config path: the working directory first, then the repository."""
+    if path.is_absolute() or path.exists():
+        return path
+    return REPO / path
+
+
+def listing() -> str:
+    """Samplers, dataset presets (with whether their files are present) and every config key."""
+    defaults = RunConfig()
+    lines = ["samplers (negative.sampler):"]
+    lines += [f"  {name:<8} {cls.description}" for name, cls in SAMPLERS.items()]
+    lines.append(f"dataset presets (dataset; files under {defaults.dataset_root}/NAME, relative to the repository):")
+    for name, preset in PRESETS.items():
+        folder = REPO / defaults.dataset_root / name
+        present = all((folder / f).is_file() for f in preset.files())
+        state = "present" if present else ("generated on first use" if name == "synthetic" else
+                                           f"absent: {preset.how_to_get}")
+        lines.append(f"  {name:<10} {preset.shift[:60]:<60} {state}")
+    lines.append("config keys (conf/LightGCN.yaml or --set KEY=VALUE):")
+    for key, f in KEYS.items():
+        choices = f" [{'|'.join(f.metadata['choices'])}]" if f.metadata["choices"] else ""
+        value = getattr(defaults, f.name)
+        lines.append(f"  {key:<22} {_type_name(f.type):<16} default {value!s:<14}{choices} {f.metadata['doc']}")
+    lines.append("sampler settings (conf/params.py; --set params.SAMPLER.FIELD=VALUE):")
+    for name, cls in SAMPLERS.items():
+        params = cls.Params()
+        for field in params.__dataclass_fields__.values():
+            lines.append(f"  params.{name}.{field.name:<22} {_type_name(field.type):<16} "
+                         f"default {getattr(params, field.name)!s}")
+    return "\n".join(lines)
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("pathlib.", "").replace("<class '", "").replace("'>", "")
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    name = signal.Signals(signum).name
+    raise Interrupted(128 + signum, "Ctrl-C (SIGINT)" if signum == signal.SIGINT else name)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Everything after argument parsing; errors propagate to main()."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads: {args.threads} must be >= 1")
+        torch.set_num_threads(args.threads)
+    if args.list:
+        _print(listing())
+        return 0
+    if args.resume is not None:
+        if args.overrides:
+            raise ConfigError("--resume continues a run with its own config; --set cannot be combined with it")
+        config = config_of_run(args.resume)
+    else:
+        config = load_config(_config_path(args.config), args.overrides)
+    if args.show_config:
+        _print(json.dumps(config.to_dict(), indent=2, default=str))
+        return 0
+    SELFRec(config, resume=args.resume).execute()
+    return 0
+
+
+def _print(text: str) -> None:
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        sys.stdout = open("/dev/null", "w")  # nothing more can be written; do not fail again at exit
+        raise ConfigError("the output pipe closed before everything was printed (e.g. `| head`)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Resolve the config, run, return an exit status (2 for configuration or data errors)."""
+    """Resolve the config, run, return an exit status (see the module docstring)."""
     args = parse_args(argv)
     setup_logging()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        config = load_config(args.config, args.overrides)
-        if args.show_config:
-            print(json.dumps(config.to_dict(), indent=2, default=str))
-            return 0
-        SELFRec(config).execute()
-    except (ConfigError, DataFileError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 2
-    return 0
+        return run(args)
+    except Interrupted as exc:
+        if args.debug:
+            raise
+        return exc.exit_code
+    except (ConfigError, DataFileError, FileNotFoundError, DivergedError) as exc:
+        if args.debug:
+            raise
+        if not getattr(exc, "logged", False):
+            log.error("%s", exc)
+        return 3 if isinstance(exc, DivergedError) else 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,18 @@ from module.samplers.base import NegativeSampler, TrainBatch
 from util.evaluation import RankingEvaluator
 from util.logger import Progress
 from util.loss import bpr_loss, l2_lightgcn, l2_selfrec
+from util.io import atomic_write
 from util.sampler import EpochSampler
+from util.seed import random_state, set_random_state
+from util.typing_coerce import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+class DivergedError(RuntimeError):
+    """A non-finite loss term or embedding: the run stops, status failed, no metrics.json."""
+
+    user_error = True
 
 SHORT = {"Recall": "R", "NDCG": "N", "Precision": "P", "Hit Ratio": "HR"}
 
@@ -57,6 +66,8 @@ class GraphRecommender(Recommender):
                                 truth_matrix(self.data, cfg.training_set.parent))
         self.selection = make_selection(cfg.selection_rule(), cfg.selection_metric, cfg.patience,
                                         cfg.selection_test)
+        self.start_epoch, self.best_epoch, self.stopped_early = 0, None, False
+        self.epoch_rows: list[dict[str, Any]] = []
         log.info("negative sampler: %s", self.sampler.describe())
         if self.selection.rule == "test_all4":
             log.warning("model selection: test_all4 picks the reported epoch on the test file %r (the released "
@@ -137,13 +148,14 @@ class GraphRecommender(Recommender):
         return metrics, (user_all, item_all)
 
     def train(self) -> None:
-        """Epoch loop with evaluation, selection and early stopping."""
+        """Epoch loop with evaluation, selection, early stopping, a divergence guard and a checkpoint
+        after every epoch; starts after the last finished epoch of a resumed run."""
         cfg = self.config
-        self.best_epoch = None
-        self.epoch_rows: list[dict[str, Any]] = []
-        self.stopped_early = False
-        for epoch in range(cfg.max_epoch):
+        if self.stopped_early:
+            return
+        for epoch in range(self.start_epoch, cfg.max_epoch):
             stats = self.train_epoch(epoch)
+            self.check_finite(epoch, stats)
             if self.fhn is not None:
                 t0 = time.perf_counter()
                 stats.update(self.fhn.measure(self.model, self.sampler, self.epoch_sampler, epoch, cfg.max_epoch,
@@ -167,7 +179,58 @@ class GraphRecommender(Recommender):
                 self.stopped_early = True
                 log.info("early stop after epoch %d: no %s improvement for %d epochs", epoch + 1,
                          cfg.selection_metric, cfg.patience)
+            self.save_checkpoint(epoch, improved)
+            if self.stopped_early:
                 break
+
+    def check_finite(self, epoch: int, stats: dict[str, float]) -> None:
+        """Stop with DivergedError when a loss term or an embedding table is not finite."""
+        for name, value in stats.items():
+            if name != "loss" and not name.endswith("_s") and not math.isfinite(value):
+                raise DivergedError(f"training diverged in epoch {epoch + 1}: loss term {name!r} is {value} "
+                                    f"(lower learning.rate?)")
+        if not math.isfinite(stats.get("loss", 0.0)):
+            raise DivergedError(f"training diverged in epoch {epoch + 1}: the total loss is {stats['loss']}")
+        for name, table in (("user", self.model.user_emb), ("item", self.model.item_emb)):
+            if not bool(torch.isfinite(table).all()):
+                raise DivergedError(f"training diverged in epoch {epoch + 1}: the {name} embeddings are not finite")
+
+    def checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        """Everything needed to continue after `epoch` exactly as an uninterrupted run would."""
+        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "sampler": self.sampler.state_dict(), "selection": dict(vars(self.selection)),
+                "best_epoch": self.best_epoch, "best_emb": tuple(t.detach().cpu() for t in self.best_emb),
+                "epoch_rows": self.epoch_rows, "stopped_early": self.stopped_early, "random": random_state()}
+
+    def save_checkpoint(self, epoch: int, improved: bool) -> None:
+        """checkpoint.pt (atomic) after every epoch; best.pt / epoch-NNN.pt as checkpoint.keep asks."""
+        state = self.checkpoint_state(epoch)
+        atomic_write(self.run_dir / "checkpoint.pt", lambda handle: torch.save(state, handle))
+        keep = self.config.checkpoint_keep
+        if keep == "all":
+            atomic_write(self.run_dir / f"epoch-{epoch + 1:03d}.pt", lambda handle: torch.save(state, handle))
+        if keep == "best" and improved:
+            atomic_write(self.run_dir / "best.pt", lambda handle: torch.save(state, handle))
+
+    def load_checkpoint(self) -> None:
+        """Restore model, optimiser, sampler, selection, best embeddings, rows and random streams."""
+        path = self.run_dir / "checkpoint.pt"
+        if not path.is_file():
+            raise ConfigError(f"--resume: {self.run_dir} has no checkpoint.pt (it stopped before its first epoch "
+                              f"ended); start it again instead")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        vars(self.selection).update(state["selection"])
+        self.best_epoch = state["best_epoch"]
+        self.best_emb = tuple(t.to(self.device) for t in state["best_emb"])
+        self.epoch_rows = state["epoch_rows"]
+        self.writer.rows = list(self.epoch_rows)
+        self.stopped_early = state["stopped_early"]
+        self.start_epoch = state["epoch"] + 1
+        set_random_state(state["random"])
+        log.info("resumed after epoch %d of %d", self.start_epoch, self.config.max_epoch)
 
     def _epoch_line(self, epoch: int, stats: dict[str, float], metrics: dict[str, dict[str, float]],
                     improved: bool) -> str:

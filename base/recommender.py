@@ -17,8 +17,10 @@ log = logging.getLogger(__name__)
 class Recommender:
     """SELFRec's base class: holds config, data and device; execute() runs the template."""
 
-    def __init__(self, config: RunConfig, data: Interaction, device: torch.device, run_dir: Path):
+    def __init__(self, config: RunConfig, data: Interaction, device: torch.device, run_dir: Path,
+                 resume: bool = False):
         self.config = config
+        self.resume = resume
         self.data = data
         self.device = device
         self.run_dir = Path(run_dir)
@@ -29,6 +31,8 @@ class Recommender:
         """Build, train, and write the results; returns the content of metrics.json."""
         self.log_model_info()
         self.build()
+        if self.resume:
+            self.load_checkpoint()
         self.train()
         return self.finish()
 
@@ -44,8 +48,12 @@ class Recommender:
         """Create the model and optimiser."""
         raise NotImplementedError
 
+    def load_checkpoint(self) -> None:
+        """Restore the state saved after the last finished epoch (for --resume)."""
+        raise NotImplementedError
+
     def train(self) -> None:
-        """Run the training epochs."""
+        """Run the training epochs (from the first one not yet finished)."""
         raise NotImplementedError
 
     def finish(self) -> dict[str, Any]:

@@ -1,7 +1,11 @@
-"""Resolve conf/LightGCN.yaml + conf/params.py + --set overrides into one typed RunConfig."""
+"""Resolve conf/LightGCN.yaml + conf/params.py + --set overrides into one typed RunConfig.
+
+Relative paths (files, dataset.root, output, log.dir) resolve against the repository root, the
+folder of main.py, whatever the working directory."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import typing
 from dataclasses import dataclass, field, fields
@@ -15,6 +19,7 @@ from util.typing_coerce import ConfigError, coerce, suggest
 
 log = logging.getLogger(__name__)
 
+REPO = Path(__file__).resolve().parents[1]
 FORMATS = ("triples", "pairs", "adjacency")
 SELECTION_RULES = ("auto", "valid", "test_all4")
 
@@ -32,39 +37,54 @@ def _key(name: str, default: Any = None, *, choices: Sequence[str] = (), minimum
 class RunConfig:
     """Every setting of one run, typed; built once by load_config and passed down."""
 
-    dataset: Optional[str] = _key("dataset", None, doc="preset name (data/presets.py); file keys override it")
+    dataset: Optional[str] = _key("dataset", None, doc="preset name (data/presets.py); ignored when training.set is given")
     dataset_root: Path = _key("dataset.root", Path("dataset"), doc="folder holding dataset/<preset>/")
     training_set: Optional[Path] = _key("training.set", None, doc="training file")
     valid_set: Optional[Path] = _key("valid.set", None, doc="validation file (enables validation selection)")
     test_set: dict[str, Path] = _key("test.set", {}, doc="test files: a path, a list, or a mapping name: path")
     data_format: Optional[str] = _key("data.format", None, choices=FORMATS, doc="file format of all data files")
-    model_name: str = _key("model.name", "LightGCN")
-    model_type: str = _key("model.type", "graph", choices=("graph",))
-    top_n: list[int] = _key("item.ranking.topN", [10, 20], minimum=1)
-    embedding_size: int = _key("embedding.size", 64, minimum=1)
-    max_epoch: int = _key("max.epoch", 120, minimum=1)
-    batch_size: int = _key("batch.size", 2048, minimum=1)
-    learning_rate: float = _key("learning.rate", 0.01, minimum=0.0)
-    reg_lambda: float = _key("reg.lambda", 1e-4, minimum=0.0)
+    min_weight: float = _key("data.min_weight", 0.0,
+                             doc="rows whose weight column is <= this (or not finite) are dropped and counted")
+    model_name: str = _key("model.name", "LightGCN", doc="model registry name (model/__init__.py)")
+    model_type: str = _key("model.type", "graph", choices=("graph",), doc="SELFRec model family")
+    top_n: list[int] = _key("item.ranking.topN", [10, 20], minimum=1, doc="cut-offs K of every metric")
+    embedding_size: int = _key("embedding.size", 64, minimum=1, doc="embedding dimension d")
+    max_epoch: int = _key("max.epoch", 120, minimum=1, doc="training epochs at most")
+    batch_size: int = _key("batch.size", 2048, minimum=1, doc="training pairs per batch")
+    learning_rate: float = _key("learning.rate", 0.01, minimum=0.0, doc="Adam learning rate")
+    reg_lambda: float = _key("reg.lambda", 1e-4, minimum=0.0, doc="L2 weight on the batch's layer-0 rows")
     reg_form: str = _key("reg.form", "selfrec", choices=("selfrec", "lightgcn"),
                          doc="selfrec: non-squared batch norms / B / B; lightgcn: squared norms / 2 / B")
-    n_layer: int = _key("LightGCN.n_layer", 2, minimum=0)
+    n_layer: int = _key("LightGCN.n_layer", 2, minimum=0, doc="propagation layers")
     negative_sampler: str = _key("negative.sampler", "rns", doc="name in module/samplers registry")
     device: str = _key("device", "auto", doc="auto | cpu | cuda | cuda:N")
-    seed: int = _key("seed", 2025)
-    selection: str = _key("selection", "auto", choices=SELECTION_RULES)
+    seed: int = _key("seed", 2025, doc="seeds python, numpy, torch and numba")
+    selection: str = _key("selection", "auto", choices=SELECTION_RULES, doc="model-selection rule (auto: the sampler's, else valid if a validation file exists)")
     selection_metric: str = _key("selection.metric", "Recall@20", doc="metric of the valid rule")
     selection_test: Optional[str] = _key("selection.test", None, doc="test file of test_all4 (default test_ood)")
     patience: int = _key("early_stop.patience", 10, minimum=0, doc="epochs without improvement (valid rule); 0 = off")
     eval_mask: str = _key("eval.mask", "train_valid", choices=("train_valid", "train"),
                           doc="items masked when ranking for tests; validation always masks train only")
-    eval_batch_users: int = _key("eval.batch.users", 2048, minimum=1)
+    eval_batch_users: int = _key("eval.batch.users", 2048, minimum=1, doc="users per evaluation batch")
     fhn_probe: int = _key("fhn.probe", 4096, minimum=0,
                           doc="training pairs probed for false hard negatives after each epoch; 0 = off")
-    output: Path = _key("output", Path("results"))
-    log_dir: Path = _key("log.dir", Path("log"))
+    output: Path = _key("output", Path("results"), doc="folder of the run folders")
+    log_dir: Path = _key("log.dir", Path("log"), doc="folder of a second copy of each run's log")
+    checkpoint_keep: str = _key("checkpoint.keep", "last", choices=("last", "best", "all"),
+                                doc="last: checkpoint.pt only; best: also best.pt (the selected epoch); "
+                                    "all: also epoch-NNN.pt per epoch")
     params: Any = None  # dataclass instance of the active sampler's parameters (conf/params.py)
     other_params: dict[str, Any] = field(default_factory=dict)  # explicitly overridden, inactive samplers
+    source: dict[str, Any] = field(default_factory=dict)  # the flat key -> value input it was resolved from
+
+    def run_tag(self) -> str:
+        """model-sampler[.preset]-dataset-sSEED: the start of a run folder's name."""
+        sampler = self.negative_sampler
+        preset = getattr(self.params, "preset", None)
+        if preset:
+            sampler = f"{sampler}.{preset}"
+        data_name = self.dataset or (self.training_set.parent.name if self.training_set else "") or "data"
+        return f"{self.model_name}-{sampler}-{data_name}-s{self.seed}"
 
     # ---- derived helpers -------------------------------------------------------------
     def eval_files(self) -> dict[str, Path]:
@@ -96,6 +116,7 @@ class RunConfig:
                     value = {k: str(v) for k, v in value.items()}
                 out[f.metadata["key"]] = value
         out["selection.resolved"] = self.selection_rule()
+        out["input"] = self.source
         out["params"] = {self.negative_sampler: dataclasses.asdict(self.params)}
         for name, obj in self.other_params.items():
             out["params"][name] = dataclasses.asdict(obj)
@@ -129,15 +150,31 @@ def parse_override(text: str) -> tuple[str, str]:
     return key, value.strip()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader for which a key given twice in one mapping is an error."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML config file into a mapping; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -182,6 +219,7 @@ def resolve(flat: dict[str, Any]) -> RunConfig:
         values[f.name] = value
     cfg = RunConfig(**values)
     _apply_preset(cfg, explicit=set(values))
+    _anchor_paths(cfg)
     if cfg.training_set is None:
         raise ConfigError("no training data: set `dataset` to a preset or `training.set` to a file")
     if not cfg.test_set:
@@ -190,7 +228,21 @@ def resolve(flat: dict[str, Any]) -> RunConfig:
         cfg.data_format = "triples"
     cfg.params, cfg.other_params = resolve_params(cfg.negative_sampler, param_values)
     _check_selection(cfg)
+    cfg.source = dict(flat)
     return cfg
+
+
+def config_of_run(run_dir: Path) -> RunConfig:
+    """The RunConfig a run folder was started with (re-resolved from the input stored in its config.json)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"--resume: {run_dir} is not a run folder (no config.json)")
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        flat = stored["input"]
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"--resume: {path} is unreadable or has no 'input' section ({exc})") from None
+    return resolve(flat)
 
 
 def _check(key: str, value: Any, f: dataclasses.Field) -> None:
@@ -204,20 +256,39 @@ def _check(key: str, value: Any, f: dataclasses.Field) -> None:
 
 
 def _apply_preset(cfg: RunConfig, explicit: set[str]) -> None:
-    """Fill file keys from the dataset preset unless they were given explicitly."""
+    """Fill the file keys from the dataset preset. When training.set is given the preset supplies
+    nothing (it is ignored, with a warning); other file keys given next to a preset replace its own."""
     if cfg.dataset is None:
         return
     preset = get_preset(cfg.dataset)
+    if "training_set" in explicit:
+        log.warning("dataset: preset %r ignored because training.set is given (the preset supplies no file, "
+                    "format or name; give valid.set, test.set and data.format yourself)", preset.name)
+        cfg.dataset = None
+        return
     cfg.dataset = preset.name
     folder = cfg.dataset_root / preset.name
-    if "training_set" not in explicit:
-        cfg.training_set = folder / preset.train
+    cfg.training_set = folder / preset.train
     if "valid_set" not in explicit and preset.valid:
         cfg.valid_set = folder / preset.valid
     if "test_set" not in explicit:
         cfg.test_set = {name: folder / file for name, file in preset.tests.items()}
     if "data_format" not in explicit:
         cfg.data_format = preset.format
+
+
+def _anchor(path: Optional[Path]) -> Optional[Path]:
+    return path if path is None or path.is_absolute() else REPO / path
+
+
+def _anchor_paths(cfg: RunConfig) -> None:
+    """Relative paths resolve against the repository root, whatever the working directory."""
+    cfg.dataset_root = _anchor(cfg.dataset_root)
+    cfg.training_set = _anchor(cfg.training_set)
+    cfg.valid_set = _anchor(cfg.valid_set)
+    cfg.test_set = {name: _anchor(path) for name, path in cfg.test_set.items()}
+    cfg.output = _anchor(cfg.output)
+    cfg.log_dir = _anchor(cfg.log_dir)
 
 
 def _check_selection(cfg: RunConfig) -> None:

@@ -24,6 +24,6 @@ def load_data(cfg: RunConfig) -> Interaction:
         if cfg.dataset is not None:
             hint = f"; get the {cfg.dataset} files with: {get_preset(cfg.dataset).how_to_get}"
         raise DataFileError(f"data file(s) not found: {', '.join(missing)}{hint}")
-    train = read_interactions(cfg.training_set, cfg.data_format)
-    evals = {name: read_interactions(path, cfg.data_format) for name, path in cfg.eval_files().items()}
+    train = read_interactions(cfg.training_set, cfg.data_format, cfg.min_weight)
+    evals = {name: read_interactions(path, cfg.data_format, cfg.min_weight) for name, path in cfg.eval_files().items()}
     return Interaction(train, evals, cfg.eval_mask)

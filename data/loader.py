@@ -1,11 +1,16 @@
 """Read interaction files: `user item weight` triples, `user item [weight]` pairs, adjacency lists.
 
 Ids are kept as strings (raw tokens) here; data/interaction.py maps them to integers.
-Malformed lines are skipped and counted; a file with no valid line is an error.
+Malformed lines are skipped and counted; a file with no valid line, or one where most lines are
+malformed for the configured format, is an error (it suggests the format that fits). Bytes that are
+not UTF-8 are an error naming the line. The weight column (triples; optional in pairs) is not used as
+a value: every row is one positive, except rows whose weight is not finite or <= min_weight, which
+are dropped and counted.
 """
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +30,7 @@ class RawInteractions:
     blank: int = 0
     malformed: int = 0
     malformed_examples: list[int] = field(default_factory=list)  # first few line numbers
+    low_weight: int = 0  # rows dropped for a weight that is not finite or <= min_weight
 
     def __len__(self) -> int:
         return len(self.users)
@@ -34,15 +40,23 @@ class DataFileError(ValueError):
     """A data file that cannot be used; the message names the file and the problem."""
 
 
-def _is_number(token: str) -> bool:
+def _number(token: str) -> float | None:
     try:
-        float(token)
+        return float(token)
     except ValueError:
-        return False
-    return True
+        return None
 
 
-def read_interactions(path: Path, fmt: str) -> RawInteractions:
+def _fits(tokens: list[str], fmt: str) -> bool:
+    """Whether a non-blank line has the shape of the format."""
+    if fmt == "adjacency":
+        return len(tokens) >= 2
+    if fmt == "triples":
+        return len(tokens) == 3 and _number(tokens[2]) is not None
+    return len(tokens) == 2 or (len(tokens) == 3 and _number(tokens[2]) is not None)
+
+
+def read_interactions(path: Path, fmt: str, min_weight: float = 0.0) -> RawInteractions:
     """Parse one data file in the given format ('triples', 'pairs' or 'adjacency')."""
     path = Path(path)
     if fmt not in FORMATS:
@@ -50,41 +64,59 @@ def read_interactions(path: Path, fmt: str) -> RawInteractions:
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     out = RawInteractions(path, [], [])
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            out.lines = number
+    fits = {other: 0 for other in FORMATS}
+    number = 0
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFileError(f"{path}, line {number}: bytes that are not UTF-8 ({exc.reason} at byte "
+                                    f"{exc.start}); convert the file to UTF-8") from None
             tokens = line.split()
             if not tokens:
                 out.blank += 1
                 continue
-            if not _parse_line(tokens, fmt, out):
+            for other in FORMATS:
+                fits[other] += _fits(tokens, other)
+            if not _fits(tokens, fmt):
                 out.malformed += 1
                 if len(out.malformed_examples) < 5:
                     out.malformed_examples.append(number)
+                continue
+            _add_line(tokens, fmt, out, min_weight)
+    out.lines = number
+    filled = out.lines - out.blank
+    better = max((f for f in FORMATS if f != fmt), key=lambda f: fits[f])
+    hint = (f"; it looks like data.format={better!r} ({fits[better]} of {filled} lines fit)"
+            if fits[better] > fits[fmt] else f"; is data.format={fmt!r} right for this file?")
     if not out.users:
         raise DataFileError(
-            f"{path}: no valid interaction line ({out.lines} lines, {out.malformed} malformed, {out.blank} blank); "
-            f"is data.format={fmt!r} right for this file?")
+            f"{path}: no valid interaction line ({out.lines} lines, {out.malformed} malformed, {out.blank} blank, "
+            f"{out.low_weight} with weight <= {min_weight:g} or not finite){hint}")
+    if out.malformed * 2 > filled:
+        raise DataFileError(f"{path}: {out.malformed} of {filled} non-blank lines are malformed for "
+                            f"data.format={fmt!r} (first at line(s) {', '.join(map(str, out.malformed_examples))})"
+                            f"{hint}")
     if out.malformed:
         log.warning("%s: skipped %d malformed line(s) (first at line(s) %s) for format %s",
                     path, out.malformed, ", ".join(map(str, out.malformed_examples)), fmt)
+    if out.low_weight:
+        log.warning("%s: dropped %d row(s) whose weight is <= %g or not finite (data.min_weight)",
+                    path, out.low_weight, min_weight)
     return out
 
 
-def _parse_line(tokens: list[str], fmt: str, out: RawInteractions) -> bool:
-    """Append the line's rows to out; return False if the line is malformed."""
+def _add_line(tokens: list[str], fmt: str, out: RawInteractions, min_weight: float) -> None:
+    """Append a well-formed line's rows to out (a row with a low or non-finite weight is counted, not kept)."""
     if fmt == "adjacency":
-        if len(tokens) < 2:
-            return False
-        user = tokens[0]
-        out.users.extend([user] * (len(tokens) - 1))
+        out.users.extend([tokens[0]] * (len(tokens) - 1))
         out.items.extend(tokens[1:])
-        return True
-    if fmt == "triples":
-        if len(tokens) != 3 or not _is_number(tokens[2]):
-            return False
-    elif len(tokens) not in (2, 3) or (len(tokens) == 3 and not _is_number(tokens[2])):
-        return False
+        return
+    if len(tokens) == 3:
+        weight = _number(tokens[2])
+        if not (math.isfinite(weight) and weight > min_weight):
+            out.low_weight += 1
+            return
     out.users.append(tokens[0])
     out.items.append(tokens[1])
-    return True

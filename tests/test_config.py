@@ -53,7 +53,7 @@ def test_command_line_overrides_and_nested_sections(tmp_path):
     cfg = load_config(cfg_file, ["max.epoch=5", "LightGCN.n_layer=3", "test.set.test_ood=o.txt",
                                  "params.n_negs=2"])
     assert cfg.max_epoch == 5 and cfg.n_layer == 3
-    assert cfg.test_set == {"s": Path("s.txt"), "test_ood": Path("o.txt")}
+    assert cfg.test_set == {"s": REPO / "s.txt", "test_ood": REPO / "o.txt"}  # relative: against the repository
     assert cfg.params == RNSParams(n_negs=2)
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(cfg_file, ["max.epoch"])
@@ -70,12 +70,19 @@ def test_params_unknown_field_and_bad_value():
         resolve({**BASE, "negative.sampler": "magic"})
 
 
-def test_preset_fills_files_and_explicit_keys_override():
+def test_preset_fills_files_and_training_set_makes_the_preset_supply_nothing(caplog):
     cfg = resolve({"dataset": "food", "dataset.root": "d"})
-    assert cfg.training_set == Path("d/food/train.txt") and cfg.valid_set == Path("d/food/valid_iid.txt")
+    assert cfg.training_set == REPO / "d/food/train.txt" and cfg.valid_set == REPO / "d/food/valid_iid.txt"
     assert set(cfg.test_set) == {"test_iid", "test_ood"} and cfg.data_format == "triples"
-    cfg = resolve({"dataset": "coat", "training.set": "x.txt"})
-    assert cfg.training_set == Path("x.txt") and cfg.data_format == "adjacency"
+    cfg = resolve({"dataset": "food", "dataset.root": "/abs", "valid.set": "v.txt"})  # other file keys replace the preset's
+    assert cfg.valid_set == REPO / "v.txt" and cfg.training_set == Path("/abs/food/train.txt")
+    with caplog.at_level("WARNING"):
+        cfg = resolve({"dataset": "coat", "training.set": "mine/x.txt", "test.set": "t.txt"})
+    assert "preset 'coat' ignored because training.set is given" in caplog.text
+    assert cfg.dataset is None and cfg.valid_set is None and cfg.data_format == "triples"
+    assert cfg.run_tag() == "LightGCN-rns-mine-s2025"  # named after the files' folder, not the preset
+    assert resolve({"dataset": "food", "negative.sampler": "cnsdiff", "seed": 7,
+                    "params.cnsdiff.preset": "paper"}).run_tag() == "LightGCN-cnsdiff.paper-food-s7"
     with pytest.raises(ConfigError, match="unknown preset 'fod'.*'food'"):
         resolve({"dataset": "fod"})
 
@@ -110,5 +117,5 @@ def test_shipped_config_resolves_and_round_trips():
     cfg = load_config(REPO / "conf" / "LightGCN.yaml")
     out = cfg.to_dict()
     assert out["max.epoch"] == cfg.max_epoch and out["params"][cfg.negative_sampler]
-    again = resolve({k: v for k, v in out.items() if k not in ("selection.resolved", "params")})
-    assert again.to_dict()["test.set"] == out["test.set"]
+    again = resolve(out["input"])
+    assert again.to_dict() == out

@@ -13,10 +13,10 @@ from tests.conftest import write
 
 def test_triples_skip_and_count_malformed_lines(tmp_path, caplog):
     # The real Yelp2018 split starts with the lines "0" and "0 1".
-    path = write(tmp_path / "t.txt", "0\n0 1\n0 5 1\n\n1 7 1.0\n2 8 x\n3 9 1 1\n")
+    path = write(tmp_path / "t.txt", "0\n0 1\n0 5 1\n\n1 7 1.0\n2 8 x\n3 9 1 1\n" + "4 4 1\n" * 3)
     with caplog.at_level(logging.WARNING):
         raw = read_interactions(path, "triples")
-    assert (raw.users, raw.items) == (["0", "1"], ["5", "7"])
+    assert (raw.users, raw.items) == (["0", "1", "4", "4", "4"], ["5", "7", "4", "4", "4"])
     assert raw.malformed == 4 and raw.blank == 1 and raw.malformed_examples == [1, 2, 6, 7]
     assert "skipped 4 malformed line(s)" in caplog.text
 
@@ -96,3 +96,31 @@ def test_real_files_load_with_counts(shared):
     assert len(raw) == 1363 and raw.malformed == 0
     data = Interaction(raw, {"test_ood": read_interactions(shared / "coat" / "test_ood.txt", "adjacency")})
     assert data.n_users == 290 and data.eval_sets["test_ood"].n_rows > 0
+
+
+def test_a_mostly_malformed_file_is_an_error_that_suggests_the_format(tmp_path):
+    adjacency = "".join(f"{u} {' '.join(str(i) for i in range(u % 4 + 1))}\n" for u in range(20))
+    path = write(tmp_path / "adj.txt", adjacency)  # 5 of 20 lines happen to have 3 fields
+    with pytest.raises(DataFileError, match=r"adj.txt: 15 of 20 non-blank lines are malformed for "
+                                            r"data.format='triples' .*it looks like data.format='adjacency'"):
+        read_interactions(path, "triples")
+    assert len(read_interactions(path, "adjacency")) == sum(u % 4 + 1 for u in range(20))
+
+
+def test_bytes_that_are_not_utf8_name_the_file_and_line(tmp_path):
+    path = tmp_path / "latin.txt"
+    path.write_bytes("0 1 1\nj\u00fcrgen 2 1\n".encode("latin-1"))
+    with pytest.raises(DataFileError, match=r"latin.txt, line 2: bytes that are not UTF-8"):
+        read_interactions(path, "triples")
+    path.write_bytes("0 1 1\nj\u00fcrgen 2 1\n".encode("utf-8"))  # real UTF-8 ids are kept as they are
+    assert read_interactions(path, "triples").users == ["0", "j\u00fcrgen"]
+
+
+def test_rows_with_low_or_non_finite_weight_are_dropped_and_counted(tmp_path, caplog):
+    path = write(tmp_path / "w.txt", "0 1 1\n0 2 0\n0 3 -1\n0 4 nan\n0 5 inf\n0 6 2.5\n1 1 0.5\n")
+    with caplog.at_level(logging.WARNING):
+        raw = read_interactions(path, "triples")
+    assert raw.items == ["1", "6", "1"] and raw.low_weight == 4
+    assert "dropped 4 row(s) whose weight is <= 0 or not finite" in caplog.text
+    assert read_interactions(path, "triples", min_weight=0.9).items == ["1", "6"]
+    assert read_interactions(write(tmp_path / "p.txt", "0 1\n0 2 0\n"), "pairs").items == ["1"]

@@ -5,6 +5,8 @@ import re
 
 import torch
 
+from util.typing_coerce import ConfigError
+
 
 def resolve_device(spec: str) -> torch.device:
     """Turn a device spec into a torch.device; error if a GPU is asked for but absent."""
@@ -15,10 +17,10 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("cpu")
     match = re.fullmatch(r"cuda(?::(\d+))?", spec)
     if match is None:
-        raise ValueError(f"device: {spec!r} is not one of auto, cpu, cuda, cuda:N")
+        raise ConfigError(f"device: {spec!r} is not one of auto, cpu, cuda, cuda:N")
     if not torch.cuda.is_available():
-        raise ValueError(f"device: {spec!r} was asked for but no CUDA GPU is available (use auto or cpu)")
+        raise ConfigError(f"device: {spec!r} was asked for but no CUDA GPU is available (use auto or cpu)")
     index = int(match.group(1) or 0)
     if index >= torch.cuda.device_count():
-        raise ValueError(f"device: {spec!r} but only {torch.cuda.device_count()} GPU(s) exist")
+        raise ConfigError(f"device: {spec!r} but only {torch.cuda.device_count()} GPU(s) exist")
     return torch.device(f"cuda:{index}")

@@ -1,13 +1,18 @@
-"""The run folder results/<run_id>/: config.json, epochs.csv, metrics.json and top-K files, written atomically."""
+"""The run folder results/<run>/: config.json, status.json, epochs.csv, metrics.json and top-K files,
+written atomically."""
 from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
 from util.io import atomic_write_json, atomic_write_text
+
+STATES = ("running", "finished", "failed", "interrupted")
 
 
 def make_run_dir(root: Path, stem: str) -> Path:
@@ -25,6 +30,14 @@ def make_run_dir(root: Path, stem: str) -> Path:
     raise RuntimeError(f"could not create a run folder under {root}")
 
 
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """status.json of a run folder ({} if there is none or it is unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 class RunWriter:
     """Writes the files of one run folder; every write replaces the file atomically."""
 
@@ -33,8 +46,14 @@ class RunWriter:
         self.rows: list[dict[str, Any]] = []
 
     def write_config(self, config: dict[str, Any]) -> None:
-        """config.json: the resolved configuration."""
+        """config.json: the resolved configuration (and the input it was resolved from)."""
         atomic_write_json(self.dir / "config.json", config)
+
+    def write_status(self, state: str, **info: Any) -> None:
+        """status.json: running | finished | failed | interrupted, with a message and the pid."""
+        assert state in STATES, state
+        atomic_write_json(self.dir / "status.json", {"state": state, **info, "pid": os.getpid(),
+                                                     "updated": time.strftime("%Y-%m-%d %H:%M:%S")})
 
     def add_epoch(self, row: dict[str, Any]) -> None:
         """Append a row to epochs.csv (rewritten whole, so columns may grow)."""

@@ -1,0 +1,182 @@
+"""Runs that survive interruption and bad input: resume, status, exit codes, file modes, --list."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import base.graph_recommender as gr
+from main import main
+from module.samplers import SAMPLERS
+from data.presets import PRESETS
+from SELFRec import Interrupted
+from tests.conftest import REPO, write
+from tests.test_end_to_end import CONF, _run
+from util.results import read_status
+
+COAT = ["dataset=coat", "max.epoch=4", "early_stop.patience=0"]
+
+
+def _metrics(run):
+    m = json.loads((run / "metrics.json").read_text())
+    for key in ("run", "median_epoch_seconds"):
+        m.pop(key)
+    return m
+
+
+def _rows(run):
+    import csv
+    return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in csv.DictReader((run / "epochs.csv").open())]
+
+
+@pytest.mark.parametrize("sampler", [["negative.sampler=rns"],
+                                     ["negative.sampler=cnsdiff", "params.preset=paper"],
+                                     ["negative.sampler=dens"]])
+def test_interrupt_and_resume_ends_with_the_metrics_of_an_uninterrupted_run(tmp_path, shared, monkeypatch, sampler):
+    common = [*COAT, f"dataset.root={shared}", *sampler]
+    status, runs = _run(tmp_path / "whole", *common)
+    assert status == 0
+    original = gr.GraphRecommender.save_checkpoint
+
+    def stop_after_second(self, epoch, improved):
+        original(self, epoch, improved)
+        if epoch == 1:
+            raise Interrupted(130, "Ctrl-C (SIGINT)")
+    monkeypatch.setattr(gr.GraphRecommender, "save_checkpoint", stop_after_second)
+    status, cut = _run(tmp_path / "cut", *common)
+    assert status == 130
+    assert read_status(cut[0])["state"] == "interrupted" and not (cut[0] / "metrics.json").exists()
+    assert (cut[0] / "checkpoint.pt").is_file() and len(_rows(cut[0])) == 2
+    monkeypatch.setattr(gr.GraphRecommender, "save_checkpoint", original)
+    assert main(["--resume", str(cut[0])]) == 0
+    assert read_status(cut[0])["state"] == "finished"
+    assert _metrics(cut[0]) == _metrics(runs[0])  # bit for bit: the floats are compared exactly
+    for a, b in zip(_rows(cut[0]), _rows(runs[0]), strict=True):
+        assert {k: v for k, v in a.items() if "/" in k} == {k: v for k, v in b.items() if "/" in k}  # metrics: exact
+        # loss terms and diagnostics: equal up to float32 summation order (reductions may vary with alignment)
+        assert {k: float(v) for k, v in a.items() if "/" not in k} == pytest.approx(
+            {k: float(v) for k, v in b.items() if "/" not in k}, rel=1e-4)
+    assert "resumed after epoch 2 of 4" in (cut[0] / "run.log").read_text()
+
+
+def test_checkpoint_keep_options(tmp_path, shared):
+    _run(tmp_path / "last", *COAT, f"dataset.root={shared}", "max.epoch=2")
+    _run(tmp_path / "all", *COAT, f"dataset.root={shared}", "max.epoch=2", "checkpoint.keep=all")
+    _run(tmp_path / "best", *COAT, f"dataset.root={shared}", "max.epoch=2", "checkpoint.keep=best")
+    names = {k: {p.name for p in next((tmp_path / k / "results").iterdir()).glob("*.pt")} for k in ("last", "all", "best")}
+    assert names == {"last": {"checkpoint.pt"}, "all": {"checkpoint.pt", "epoch-001.pt", "epoch-002.pt"},
+                     "best": {"checkpoint.pt", "best.pt"}}
+
+
+def test_status_name_log_and_modes_of_a_finished_run(tmp_path, shared):
+    old = os.umask(0o022)
+    try:
+        status, runs = _run(tmp_path, "dataset=coat", f"dataset.root={shared}", "max.epoch=1",
+                            "negative.sampler=cnsdiff", "params.preset=paper", "seed=11")
+    finally:
+        os.umask(old)
+    run = runs[0]
+    assert status == 0 and read_status(run)["state"] == "finished"
+    assert run.name.startswith("LightGCN-cnsdiff.paper-coat-s11-")
+    assert "epoch 1/1" in (run / "run.log").read_text()
+    assert (tmp_path / "log" / f"{run.name}.log").is_file()
+    for path in run.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path.name
+
+
+def test_nan_learning_rate_fails_with_status_and_no_metrics(tmp_path, shared, caplog):
+    status, runs = _run(tmp_path, "dataset=coat", f"dataset.root={shared}", "max.epoch=3", "learning.rate=nan",
+                        "batch.size=256")
+    assert status == 3
+    state = read_status(runs[0])
+    assert state["state"] == "failed" and "diverged in epoch 1" in state["message"]
+    assert not (runs[0] / "metrics.json").exists()
+    assert "training diverged in epoch 1: loss term 'bpr' is nan" in (runs[0] / "run.log").read_text()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("device=tpu", "device: 'tpu' is not one of auto, cpu, cuda, cuda:N"),
+    ("device=cuda", "device: 'cuda' was asked for but no CUDA GPU is available (use auto or cpu)"),
+])
+def test_bad_device_is_one_line_and_exit_2(tmp_path, caplog, override, message):
+    if override == "device=cuda" and __import__("torch").cuda.is_available():
+        pytest.skip("a GPU is present")
+    args = ["-c", CONF, "--set", f"output={tmp_path / 'r'}", "--set", f"log.dir={tmp_path / 'l'}", "--set", override]
+    with caplog.at_level("ERROR"):
+        assert main(args) == 2
+    assert message in caplog.text and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("key", ["output", "log.dir"])
+def test_output_or_log_dir_that_is_a_file_is_exit_2(tmp_path, caplog, key):
+    blocker = write(tmp_path / "blocker", "x")
+    other = "log.dir" if key == "output" else "output"
+    args = ["-c", CONF, "--set", f"{key}={blocker}", "--set", f"{other}={tmp_path / 'fine'}"]
+    with caplog.at_level("ERROR"):
+        assert main(args) == 2
+    assert f"{key}: {blocker} exists and is not a folder" in caplog.text
+
+
+def test_duplicate_yaml_key_and_threads_zero_are_exit_2(tmp_path, caplog):
+    config = write(tmp_path / "dup.yaml", "max.epoch: 3\nseed: 1\nmax.epoch: 4\n")
+    with caplog.at_level("ERROR"):
+        assert main(["-c", str(config)]) == 2
+    assert "duplicate key 'max.epoch' (first on line 1)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("ERROR"):
+        assert main(["--threads", "0", "--show-config"]) == 2
+    assert "--threads: 0 must be >= 1" in caplog.text
+
+
+def _cli(*args, cwd=REPO, **kw):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, **kw)
+
+
+def test_closed_pipe_on_show_config_is_one_line(tmp_path):
+    proc = subprocess.run(f"{sys.executable} {REPO / 'main.py'} --show-config | head -n 1", shell=True, cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.stdout.strip() == "{"
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 1 and (not lines or "output pipe closed" in lines[0])
+
+
+def test_main_works_from_any_directory_and_lists_everything(tmp_path):
+    proc = _cli("--show-config", "--set", "dataset=food", cwd=tmp_path)
+    assert proc.returncode == 0
+    config = json.loads(proc.stdout)
+    assert config["training.set"] == str(REPO / "dataset" / "food" / "train.txt")
+    proc = _cli("--list", cwd=tmp_path)
+    assert proc.returncode == 0
+    for name in SAMPLERS:
+        assert f"  {name} " in proc.stdout
+    for name in PRESETS:
+        assert f"  {name} " in proc.stdout
+    for key in ("max.epoch", "fhn.probe", "checkpoint.keep", "data.min_weight", "params.dns.n_candidates"):
+        assert key in proc.stdout
+
+
+def test_sigterm_stops_cleanly_keeps_the_checkpoint_and_resumes(tmp_path, shared):
+    out = tmp_path / "results"
+    args = ["--set", "dataset=coat", "--set", f"dataset.root={shared}", "--set", "max.epoch=400",
+            "--set", "early_stop.patience=0", "--set", f"output={out}", "--set", f"log.dir={tmp_path / 'log'}",
+            "--set", "negative.sampler=rns", "--set", "device=cpu", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.glob("*/checkpoint.pt")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err
+    run = next(out.iterdir())
+    assert read_status(run)["state"] == "interrupted" and (run / "checkpoint.pt").is_file()
+    assert "interrupted by SIGTERM" in err and f"--resume {run}" in err
