@@ -95,7 +95,7 @@ class GraphRecommender(Recommender):
         batch = TrainBatch(users, pos, negs, epoch, self.config.max_epoch, user_all, item_all, layers)
         out = self.sampler.negatives(batch, e_u, e_i)
         terms = {"bpr": bpr_loss(e_u, e_i, out.neg_emb), "l2": self.l2_term(users, pos, out.reg_items)}
-        loss = terms["bpr"] + terms["l2"]
+        loss = out.bpr_weight * terms["bpr"] + terms["l2"]
         for name, (weight, value) in out.losses.items():
             terms[name] = value
             loss = loss + weight * value

@@ -4,8 +4,9 @@
 
 Per sampler configuration: median wall time of a training epoch (and its sampling part), of one
 full evaluation of test_ood, of one false-hard-negative probe (fhn.probe pairs), and a per-phase split measured on an instrumented copy of the batch loop
-(sampling, propagation forward, candidate chains, diffusion loss, rest of the sampler, loss + backward,
-optimiser step). References measured in the same run: the RNS epoch (ratio CNSDiff / RNS) and the
+(sampling, propagation forward, CNSDiff's candidate chains and diffusion loss, ADAR's t* and generation,
+rest of the sampler (for ADAR: its denoiser's training forward), loss + backward, optimiser step).
+ADAR is timed after its warm-up (warmup_epochs 0), i.e. while generating. References measured in the same run: the RNS epoch (ratio CNSDiff / RNS) and the
 matrix-multiply throughput of this machine, which gives the floor of the candidate chains
 (4 * rows * d * hidden FLOP per denoiser call). Timings are medians; the machine is shared and noisy.
 """
@@ -37,6 +38,7 @@ CONFIGS = {
     "mixgcf": {"negative.sampler": "mixgcf"},
     "dens": {"negative.sampler": "dens"},
     "ahns": {"negative.sampler": "ahns"},
+    "adar": {"negative.sampler": "adar", "params.adar.warmup_epochs": 0},
     "cnsdiff-official": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "official"},
     "cnsdiff-paper": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "paper"},
 }
@@ -91,9 +93,12 @@ def phase_split(rec: LightGCN, n_batches: int) -> dict[str, float]:
 
     wrap(rec.model, "propagate", "propagation_forward")
     wrap(rec.sampler, "negatives", "sampler_total")
-    if hasattr(rec.sampler, "generate"):
+    if rec.sampler.name == "cnsdiff":
         wrap(rec.sampler, "generate", "chains")
         wrap(rec.sampler.diffusion, "training_losses", "diffusion_loss")
+    if rec.sampler.name == "adar":
+        wrap(rec.sampler, "generate", "generation")
+        wrap(rec.sampler, "transition", "t_star")
     t0 = time.perf_counter()
     users, pos, negs = rec.epoch_sampler.epoch()
     users, pos, negs = (torch.from_numpy(a).to(device) for a in (users, pos, negs))
@@ -115,10 +120,12 @@ def phase_split(rec: LightGCN, n_batches: int) -> dict[str, float]:
         rec.optimizer.step()
         _sync(device)
         t3 = time.perf_counter()
-        sampler_rest = spent["sampler_total"] - spent.get("chains", 0.0) - spent.get("diffusion_loss", 0.0)
+        sampler_rest = spent["sampler_total"] - sum(spent.get(k, 0.0) for k in
+                                                    ("chains", "diffusion_loss", "generation", "t_star"))
         loss_rest = (t1 - t0) - spent["propagation_forward"] - spent["sampler_total"]
         for name, value in [("propagation_forward", spent["propagation_forward"]),
                             ("chains", spent.get("chains")), ("diffusion_loss", spent.get("diffusion_loss")),
+                            ("generation", spent.get("generation")), ("t_star", spent.get("t_star")),
                             ("sampler_rest", sampler_rest), ("loss_and_backward", loss_rest + t2 - t1),
                             ("optimizer_step", t3 - t2)]:
             if value is not None:

@@ -98,6 +98,53 @@ class AHNSParams:
         _check("ahns", [(self.n_candidates >= 1, "n_candidates must be >= 1"), (self.p < 0, "p must be < 0")])
 
 
+@dataclass
+class ADARParams:
+    """ADAR (Li et al., arXiv 2601.01448), a reconstruction: the positive is noised until its expected
+    score falls to the user's negative level (the transition point t*) and a negative is generated there.
+    Every default below is ours (the paper's formulas are not public); see the README."""
+
+    standardize: bool = True  # diffuse z0 = e_i / sigma_e (sigma_e: detached std of the batch's item vectors)
+    schedule: str = "cosine"  # cosine (reaches alpha_bar_T ~ 0) | linear (DDPM's 1e-4..0.02)
+    steps: int = 50  # T
+    hidden: int = 256  # noise-prediction MLP [z_t; W PE(t); e_u] -> hidden -> SiLU -> hidden -> SiLU -> d
+    time_emb: int = 64  # size of the sinusoidal PE(t)
+    denoiser_lr: float = 1e-3  # Adam learning rate of the denoiser (its own parameter group)
+    n_ref: int = 4  # random negatives whose mean score is the user's negative level s_neg
+    r_min: float = 0.05  # r = clip(target / s_ui, r_min, r_max)
+    r_max: float = 0.95
+    t_min: int = 1  # t* when the pair is not yet separated (s_ui <= s_neg)
+    t_max: int = 0  # t* when s_neg <= 0 < s_ui; 0 = T
+    kappa: float = 0.0  # hardness offset: target level s_neg + kappa (s_ui - s_neg)
+    timestep: str = "adaptive"  # adaptive (t* per pair) | fixed (fixed_t for every pair)
+    fixed_t: int = 25  # the timestep of `fixed` (T/2 by default)
+    gen_mode: str = "reverse"  # reverse (deterministic DDIM steps back to 0) | onestep (x0 estimate) | forward (z_t*)
+    reverse_stride: int = 5  # reverse mode: DDIM jumps of this many steps (t*, t*-5, ..., 0)
+    loss_mode: str = "augment"  # augment: BPR(u,i,j) + lambda_g BPR(u,i,gen) | replace: BPR(u,i,gen) only
+    lambda_g: float = 1.0
+    warmup_epochs: int = 5  # epochs of plain BPR (the denoiser already trains) before generating
+    scan: bool = False  # also find t by scanning generated scores over a grid; log the agreement (validation)
+    scan_points: int = 10  # grid size of the scan
+
+    def __post_init__(self) -> None:
+        t_max = self.t_max or self.steps
+        _check("adar", [
+            (self.schedule in ("cosine", "linear"), "schedule must be cosine or linear"),
+            (self.steps >= 2, "steps must be >= 2"),
+            (self.hidden >= 1 and self.time_emb >= 2 and self.time_emb % 2 == 0, "hidden >= 1, time_emb even"),
+            (self.n_ref >= 1, "n_ref must be >= 1"),
+            (0 < self.r_min <= self.r_max < 1, "need 0 < r_min <= r_max < 1"),
+            (1 <= self.t_min <= t_max <= self.steps, "need 1 <= t_min <= t_max <= steps"),
+            (self.timestep in ("adaptive", "fixed"), "timestep must be adaptive or fixed"),
+            (1 <= self.fixed_t <= self.steps, "need 1 <= fixed_t <= steps"),
+            (self.gen_mode in ("reverse", "onestep", "forward"), "gen_mode must be reverse, onestep or forward"),
+            (self.reverse_stride >= 1, "reverse_stride must be >= 1"),
+            (self.loss_mode in ("augment", "replace"), "loss_mode must be augment or replace"),
+            (self.lambda_g >= 0 and self.warmup_epochs >= 0, "lambda_g and warmup_epochs must be >= 0"),
+            (2 <= self.scan_points <= self.steps, "need 2 <= scan_points <= steps"),
+        ])
+
+
 # The two CNSDiff presets (cnsdiff-method.md section 4). A switch left as None takes its preset's value.
 CNSDIFF_PRESETS: dict[str, dict[str, object]] = {
     # what the authors' released code does

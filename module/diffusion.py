@@ -15,7 +15,12 @@ Step = Union[int, torch.Tensor]
 
 def make_betas(schedule: str, steps: int, noise_scale: float, noise_min: float, noise_max: float,
                max_beta: float = 0.999) -> np.ndarray:
-    """'linear': betas on a line; 'linear-var': 1 - alpha_bar on a line, betas from consecutive ratios."""
+    """'linear': betas on a line; 'linear-var': 1 - alpha_bar on a line, betas from consecutive ratios;
+    'cosine': Nichol & Dhariwal's alpha_bar(t) = cos^2(((t/T) + 0.008) / 1.008 * pi/2) (noise_* ignored)."""
+    if schedule == "cosine":
+        grid = np.arange(steps + 1, dtype=np.float64) / steps
+        f = np.cos((grid + 0.008) / 1.008 * np.pi / 2) ** 2
+        return np.minimum(1.0 - f[1:] / f[:-1], max_beta)
     start, end = noise_scale * noise_min, noise_scale * noise_max
     if schedule == "linear":
         return np.linspace(start, end, steps, dtype=np.float64)
@@ -24,7 +29,7 @@ def make_betas(schedule: str, steps: int, noise_scale: float, noise_min: float, 
         betas = [1.0 - alpha_bar[0]]
         betas += [min(1.0 - alpha_bar[t] / alpha_bar[t - 1], max_beta) for t in range(1, steps)]
         return np.array(betas, dtype=np.float64)
-    raise ValueError(f"unknown schedule {schedule!r} (linear-var | linear)")
+    raise ValueError(f"unknown schedule {schedule!r} (linear-var | linear | cosine)")
 
 
 class GaussianDiffusion(nn.Module):

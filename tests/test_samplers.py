@@ -42,6 +42,8 @@ def _toy_data(seed=0, n_users=30, n_items=40, density=0.25):
 def _recommender(tmp_path, sampler, data, **keys):
     flat = {"training.set": "t.txt", "test.set": {"test_ood": "o.txt"}, "negative.sampler": sampler, "max.epoch": 3,
             "batch.size": 64, "embedding.size": 8, "device": "cpu", "fhn.probe": 64, **keys}
+    if sampler == "adar":
+        flat.setdefault("params.adar.warmup_epochs", 0)  # generate from the first batch
     cfg = resolve(flat)
     seed_everything(3)
     rec = LightGCN(cfg, data, torch.device("cpu"), tmp_path)
@@ -232,6 +234,7 @@ def test_two_epoch_run_on_coat_writes_its_columns(shared, tmp_path, name):
     assert len(rows) == 2
     expected = {"bpr", "l2", "fhn_heldout", "fhn_heldout_base", "neg_score", "pos_score", "neg_pop", "fhn_s"}
     expected |= {"dens": {"dens_gate", "dens_pos_sep", "dens_select_w"}, "mixgcf": {"mix_alpha"},
+                 "adar": {"adar_denoiser"},
                  "ahns": {"ahns_target"}, "cnsdiff": {"cl", "mix_ratio"}}.get(name, set())
     assert expected <= set(rows[0])
     assert "fhn_true" not in rows[0]  # coat has no ground truth

@@ -1,6 +1,7 @@
 """Negative-sampler registry: negative.sampler in conf/LightGCN.yaml -> class (with its Params)."""
 from __future__ import annotations
 
+from module.samplers.adar import ADARSampler
 from module.samplers.ahns import AHNSSampler
 from module.samplers.base import NegativeSampler
 from module.samplers.cnsdiff import CNSDiffSampler
@@ -20,6 +21,7 @@ SAMPLERS: dict[str, type[NegativeSampler]] = {
     MixGCFSampler.name: MixGCFSampler,
     DENSSampler.name: DENSSampler,
     AHNSSampler.name: AHNSSampler,
+    ADARSampler.name: ADARSampler,
     CNSDiffSampler.name: CNSDiffSampler,
 }
 

@@ -56,6 +56,7 @@ class NegativeOutput:
     neg_items: Optional[torch.Tensor] = None
     losses: dict[str, tuple[float, torch.Tensor]] = field(default_factory=dict)  # name -> (weight, value)
     diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)  # detached scalars, averaged per epoch
+    bpr_weight: float = 1.0  # weight of the trainer's BPR term on neg_emb
 
 
 class NegativeSampler(nn.Module):

@@ -1,0 +1,154 @@
+"""ADAR (reconstruction): transition point, scan, generation modes, denoiser learning, warm-up, runs."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conf.params import ADARParams
+from module.samplers.adar import ADARSampler
+from module.samplers.base import TrainBatch
+from tests.test_end_to_end import _run
+
+
+def _sampler(**kw):
+    torch.manual_seed(0)
+    return ADARSampler(ADARParams(**kw), 10, 10, 8, torch.device("cpu"))
+
+
+def _closed_form(sampler, s_pos, s_neg):
+    """t* by hand: a loop over the schedule table."""
+    p = sampler.params
+    sqrt_ab = sampler.ab[1:].sqrt().numpy()
+    out = []
+    for sp, sn in zip(s_pos.tolist(), s_neg.tolist()):
+        if sp <= sn:
+            out.append(p.t_min)
+        elif sn <= 0:
+            out.append(p.t_max or p.steps)
+        else:
+            r = min(max((sn + p.kappa * (sp - sn)) / sp, p.r_min), p.r_max)
+            below = [t + 1 for t in range(p.steps) if sqrt_ab[t] <= r]
+            out.append(below[0] if below else p.steps)
+    return out
+
+
+@pytest.mark.parametrize("kw", [{}, {"kappa": 0.5}, {"schedule": "linear", "t_min": 3, "t_max": 40},
+                                {"r_min": 0.3, "r_max": 0.6}])
+def test_transition_point_equals_the_closed_form(kw):
+    s = _sampler(**kw)
+    s_pos = torch.tensor([2.0, 1.0, 1.0, 1.0, 0.5, -0.2, 3.0, 1.0, 1.0])
+    s_neg = torch.tensor([1.0, 0.9, 0.1, 0.01, 0.6, -0.5, -1.0, 1.0, 0.5])
+    t, rule = s.transition(s_pos, s_neg)
+    assert t.tolist() == _closed_form(s, s_pos, s_neg)
+    # boundary rules: row 4 is not separated (s_ui <= s_neg) -> t_min; rows 5, 6 have s_neg <= 0 < s_ui -> t_max
+    assert rule.tolist() == [0, 0, 0, 0, 1, 2, 2, 1, 0]
+    assert t[4].item() == s.params.t_min and t[6].item() == (s.params.t_max or s.params.steps)
+    # monotone: a higher negative level (closer to the positive) means less noise
+    assert t[1] <= t[2] <= t[3]
+
+
+def test_kappa_moves_the_target_towards_the_positive_and_fixed_mode_ignores_scores():
+    s_pos, s_neg = torch.tensor([1.0]), torch.tensor([0.2])
+    assert _sampler(kappa=0.5).transition(s_pos, s_neg)[0] < _sampler().transition(s_pos, s_neg)[0]
+    t, _ = _sampler(timestep="fixed", fixed_t=13).transition(torch.tensor([1.0, -1.0]), torch.tensor([0.3, 0.0]))
+    assert t.tolist() == [13, 13]
+
+
+def test_scan_and_closed_form_agree_on_a_linear_case():
+    s = _sampler(gen_mode="forward", steps=50, scan_points=50, r_min=0.01, r_max=0.99)
+    # with zero noise the forward-noised positive scores exactly sqrt(ab_t) * s_ui: the scan must find t*
+    user = torch.tensor([[1.0] + [0.0] * 7]).repeat(6, 1)
+    z0 = torch.zeros(6, 8)
+    z0[:, 0] = torch.tensor([1.0, 2.0, 0.7, 1.5, 3.0, 1.0])
+    s_neg = torch.tensor([0.5, 0.3, 0.6, 1.4, 0.1, 0.95])
+    closed, rule = s.transition(z0[:, 0], s_neg)
+    assert (rule == 0).all()
+    scanned = s.scan(z0, s_neg, user, user, torch.zeros_like(z0), torch.ones(()))
+    assert scanned.tolist() == closed.tolist()
+
+
+@pytest.mark.parametrize("mode", ["reverse", "onestep", "forward"])
+def test_generation_modes_shape_and_detached(mode):
+    s = _sampler(gen_mode=mode)
+    z0 = torch.randn(12, 8, requires_grad=True)
+    user = torch.randn(12, 8, requires_grad=True)
+    t = torch.randint(1, 51, (12,))
+    out = s.generate(z0, t, user, torch.randn(12, 8))
+    assert out.shape == (12, 8) and not out.requires_grad and torch.isfinite(out).all()
+    if mode == "reverse":  # rows at t = 0 after stepping: with a zero-noise, zero-step case z0 comes back
+        same = s.generate(z0.detach(), torch.zeros(12, dtype=torch.long), user, torch.randn(12, 8))
+        assert torch.allclose(same, z0.detach())
+
+
+def test_the_denoiser_learns_a_toy_distribution():
+    torch.manual_seed(1)
+    s = _sampler(hidden=64)
+    opt = torch.optim.Adam(s.net.parameters(), lr=1e-3)
+    centres = torch.randn(4, 8) * 2
+    user = torch.randn(4, 8)
+
+    def loss():
+        k = torch.randint(0, 4, (256,))
+        z0 = centres[k] + 0.05 * torch.randn(256, 8)
+        t = torch.randint(1, 51, (256,))
+        eps = torch.randn_like(z0)
+        return torch.nn.functional.mse_loss(s.net(s.noised(z0, t, eps), t, user[k]), eps)
+    with torch.no_grad():
+        start = np.mean([loss().item() for _ in range(10)])
+    for _ in range(400):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    with torch.no_grad():
+        end = np.mean([loss().item() for _ in range(10)])
+    assert end < 0.6 * start
+
+
+def _batch(epoch, b=16, m=4):
+    g = torch.Generator().manual_seed(3)
+    items = torch.randn(40, 8, generator=g)
+    cands = torch.randint(0, 40, (b, m), generator=g)
+    return TrainBatch(torch.arange(b), torch.arange(b), cands, epoch, 10, torch.randn(b, 8, generator=g), items)
+
+
+def test_warm_up_epochs_use_plain_bpr_then_generation_starts():
+    s = _sampler(warmup_epochs=2)
+    user, pos = torch.randn(16, 8), torch.randn(16, 8)
+    early = s.negatives(_batch(1), user, pos)
+    b = _batch(1)
+    assert torch.equal(early.neg_emb, b.item_all[b.cands[:, 0]]) and torch.equal(early.neg_items, b.cands[:, 0])
+    assert set(early.losses) == {"adar_denoiser"} and early.bpr_weight == 1.0
+    late = s.negatives(_batch(2), user, pos)
+    assert late.neg_items is None and set(late.losses) == {"adar_denoiser", "bpr_rand"}
+    assert late.bpr_weight == s.params.lambda_g and not late.neg_emb.requires_grad
+    assert {"t_star_mean", "t_star_q50", "rule_closed", "gen_below_pos", "gen_below_neg"} <= set(late.diagnostics)
+    replace = _sampler(warmup_epochs=0, loss_mode="replace").negatives(_batch(0), user, pos)
+    assert set(replace.losses) == {"adar_denoiser"}
+
+
+def test_seeded_generation_is_deterministic():
+    outs = []
+    for _ in range(2):
+        s = _sampler(warmup_epochs=0)
+        torch.manual_seed(9)
+        outs.append(s.negatives(_batch(0), torch.randn(16, 8), torch.randn(16, 8)).neg_emb)
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_two_epoch_run_on_coat_writes_its_diagnostics(shared, tmp_path):
+    status, runs = _run(tmp_path, "dataset=coat", f"dataset.root={shared}", "max.epoch=2",
+                        "negative.sampler=adar", "params.warmup_epochs=1", "params.scan=true")
+    assert status == 0
+    rows = list(csv.DictReader((runs[0] / "epochs.csv").open()))
+    assert "t_star_mean" not in rows[0] or rows[0]["t_star_mean"] == ""  # warm-up epoch: plain BPR
+    for column in ("adar_denoiser", "bpr_rand", "t_star_mean", "t_star_q25", "t_star_q50", "t_star_q75",
+                   "rule_closed", "rule_unseparated", "rule_negative_level", "gen_below_pos", "gen_below_neg",
+                   "scan_agree", "fhn_heldout", "fhn_heldout_base", "neg_pop"):
+        assert rows[1][column] != "", column
+    assert 1 <= float(rows[1]["t_star_mean"]) <= 50
+    assert json.loads((runs[0] / "metrics.json").read_text())["sampler"]["timestep"] == "adaptive"
