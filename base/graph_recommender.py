@@ -34,7 +34,7 @@ class DivergedError(RuntimeError):
 
     user_error = True
 
-SHORT = {"Recall": "R", "NDCG": "N", "Precision": "P", "Hit Ratio": "HR"}
+SHORT = {"Recall": "R", "NDCG": "N", "Precision": "P", "Hit Ratio": "HR", "ARP": "ARP"}
 
 
 class GraphRecommender(Recommender):
@@ -58,14 +58,14 @@ class GraphRecommender(Recommender):
         self.epoch_sampler = EpochSampler(self.data.train, self.sampler.n_candidates,
                                           self.sampler.candidate_weights(degree))
         self.evaluators = {name: RankingEvaluator(es.users, es.truth, es.mask, cfg.top_n, self.device,
-                                                  cfg.eval_batch_users)
+                                                  cfg.eval_batch_users, degree.astype(np.float64), cfg.pop_penalty)
                            for name, es in self.data.eval_sets.items()}
         self.fhn: Optional[FHNProbe] = None
         if cfg.fhn_probe > 0:
             self.fhn = FHNProbe(self.data, cfg.fhn_probe, cfg.seed, cfg.batch_size,
                                 truth_matrix(self.data, cfg.training_set.parent))
         self.selection = make_selection(cfg.selection_rule(), cfg.selection_metric, cfg.patience,
-                                        cfg.selection_test)
+                                        cfg.selection_test, cfg.stop_watch)
         self.start_epoch, self.best_epoch, self.stopped_early = 0, None, False
         self.epoch_rows: list[dict[str, Any]] = []
         log.info("negative sampler: %s", self.sampler.describe())
@@ -270,7 +270,7 @@ class GraphRecommender(Recommender):
         return result
 
     def _metric_names(self) -> list[str]:
-        return [f"{m}@{k}" for k in sorted(self.config.top_n) for m in ("Hit Ratio", "Precision", "Recall", "NDCG")]
+        return [f"{m}@{k}" for k in sorted(self.config.top_n) for m in ("Hit Ratio", "Precision", "Recall", "NDCG", "ARP")]
 
     def write_recommendations(self) -> None:
         """SELFRec-style top-K lists of each test file's users at the selected epoch; '*' marks a hit."""

@@ -1,29 +1,39 @@
 """Model-selection rules: which epoch's metrics are reported."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 ALL4 = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20")
 
 
 class ValidSelection:
-    """Best epoch by one validation metric (strictly better wins), with early stopping."""
+    """Best epoch by one validation metric (strictly better wins), with early stopping. Early stopping
+    can watch more files (`watch`, e.g. an OOD validation part): training stops only when none of the
+    watched files has improved for `patience` epochs, so one run serves several selection protocols."""
 
     rule = "valid"
 
-    def __init__(self, metric: str = "Recall@20", patience: int = 10):
+    def __init__(self, metric: str = "Recall@20", patience: int = 10, watch: Sequence[str] = ()):
         self.metric, self.patience, self.file = metric, patience, "valid"
+        self.watch = [self.file] + [f for f in watch if f != self.file]
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
+        self.watched_best: dict[str, float] = {}
         self.since_best = 0
 
     def update(self, epoch: int, metrics: dict[str, dict[str, float]]) -> bool:
         """Record an epoch's metrics; True if it becomes the selected epoch."""
+        any_better = False
+        for name in self.watch:
+            value = metrics[name][self.metric]
+            if name not in self.watched_best or value > self.watched_best[name]:
+                self.watched_best[name] = value
+                any_better = True
+        self.since_best = 0 if any_better else self.since_best + 1
         value = metrics[self.file][self.metric]
         if self.best is None or value > self.best:
-            self.best, self.best_epoch, self.since_best = value, epoch, 0
+            self.best, self.best_epoch = value, epoch
             return True
-        self.since_best += 1
         return False
 
     def should_stop(self) -> bool:
@@ -57,10 +67,11 @@ class All4Selection:
         return False
 
 
-def make_selection(rule: str, metric: str, patience: int, test_file: str) -> "ValidSelection | All4Selection":
+def make_selection(rule: str, metric: str, patience: int, test_file: str,
+                   watch: Sequence[str] = ()) -> "ValidSelection | All4Selection":
     """Build the selection object for a resolved rule name."""
     if rule == "valid":
-        return ValidSelection(metric, patience)
+        return ValidSelection(metric, patience, watch)
     if rule == "test_all4":
         return All4Selection(test_file)
     raise ValueError(f"unknown selection rule {rule!r}")

@@ -63,8 +63,12 @@ class RunConfig:
     selection_metric: str = _key("selection.metric", "Recall@20", doc="metric of the valid rule")
     selection_test: Optional[str] = _key("selection.test", None, doc="test file of test_all4 (default test_ood)")
     patience: int = _key("early_stop.patience", 10, minimum=0, doc="epochs without improvement (valid rule); 0 = off")
+    stop_watch: list[str] = _key("early_stop.files", [], doc="more eval files whose selection.metric must also "
+                                 "have stalled before stopping (e.g. ood_valid)")
     eval_mask: str = _key("eval.mask", "train_valid", choices=("train_valid", "train"),
                           doc="items masked when ranking for tests; validation always masks train only")
+    pop_penalty: float = _key("eval.pop_penalty", 0.0, minimum=0.0,
+                              doc="rank by score - gamma * log(1 + training degree) (a post-hoc depopularisation)")
     eval_batch_users: int = _key("eval.batch.users", 2048, minimum=1, doc="users per evaluation batch")
     fhn_probe: int = _key("fhn.probe", 4096, minimum=0,
                           doc="training pairs probed for false hard negatives after each epoch; 0 = off")
@@ -298,6 +302,9 @@ def _check_selection(cfg: RunConfig) -> None:
     if cfg.selection_test is not None and cfg.selection_test not in cfg.test_set:
         raise ConfigError(f"selection.test: {cfg.selection_test!r} is not a test file name "
                           f"({', '.join(cfg.test_set)})")
+    unknown = [f for f in cfg.stop_watch if f not in cfg.eval_files()]
+    if unknown:
+        raise ConfigError(f"early_stop.files: {unknown} are not eval files ({', '.join(cfg.eval_files())})")
     if cfg.selection_test is None:
         cfg.selection_test = "test_ood" if "test_ood" in cfg.test_set else next(iter(cfg.test_set))
     rule = cfg.selection_rule()  # raises if `valid` is asked for without a validation file

@@ -199,6 +199,10 @@ class CNSDiffParams:
     positive_noise: float = 0.01
     diffusion_loss_weight: float = 1e-6
     causal_weight: float = 0.1
+    # ablations (with cl_weight 0 and causal_weight 0 these give the "w/o" rows)
+    negative_source: str = "diffusion"  # diffusion | random (the random negative in place of the synthetic one)
+    curriculum: str = "beta"  # beta (the Beta schedule above) | fixed (mix ratio fixed_ratio throughout)
+    fixed_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if self.preset not in CNSDIFF_PRESETS:
@@ -219,6 +223,9 @@ class CNSDiffParams:
             (min(self.mix_alpha_start, self.mix_alpha_end, self.mix_beta_start, self.mix_beta_end) > 0,
              "Beta parameters must be > 0"),
             (0 <= self.min_mix_ratio <= 1, "min_mix_ratio must be in [0, 1]"),
+            (self.negative_source in ("diffusion", "random"), "negative_source must be diffusion or random"),
+            (self.curriculum in ("beta", "fixed"), "curriculum must be beta or fixed"),
+            (0 <= self.fixed_ratio <= 1, "fixed_ratio must be in [0, 1]"),
             (self.hidden >= 1 and self.time_emb >= 2 and self.time_emb % 2 == 0, "hidden >= 1, time_emb even"),
         ]
         for ok, message in checks:

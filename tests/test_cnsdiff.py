@@ -264,3 +264,27 @@ def test_reused_workspace_is_detected_before_backward():
     shared_logsumexp(a, n, ws.get((3, 5), a))  # overwrites the buffer the first call saved
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         first.sum().backward()
+
+
+def test_ablation_switches_random_source_and_fixed_curriculum():
+    s = CNSDiffSampler(CNSDiffParams(negative_source="random", curriculum="fixed", fixed_ratio=0.3), 4, 16, 8,
+                       torch.device("cpu"))
+
+    def never(*args, **kwargs):
+        raise AssertionError("the synthetic candidates must not be generated")
+    s.generate = never  # type: ignore[method-assign]
+    items = torch.randn(16, 8, requires_grad=True)
+    b = _batch(16, epoch=5, items=items)
+    user, pos = torch.randn(16, 8), torch.randn(16, 8)
+    out = s.negatives(b, user, pos)
+    assert torch.allclose(out.neg_emb, items[b.cands[:, 0]])  # RNS's negative
+    assert out.diagnostics["mix_ratio"].item() == pytest.approx(0.3)
+    assert not any(k.startswith("win_s") for k in out.diagnostics) and "cl" in out.losses
+    out.neg_emb.sum().backward()
+    assert items.grad.abs().sum() > 0
+    fixed = CNSDiffSampler(CNSDiffParams(curriculum="fixed", fixed_ratio=0.8), 4, 16, 8, torch.device("cpu"))
+    out = fixed.negatives(_batch(16, epoch=0), user, pos)
+    assert out.diagnostics["mix_ratio"].item() == pytest.approx(0.8)
+    assert {"dist_s10", "dist_s14", "dist_s18"} <= set(out.diagnostics)
+    with pytest.raises(ValueError, match="negative_source"):
+        CNSDiffParams(negative_source="magic")

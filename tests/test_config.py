@@ -119,3 +119,11 @@ def test_shipped_config_resolves_and_round_trips():
     assert out["max.epoch"] == cfg.max_epoch and out["params"][cfg.negative_sampler]
     again = resolve(out["input"])
     assert again.to_dict() == out
+
+
+def test_early_stop_files_must_be_eval_files():
+    cfg = resolve({**BASE, "valid.set": "v.txt", "test.set": {"ood_valid": "a.txt", "test_ood": "b.txt"},
+                   "early_stop.files": "ood_valid"})
+    assert cfg.stop_watch == ["ood_valid"]
+    with pytest.raises(ConfigError, match=r"early_stop.files: \['nope'\] are not eval files"):
+        resolve({**BASE, "valid.set": "v.txt", "early_stop.files": "nope"})

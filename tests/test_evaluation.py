@@ -85,3 +85,47 @@ def test_topk_excludes_masked_items():
     scores, items = RankingEvaluator(es.users, es.truth, es.mask, [2], torch.device("cpu")).topk(
         torch.ones(1, 1), torch.tensor([[9.0], [1.0], [8.0], [2.0]]), 2)
     assert items.tolist() == [[3, 1]] and scores.tolist() == [[2.0, 1.0]]
+
+
+def test_average_recommendation_popularity():
+    # one user, items ranked 3, 2, 1, 0 by score (item 4 masked); popularity = 10 x item id
+    user = torch.tensor([[1.0]])
+    items = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]])
+    es = _eval_set([(0, 2)], [(0, 4)], 1, 5)
+    pop = np.array([0.0, 10.0, 20.0, 30.0, 40.0])
+    m = RankingEvaluator(es.users, es.truth, es.mask, [1, 2], torch.device("cpu"), 16, pop).evaluate(user, items)
+    assert m["ARP@1"] == 30.0 and m["ARP@2"] == 25.0
+    assert "ARP@1" not in RankingEvaluator(es.users, es.truth, es.mask, [1], torch.device("cpu")).evaluate(user, items)
+
+
+def test_early_stopping_waits_for_every_watched_file():
+    from base.selection import ValidSelection
+    sel = ValidSelection("Recall@20", patience=2, watch=["ood_valid"])
+    series = [(0.1, 0.1), (0.2, 0.1), (0.15, 0.2), (0.15, 0.3), (0.1, 0.2), (0.1, 0.2)]
+    stopped = None
+    for epoch, (v, o) in enumerate(series):
+        sel.update(epoch, {"valid": {"Recall@20": v}, "ood_valid": {"Recall@20": o}})
+        if sel.should_stop():
+            stopped = epoch
+            break
+    assert sel.best_epoch == 1  # selection stays on the validation file
+    assert stopped == 5  # ood_valid improved up to epoch 3, so it ran two more epochs
+    alone = ValidSelection("Recall@20", patience=2)
+    for epoch, (v, _) in enumerate(series):
+        alone.update(epoch, {"valid": {"Recall@20": v}})
+        if alone.should_stop():
+            break
+    assert epoch == 3
+
+
+def test_popularity_penalty_reranks_by_score_minus_gamma_log_degree():
+    user = torch.tensor([[1.0]])
+    items = torch.tensor([[1.0], [0.9]])  # item 0 scores higher but is far more popular
+    es = _eval_set([(0, 1)], [], 1, 2)
+    pop = np.array([1000.0, 1.0])
+    plain = RankingEvaluator(es.users, es.truth, es.mask, [1], torch.device("cpu"), 16, pop)
+    assert plain.evaluate(user, items)["Recall@1"] == 0.0
+    penalised = RankingEvaluator(es.users, es.truth, es.mask, [1], torch.device("cpu"), 16, pop, pop_penalty=0.1)
+    # 1.0 - 0.1 log(1001) = 0.309 < 0.9 - 0.1 log(2) = 0.831
+    m = penalised.evaluate(user, items)
+    assert m["Recall@1"] == 1.0 and m["ARP@1"] == 1.0

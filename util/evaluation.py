@@ -5,6 +5,9 @@ vectorised Recall, NDCG, Precision and Hit Ratio with SELFRec's definitions:
 - Precision@K = sum of hits / (number of users * K)
 - Hit Ratio@K = sum of hits / sum of |T_u|   (SELFRec's micro-averaged hit ratio)
 - NDCG@K      = mean over users of DCG / IDCG, binary gains, IDCG over min(|T_u|, K) items
+- ARP@K       = mean over users of the mean training popularity (degree) of their top-K items
+                (average recommendation popularity; only when item popularity is given)
+With pop_penalty gamma > 0 items are ranked by score - gamma * log(1 + training degree).
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ class RankingEvaluator:
     """Evaluates one evaluation file (its users, held-out items and masked items) for any embeddings."""
 
     def __init__(self, users: np.ndarray, truth: sp.csr_matrix, mask: sp.csr_matrix, top_n: list[int],
-                 device: torch.device, batch_users: int = 2048):
+                 device: torch.device, batch_users: int = 2048, item_popularity: np.ndarray | None = None,
+                 pop_penalty: float = 0.0):
         self.top_n = sorted(set(int(k) for k in top_n))
         self.max_k = max(self.top_n)
         self.device = device
@@ -50,6 +54,13 @@ class RankingEvaluator:
         discounts = 1.0 / torch.log2(torch.arange(2, self.max_k + 2, dtype=torch.float64, device=device))
         self.discounts = discounts
         self.idcg = torch.cumsum(discounts, 0)  # idcg[n-1] = ideal DCG of n relevant items
+        self.popularity = (torch.from_numpy(np.asarray(item_popularity, dtype=np.float64)).to(device)
+                           if item_popularity is not None else None)
+        self.penalty = None  # gamma * log(1 + degree), subtracted from every score when ranking
+        if pop_penalty > 0:
+            if self.popularity is None:
+                raise ValueError("pop_penalty needs item_popularity")
+            self.penalty = (pop_penalty * torch.log1p(self.popularity)).float()
 
     @torch.no_grad()
     def topk(self, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int | None = None,
@@ -58,6 +69,8 @@ class RankingEvaluator:
         k = k or self.max_k
         end = len(self.users_np) if end is None else end
         scores = user_emb[self.users[start:end]] @ item_emb.T
+        if self.penalty is not None:
+            scores -= self.penalty.to(scores.dtype)
         rows, cols = self.mask.block(start, end)
         scores[rows, cols] = -torch.inf
         return torch.topk(scores, min(k, self.n_items), dim=1)
@@ -65,7 +78,7 @@ class RankingEvaluator:
     @torch.no_grad()
     def evaluate(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, float]:
         """Metrics '<name>@K' for every K in top_n over all eval users."""
-        sums = torch.zeros(len(self.top_n), 3, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(len(self.top_n), 4, dtype=torch.float64, device=self.device)
         n_users = len(self.users_np)
         for start in range(0, n_users, self.batch_users):
             end = min(start + self.batch_users, n_users)
@@ -83,6 +96,8 @@ class RankingEvaluator:
                 sums[row, 0] += count.sum()
                 sums[row, 1] += (count / n_truth).sum()
                 sums[row, 2] += (dcg / ideal).sum()
+                if self.popularity is not None:
+                    sums[row, 3] += self.popularity[items[:, :k]].mean(1).sum()
         sums = sums.cpu().numpy()
         total_truth = float(self.n_truth.sum().item())
         out: dict[str, float] = {}
@@ -91,4 +106,6 @@ class RankingEvaluator:
             out[f"Precision@{k}"] = sums[row, 0] / (n_users * k)
             out[f"Recall@{k}"] = sums[row, 1] / n_users
             out[f"NDCG@{k}"] = sums[row, 2] / n_users
+            if self.popularity is not None:
+                out[f"ARP@{k}"] = sums[row, 3] / n_users
         return {key: float(v) for key, v in out.items()}

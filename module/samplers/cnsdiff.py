@@ -76,15 +76,27 @@ class CNSDiffSampler(NegativeSampler):
         user_cond = user_emb.detach() if p.user_condition else None
         diff = self.diffusion.training_losses(
             lambda x, t: self.denoiser(x, t, user_cond, dropout=True), pos_emb, p.causal_weight, p.reweight)
-        cands = self.generate(pos_emb.detach(), user_cond)
-        scores = torch.einsum("bd,cbd->cb", user_emb.detach(), cands)
-        winner = scores.argmax(dim=0)
-        hard = cands[winner, torch.arange(cands.shape[1], device=cands.device)]
-        progress = batch.epoch / batch.max_epoch
-        alpha = p.mix_alpha_start + (p.mix_alpha_end - p.mix_alpha_start) * progress
-        beta = p.mix_beta_start + (p.mix_beta_end - p.mix_beta_start) * progress
-        rows = pos_emb.shape[0]  # concentrations filled on the device: no host-to-device copy per batch
-        ratio = torch.distributions.Beta(pos_emb.new_full((rows,), alpha), pos_emb.new_full((rows,), beta)).sample()
+        chain_stats: dict[str, torch.Tensor] = {}
+        if p.negative_source == "diffusion":
+            cands = self.generate(pos_emb.detach(), user_cond)
+            scores = torch.einsum("bd,cbd->cb", user_emb.detach(), cands)
+            winner = scores.argmax(dim=0)
+            hard = cands[winner, torch.arange(cands.shape[1], device=cands.device)]
+            # how far each start step's candidate moved from the positive (relative distance)
+            spread = (cands - pos_emb.detach()).norm(dim=-1) / pos_emb.detach().norm(dim=-1).clamp_min(1e-12)
+            for index, s in enumerate(self.starts):
+                chain_stats[f"win_s{s}"] = (winner == index).float().mean()
+                chain_stats[f"dist_s{s}"] = spread[index].mean()
+        else:  # ablation: the random negative takes the synthetic one's place (RNS + the contrastive term)
+            hard = rand_emb
+        rows = pos_emb.shape[0]  # filled on the device: no host-to-device copy per batch
+        if p.curriculum == "beta":
+            progress = batch.epoch / batch.max_epoch
+            alpha = p.mix_alpha_start + (p.mix_alpha_end - p.mix_alpha_start) * progress
+            beta = p.mix_beta_start + (p.mix_beta_end - p.mix_beta_start) * progress
+            ratio = torch.distributions.Beta(pos_emb.new_full((rows,), alpha), pos_emb.new_full((rows,), beta)).sample()
+        else:
+            ratio = pos_emb.new_full((rows,), p.fixed_ratio)
         ratio = torch.clamp((1 - p.min_mix_ratio) * ratio + p.min_mix_ratio, 0.0, 1.0).unsqueeze(-1)
         mixed = ratio * hard + (1 - ratio) * rand_emb
         cl = self.contrastive(pos_emb, hard, rand_emb)
@@ -95,8 +107,7 @@ class CNSDiffSampler(NegativeSampler):
             "score_synth": (user_emb * hard).sum(-1).mean().detach(),
             "score_rand": (user_emb * rand_emb).sum(-1).mean().detach(),
         }
-        for index, s in enumerate(self.starts):
-            diagnostics[f"win_s{s}"] = (winner == index).float().mean()
+        diagnostics.update(chain_stats)
         losses = {"cl": (p.cl_weight, cl), "diffusion": (p.diffusion_loss_weight, diff["loss"])}
         return NegativeOutput(mixed, batch.cands[:, 0], None, losses, diagnostics)
 

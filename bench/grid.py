@@ -1,0 +1,425 @@
+"""Experiment grids: python -m bench.grid conf/grids/NAME.yaml [--jobs N] [--dry-run] [--datasets A B ...]
+
+A grid names datasets, methods (config keys), seeds, protocols and hyperparameter candidates. Every
+cell is a normal `python main.py` run in its own folder under OUT/runs/. Hyperparameters are chosen
+per protocol on the protocol's validation data only, with the first seed; the other seeds then run
+with the choice. Finished cells are skipped, interrupted ones resumed from their checkpoint, failed
+ones recorded with their error (and retried only with --retry-failed), so running the same command
+again continues where it stopped and a finished grid runs nothing.
+
+Protocols:
+  valid      report the epoch with the best validation Recall@20 (the dataset's IID validation file)
+  ood_valid  a seeded per-user split of test_ood into an OOD validation part (ood_valid_fraction of each
+             user's rows) and the OOD test part; report the epoch with the best ood_valid Recall@20.
+             valid and ood_valid share their runs (early stopping waits for both files) and both report
+             on the same OOD test part.
+  released   the released code's protocol: test_all4 selection on the full test_ood, training items
+             masked, no validation file (selects on the test set; one candidate only).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+from conf.config import REPO, read_yaml
+from data.loader import read_interactions
+from data.presets import get_preset
+from util.io import atomic_write_json, atomic_write_text
+from util.results import read_status
+from util.typing_coerce import ConfigError
+
+log = logging.getLogger("bench.grid")
+PROTOCOLS = ("valid", "ood_valid", "released")
+METRIC = "Recall@20"
+
+
+@dataclass
+class Grid:
+    """A parsed grid file."""
+
+    name: str
+    datasets: list[str]
+    protocols: list[str]
+    seeds: list[int]
+    methods: dict[str, dict[str, Any]]  # name -> {"keys": {...}, "search": {...}, "seeds": [...]}
+    keys: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, list] = field(default_factory=dict)
+    extra_seeds: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # dataset -> method -> seeds
+    ood_valid_fraction: float = 0.3
+
+    def candidates(self, method: str) -> list[dict[str, Any]]:
+        """Every combination of the method's search values (the grid's, updated by the method's own)."""
+        space = {**self.search, **self.methods[method].get("search", {})}
+        names = sorted(space)
+        return [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))]
+
+    def seeds_of(self, dataset: str, method: str) -> list[int]:
+        """The seeds a method runs with on a dataset (the first one chooses the hyperparameters)."""
+        seeds = list(self.methods[method].get("seeds", self.seeds))
+        return seeds + [s for s in self.extra_seeds.get(dataset, {}).get(method, []) if s not in seeds]
+
+
+def load_grid(path: Path) -> Grid:
+    """Read and check a grid file; a bad one is a ConfigError naming the problem."""
+    tree = read_yaml(path)
+    known = {"name", "datasets", "protocols", "seeds", "methods", "keys", "search", "extra_seeds",
+             "ood_valid_fraction"}
+    unknown = set(tree) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown grid key(s) {sorted(unknown)} (known: {sorted(known)})")
+    for required in ("datasets", "protocols", "seeds", "methods"):
+        if not tree.get(required):
+            raise ConfigError(f"{path}: `{required}` is missing or empty")
+    protocols = list(tree["protocols"])
+    if any(p not in PROTOCOLS for p in protocols):
+        raise ConfigError(f"{path}: protocols must be among {PROTOCOLS}, got {protocols}")
+    if "released" in protocols and len(protocols) > 1:
+        raise ConfigError(f"{path}: `released` runs differ from the others; put it in a grid of its own")
+    methods = {}
+    for name, spec in tree["methods"].items():
+        spec = dict(spec or {})
+        bad = set(spec) - {"keys", "search", "seeds"}
+        if bad:
+            raise ConfigError(f"{path}: method {name!r}: unknown entries {sorted(bad)} (keys, search, seeds)")
+        methods[str(name)] = spec
+    grid = Grid(name=str(tree.get("name") or Path(path).stem), datasets=[str(d) for d in tree["datasets"]],
+                protocols=protocols, seeds=[int(s) for s in tree["seeds"]], methods=methods,
+                keys=dict(tree.get("keys") or {}), search={k: list(v) for k, v in (tree.get("search") or {}).items()},
+                extra_seeds=tree.get("extra_seeds") or {}, ood_valid_fraction=float(tree.get("ood_valid_fraction", 0.3)))
+    if "released" in protocols and any(len(grid.candidates(m)) > 1 for m in methods):
+        raise ConfigError(f"{path}: the released protocol selects on the test set: give one candidate per method")
+    return grid
+
+
+# ---- protocols on a run's epochs.csv ---------------------------------------------------
+def read_rows(run: Path) -> list[dict[str, float]]:
+    """epochs.csv of a run as floats (empty cells dropped)."""
+    import csv
+    path = run / "epochs.csv"
+    if not path.is_file():
+        return []
+    with path.open() as handle:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+
+
+def selected_index(rows: list[dict[str, float]], protocol: str, run: Optional[Path] = None) -> Optional[int]:
+    """Row index of the epoch a protocol reports: the first best validation Recall@20 (valid, ood_valid),
+    or the run's own test_all4 choice (released)."""
+    if not rows:
+        return None
+    if protocol == "released":
+        metrics = json.loads((run / "metrics.json").read_text())
+        return metrics["selection"]["epoch"] - 1
+    column = f"{'valid' if protocol == 'valid' else 'ood_valid'}/{METRIC}"
+    values = [r.get(column, float("-inf")) for r in rows]
+    return int(np.argmax(values))
+
+
+def validation_score(rows: list[dict[str, float]], protocol: str) -> float:
+    """The protocol's validation Recall@20 at its selected epoch (what hyperparameters are chosen by)."""
+    index = selected_index(rows, protocol)
+    column = f"{'valid' if protocol == 'valid' else 'ood_valid'}/{METRIC}"
+    return rows[index][column] if index is not None else float("-inf")
+
+
+# ---- cells -------------------------------------------------------------------------------
+def tag(candidate: dict[str, Any]) -> str:
+    """A folder-safe name of a hyperparameter candidate."""
+    if not candidate:
+        return "default"
+    return "_".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(candidate.items())).replace("/", "-")
+
+
+@dataclass
+class Cell:
+    """One run of the grid."""
+
+    dataset: str
+    method: str
+    candidate: dict[str, Any]
+    seed: int
+    folder: Path
+    keys: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}/{self.method}/{tag(self.candidate)}/s{self.seed}"
+
+    def run_dir(self) -> Optional[Path]:
+        """The newest run folder of this cell, if any."""
+        runs = sorted(p for p in self.folder.glob("*/") if (p / "config.json").is_file())
+        return runs[-1] if runs else None
+
+    def state(self) -> str:
+        """finished | failed | interrupted | running | stale (a running status whose process is gone) | todo."""
+        run = self.run_dir()
+        if run is None:
+            return "failed" if (self.folder / "error.txt").is_file() else "todo"
+        status = read_status(run)
+        state = status.get("state", "todo")
+        if state == "running" and not _alive(status.get("pid")):
+            return "stale"
+        return state
+
+    def error(self) -> str:
+        """The recorded error message of a failed cell."""
+        run = self.run_dir()
+        if run is not None and read_status(run).get("message"):
+            return read_status(run)["message"]
+        path = self.folder / "error.txt"
+        return path.read_text().strip() if path.is_file() else ""
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class GridRunner:
+    """Builds the cells of a grid and runs those that are not finished."""
+
+    def __init__(self, grid: Grid, out: Path, dataset_root: Path, jobs: int = 1, retry_failed: bool = False):
+        self.grid, self.out, self.root = grid, Path(out), Path(dataset_root)
+        self.jobs, self.retry_failed = jobs, retry_failed
+
+    # data: presets present, and the OOD split of the ood_valid protocol
+    def root_of(self, dataset: str) -> Path:
+        """The dataset root of a preset: the generated synthetic dataset always lives in the repository."""
+        return REPO / "dataset" if get_preset(dataset).name == "synthetic" else self.root.resolve()
+
+    def available(self, dataset: str) -> Optional[str]:
+        """None if the dataset can run, else why not."""
+        try:
+            preset = get_preset(dataset)
+        except ConfigError as exc:
+            return str(exc)
+        if preset.name == "synthetic":
+            return None
+        missing = [f for f in preset.files() if not (self.root / preset.name / f).is_file()]
+        if missing:
+            return f"files absent under {self.root / preset.name}: {', '.join(missing)} ({preset.how_to_get})"
+        if "test_ood" not in preset.tests:
+            return "no test_ood file"
+        if any(p in ("valid", "ood_valid") for p in self.grid.protocols) and not preset.valid:
+            return "no validation file (the valid and ood_valid protocols need one)"
+        return None
+
+    def ood_split(self, dataset: str) -> dict[str, Path]:
+        """Files of the seeded per-user split of test_ood: ood_valid (a fraction of each user's rows) and the rest."""
+        preset = get_preset(dataset)
+        root = self.root_of(dataset)
+        if preset.name == "synthetic":
+            from data import synthetic
+            synthetic.ensure(root / "synthetic")
+        source = root / preset.name / preset.tests["test_ood"]
+        folder = self.out / "data" / f"{preset.name}-ood{self.grid.ood_valid_fraction:g}"
+        files = {"ood_valid": folder / "ood_valid.txt", "test_ood": folder / "test_ood_rest.txt"}
+        if all(p.is_file() for p in files.values()):
+            return files
+        raw = read_interactions(source, preset.format)
+        users, items = np.array(raw.users), np.array(raw.items)
+        rng = np.random.default_rng(20250101)
+        order = np.lexsort((rng.random(len(users)), users))
+        users, items = users[order], items[order]
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+        counts = np.diff(np.r_[starts, len(users)])
+        rank = np.arange(len(users)) - np.repeat(starts, counts)
+        n_valid = np.floor(np.repeat(counts, counts) * self.grid.ood_valid_fraction).astype(int)
+        is_valid = rank < n_valid
+        for name, mask in (("ood_valid", is_valid), ("test_ood", ~is_valid)):
+            atomic_write_text(files[name], _format_rows(users[mask], items[mask], preset.format))
+        log.info("%s: split test_ood into %d ood_valid and %d test rows (%s)", dataset, int(is_valid.sum()),
+                 int((~is_valid).sum()), folder)
+        return files
+
+    def data_keys(self, dataset: str) -> dict[str, Any]:
+        """Config keys of a dataset under the grid's protocols."""
+        preset = get_preset(dataset)
+        root = self.root_of(dataset)
+        keys: dict[str, Any] = {"dataset": preset.name, "dataset.root": str(root)}
+        protocol = self.grid.protocols
+        if "released" in protocol:
+            keys.update({"selection": "test_all4", "selection.test": "test_ood", "eval.mask": "train",
+                         "valid.set": "none"})
+            return keys
+        keys["selection"] = "valid"
+        if "ood_valid" in protocol:
+            split = self.ood_split(dataset)
+            tests = {name: root / preset.name / file for name, file in preset.tests.items() if name != "test_ood"}
+            tests.update({name: path.resolve() for name, path in split.items()})
+            keys.update({f"test.set.{name}": str(path) for name, path in tests.items()})
+            keys["early_stop.files"] = ["ood_valid"]
+        return keys
+
+    def cell(self, dataset: str, method: str, candidate: dict[str, Any], seed: int, data: dict[str, Any]) -> Cell:
+        """One cell with its full set of config keys."""
+        keys = {**self.grid.keys, **data, **self.grid.methods[method].get("keys", {}), **candidate, "seed": seed}
+        folder = self.out / "runs" / dataset / method / tag(candidate) / f"s{seed}"
+        return Cell(dataset, method, candidate, seed, folder, keys)
+
+    def plan(self, datasets: list[str]) -> tuple[list[Cell], list[Cell], dict[str, Any]]:
+        """(first-seed cells, later-seed cells known so far, choices): later seeds need the first seed's choice."""
+        first, later, choices = [], [], {}
+        for dataset in datasets:
+            data = self.data_keys(dataset)
+            for method in self.grid.methods:
+                seeds = self.grid.seeds_of(dataset, method)
+                cells = [self.cell(dataset, method, c, seeds[0], data) for c in self.grid.candidates(method)]
+                first += cells
+                chosen = self.choose(cells)
+                choices[f"{dataset}/{method}"] = {p: (c.candidate if c else None) for p, c in chosen.items()}
+                picked = {tag(c.candidate): c for c in chosen.values() if c is not None}
+                for c in picked.values():
+                    later += [self.cell(dataset, method, c.candidate, s, data) for s in seeds[1:]]
+        return first, later, choices
+
+    def choose(self, cells: list[Cell]) -> dict[str, Optional[Cell]]:
+        """Per protocol, the finished first-seed cell with the best validation score (None until all finished)."""
+        if any(c.state() != "finished" and c.state() != "failed" for c in cells):
+            return {p: None for p in self.grid.protocols}
+        done = [c for c in cells if c.state() == "finished"]
+        if not done:
+            return {p: None for p in self.grid.protocols}
+        if self.grid.protocols == ["released"]:
+            return {"released": done[0]}
+        return {p: max(done, key=lambda c: validation_score(read_rows(c.run_dir()), p)) for p in self.grid.protocols}
+
+    def run_cell(self, cell: Cell) -> str:
+        """Run (or resume) one cell; returns its final state."""
+        state = cell.state()
+        if state == "finished" or (state == "failed" and not self.retry_failed):
+            return state
+        cell.folder.mkdir(parents=True, exist_ok=True)
+        threads = "1" if self.jobs > 1 else str(os.cpu_count() or 1)
+        if state in ("interrupted", "stale") and (cell.run_dir() / "checkpoint.pt").is_file():
+            cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads, "--resume", str(cell.run_dir())]
+            log.info("resume %s", cell.id)
+        else:
+            keys = {**cell.keys, "output": str(cell.folder.resolve()),
+                    "log.dir": str((cell.folder / "log").resolve())}
+            cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads]
+            for key, value in keys.items():
+                cmd += ["--set", f"{key}={_value(value)}"]
+            log.info("run %s", cell.id)
+        (cell.folder / "error.txt").unlink(missing_ok=True)
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        atomic_write_text(cell.folder / "last_command.txt", " ".join(cmd) + "\n")
+        if proc.returncode != 0:
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            message = lines[-1] if lines else f"exit status {proc.returncode}"
+            if cell.run_dir() is None or read_status(cell.run_dir()).get("state") != "failed":
+                atomic_write_text(cell.folder / "error.txt", message + "\n")
+            log.warning("cell %s failed: %s", cell.id, message)
+        return cell.state()
+
+    def run_all(self, cells: list[Cell]) -> None:
+        """Run cells, `jobs` at a time; a failing cell does not stop the others."""
+        todo = [c for c in cells if c.state() != "finished" and (c.state() != "failed" or self.retry_failed)]
+        if not todo:
+            return
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            list(pool.map(self.run_cell, todo))
+
+    def manifest(self, datasets: list[str], skipped: dict[str, str]) -> dict[str, Any]:
+        """grid.json: the grid, its cells with state and error, the choices and skipped datasets."""
+        first, later, choices = self.plan(datasets)
+        cells = [{"id": c.id, "dataset": c.dataset, "method": c.method, "candidate": c.candidate, "seed": c.seed,
+                  "state": c.state(), "error": c.error(), "run": str(c.run_dir().relative_to(self.out))
+                  if c.run_dir() else None} for c in first + later]
+        return {"grid": self.grid.name, "protocols": self.grid.protocols, "datasets": datasets,
+                "skipped_datasets": skipped, "methods": self.grid.methods, "seeds": self.grid.seeds,
+                "choices": choices, "cells": cells}
+
+
+def _format_rows(users: np.ndarray, items: np.ndarray, fmt: str) -> str:
+    """Rows (sorted by user) in a dataset format: `u i 1` lines, or one `u i1 i2 ...` line per user."""
+    if fmt != "adjacency":
+        return "".join(f"{u} {i} 1\n" for u, i in zip(users, items))
+    lines, start = [], 0
+    for end in range(1, len(users) + 1):
+        if end == len(users) or users[end] != users[start]:
+            lines.append(f"{users[start]} {' '.join(items[start:end])}\n")
+            start = end
+    return "".join(lines)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("grid", type=Path)
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (each with one torch thread when > 1)")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells and how many remain; run nothing")
+    parser.add_argument("--datasets", nargs="+", help="run the grid on these datasets instead of its own")
+    parser.add_argument("--dataset-root", type=Path, default=Path("dataset"))
+    parser.add_argument("--out", type=Path, help="default: results/grids/<grid name>")
+    parser.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        grid = load_grid(args.grid)
+        if args.jobs < 1:
+            raise ConfigError(f"--jobs: {args.jobs} must be >= 1")
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    root = args.dataset_root if args.dataset_root.is_absolute() else Path.cwd() / args.dataset_root
+    out = args.out or REPO / "results" / "grids" / grid.name
+    runner = GridRunner(grid, out, root, args.jobs, args.retry_failed)
+    datasets, skipped = [], {}
+    for name in args.datasets or grid.datasets:
+        why = runner.available(name)
+        if why:
+            skipped[name] = why
+            log.warning("dataset %s skipped: %s", name, why)
+        else:
+            datasets.append(name)
+    if args.dry_run:
+        first, later, choices = runner.plan(datasets)
+        remaining = 0
+        for c in first + later:
+            state = c.state()
+            remaining += state != "finished" and not (state == "failed" and not args.retry_failed)
+            print(f"{state:<11} {c.id}")
+        waiting = [k for k, v in choices.items() if all(x is None for x in v.values())]
+        print(f"{len(first) + len(later)} cells listed, {remaining} to run; the later seeds of {len(waiting)} "
+              f"dataset/method pair(s) are listed once their first-seed candidates have finished")
+        return 0
+    first, _, _ = runner.plan(datasets)
+    runner.run_all(first)
+    _, later, _ = runner.plan(datasets)
+    runner.run_all(later)
+    manifest = runner.manifest(datasets, skipped)
+    atomic_write_json(out / "grid.json", manifest)
+    failed = [c for c in manifest["cells"] if c["state"] == "failed"]
+    log.info("grid %s: %d cells, %d finished, %d failed; manifest %s", grid.name, len(manifest["cells"]),
+             sum(c["state"] == "finished" for c in manifest["cells"]), len(failed), out / "grid.json")
+    for c in failed:
+        log.warning("failed: %s: %s", c["id"], c["error"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

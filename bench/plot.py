@@ -1,0 +1,130 @@
+"""Figures of a grid's results (needs matplotlib, an optional extra): python -m bench.plot RESULTS_DIR [--out DIR]
+
+Per protocol and dataset: Recall@20 curves over epochs of the validation file(s), test_iid and test_ood
+(mean over seeds of each method at its chosen hyperparameters, band = std); the IID-vs-OOD Recall@20
+scatter at the selected epochs (the trade-off frontier); the false-hard-negative rate over epochs
+relative to its chance level. PNG files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from bench.grid import read_rows, selected_index
+
+
+def curves(results: Path) -> dict:
+    """protocol -> dataset -> method -> list of (rows, selected index) over seeds."""
+    manifest = json.loads((results / "grid.json").read_text())
+    out: dict = {}
+    for protocol in manifest["protocols"]:
+        for key, chosen in manifest["choices"].items():
+            dataset, method = key.split("/", 1)
+            if chosen.get(protocol) is None:
+                continue
+            for cell in manifest["cells"]:
+                if (cell["dataset"], cell["method"], cell["candidate"]) == (dataset, method, chosen[protocol]) \
+                        and cell["state"] == "finished":
+                    run = results / cell["run"]
+                    rows = read_rows(run)
+                    out.setdefault(protocol, {}).setdefault(dataset, {}).setdefault(method, []).append(
+                        (rows, selected_index(rows, protocol, run)))
+    return out
+
+
+def _band(ax, runs, column, label):
+    length = max(len(rows) for rows, _ in runs)
+    matrix = np.full((len(runs), length), np.nan)
+    for k, (rows, _) in enumerate(runs):
+        matrix[k, :len(rows)] = [r.get(column, np.nan) for r in rows]
+    if np.all(np.isnan(matrix)):
+        return
+    mean, std = np.nanmean(matrix, 0), np.nan_to_num(np.nanstd(matrix, 0))
+    x = np.arange(1, length + 1)
+    line, = ax.plot(x, mean, label=label, lw=1.2)
+    ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+
+
+def plot(results: Path, out: Path) -> list[Path]:
+    """Write the figures; returns their paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    written = []
+    for protocol, datasets in curves(results).items():
+        for dataset, methods in datasets.items():
+            files = [f for f in ("valid", "ood_valid", "test_iid", "test_ood")
+                     if any(f"{f}/Recall@20" in rows[0] for runs in methods.values() for rows, _ in runs)]
+            fig, axes = plt.subplots(1, len(files), figsize=(4.2 * len(files), 3.4), squeeze=False)
+            for ax, f in zip(axes[0], files):
+                for method, runs in methods.items():
+                    _band(ax, runs, f"{f}/Recall@20", method)
+                ax.set_title(f"{dataset}: {f} Recall@20")
+                ax.set_xlabel("epoch")
+            axes[0][-1].legend(fontsize=7)
+            fig.tight_layout()
+            path = out / f"{protocol}-{dataset}-curves.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+            if {"test_iid", "test_ood"} <= set(files):
+                fig, ax = plt.subplots(figsize=(4.6, 4))
+                for method, runs in methods.items():
+                    iid = [rows[i]["test_iid/Recall@20"] for rows, i in runs]
+                    ood = [rows[i]["test_ood/Recall@20"] for rows, i in runs]
+                    ax.errorbar(np.mean(iid), np.mean(ood), xerr=np.std(iid), yerr=np.std(ood), fmt="o", label=method)
+                ax.set_xlabel("test_iid Recall@20")
+                ax.set_ylabel("test_ood Recall@20")
+                ax.set_title(f"{dataset} ({protocol}): IID vs OOD at the selected epoch", fontsize=9)
+                ax.legend(fontsize=7)
+                fig.tight_layout()
+                path = out / f"{protocol}-{dataset}-iid-vs-ood.png"
+                fig.savefig(path, dpi=110)
+                plt.close(fig)
+                written.append(path)
+            fig, ax = plt.subplots(figsize=(4.6, 3.4))
+            for method, runs in methods.items():
+                lifted = [[r.get("fhn_heldout", np.nan) / r["fhn_heldout_base"] for r in rows if "fhn_heldout_base" in r]
+                          for rows, _ in runs]
+                if any(lifted):
+                    _band(ax, [([{"lift": v} for v in series], 0) for series in lifted if series], "lift", method)
+            ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+            ax.set_title(f"{dataset}: fhn_heldout / chance", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            path = out / f"{protocol}-{dataset}-fhn.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--out", type=Path, help="folder for the PNG files (default: RESULTS/figures)")
+    args = parser.parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("error: bench.plot needs matplotlib (an optional extra: pip install matplotlib)", file=sys.stderr)
+        return 2
+    if not (args.results / "grid.json").is_file():
+        print(f"error: {args.results} has no grid.json (run python -m bench.grid first)", file=sys.stderr)
+        return 2
+    out = args.out or args.results / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    for path in plot(args.results, out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Comparison tables of a grid's results: python -m bench.table RESULTS_DIR [--out DIR]
+
+RESULTS_DIR is a grid's output folder (it holds grid.json, written by bench.grid). Writes table.md and
+table.csv: per protocol and dataset, each method at the hyperparameters its protocol's validation data
+chose, IID and OOD test metrics (Recall/NDCG@10/20) as mean ± sample std over seeds at the protocol's
+selected epoch, the average training popularity of the recommended top-20 (ARP@20), the change of
+Recall@20 relative to RNS, the relative improvement over the best other method (per metric, averaged
+over the four metrics, as the paper reports it) with a paired t-test across seeds, epochs trained and
+seconds per epoch; the best value of each metric column in bold; and the false-hard-negative rates at
+the selected epoch.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from scipy import stats
+
+from bench.grid import read_rows, selected_index
+from util.io import atomic_write_text
+
+FOUR = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20")
+FHN = ("fhn_heldout", "fhn_heldout_base", "fhn_true", "fhn_true_base")
+SHORT = {"Recall@10": "R@10", "NDCG@10": "N@10", "Recall@20": "R@20", "NDCG@20": "N@20"}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def improvement(mine: dict[str, float], others: dict[str, dict[str, float]]) -> Optional[float]:
+    """Relative improvement over the best other method, per metric, averaged over the four metrics."""
+    if not others:
+        return None
+    gains = []
+    for metric in FOUR:
+        best = max(o[metric] for o in others.values())
+        gains.append((mine[metric] - best) / best if best > 0 else 0.0)
+    return float(np.mean(gains))
+
+
+def paired_p(a: dict[int, float], b: dict[int, float]) -> Optional[float]:
+    """Two-sided paired t-test p-value over the seeds both have (None below two seeds or no variance)."""
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    x, y = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
+    if np.allclose(x - y, (x - y)[0]):
+        return None
+    return float(stats.ttest_rel(x, y).pvalue)
+
+
+def collect(results: Path) -> dict[str, Any]:
+    """Per protocol, dataset and method: per-seed values at the selected epoch of the chosen candidate."""
+    manifest = json.loads((results / "grid.json").read_text())
+    out: dict[str, Any] = {}
+    for protocol in manifest["protocols"]:
+        for key, chosen in manifest["choices"].items():
+            dataset, method = key.split("/", 1)
+            candidate = chosen.get(protocol)
+            if candidate is None:
+                continue
+            runs = {}
+            for cell in manifest["cells"]:
+                if (cell["dataset"], cell["method"], cell["candidate"]) != (dataset, method, candidate):
+                    continue
+                if cell["state"] != "finished" or cell["run"] is None:
+                    continue
+                run = results / cell["run"]
+                rows = read_rows(run)
+                index = selected_index(rows, protocol, run)
+                row = rows[index]
+                runs[cell["seed"]] = {"row": row, "epochs": len(rows),
+                                      "sec": statistics.median(r.get("train_s", 0) + r.get("sample_s", 0) for r in rows)}
+            if runs:
+                out.setdefault(protocol, {}).setdefault(dataset, {})[method] = {"candidate": candidate, "runs": runs}
+    return out
+
+
+def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record per protocol, dataset, method and test file with means, stds and comparisons."""
+    records = []
+    for protocol, datasets in data.items():
+        for dataset, methods in datasets.items():
+            files = [f for f in ("test_iid", "test_ood") if any(f"{f}/Recall@20" in r["row"]
+                     for m in methods.values() for r in m["runs"].values())]
+            means: dict[str, dict[str, dict[str, float]]] = {}
+            per_seed: dict[str, dict[str, dict[int, float]]] = {}
+            for method, m in methods.items():
+                for f in files:
+                    means.setdefault(f, {})[method] = {k: statistics.mean(r["row"][f"{f}/{k}"] for r in m["runs"].values())
+                                                       for k in FOUR}
+                    per_seed.setdefault(f, {})[method] = {s: float(np.mean([r["row"][f"{f}/{k}"] for k in FOUR]))
+                                                          for s, r in m["runs"].items()}
+            for method, m in methods.items():
+                for f in files:
+                    runs = m["runs"].values()
+                    rec = {"protocol": protocol, "dataset": dataset, "method": method, "file": f,
+                           "candidate": m["candidate"], "seeds": len(m["runs"]),
+                           "epochs": statistics.mean(r["epochs"] for r in runs),
+                           "sec_per_epoch": statistics.mean(r["sec"] for r in runs)}
+                    for k in FOUR + ("ARP@20",):
+                        values = [r["row"].get(f"{f}/{k}") for r in runs]
+                        if all(v is not None for v in values):
+                            rec[k], rec[k + "_std"] = mean_std(values)
+                    others = {o: v for o, v in means[f].items() if o != method}
+                    rec["improvement"] = improvement(means[f][method], others)
+                    if others:
+                        best_other = max(others, key=lambda o: others[o]["Recall@20"])
+                        rec["vs"] = best_other
+                        rec["p_value"] = paired_p(per_seed[f][method], per_seed[f][best_other])
+                    if "rns" in means[f] and means[f]["rns"]["Recall@20"] > 0:
+                        rec["vs_rns_R@20"] = means[f][method]["Recall@20"] / means[f]["rns"]["Recall@20"] - 1
+                    for k in FHN:
+                        values = [r["row"][k] for r in runs if k in r["row"]]
+                        if values:
+                            rec[k] = statistics.mean(values)
+                    records.append(rec)
+    return records
+
+
+def _fmt(value: Optional[float], digits: int = 5) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: Optional[float]) -> str:
+    return "" if value is None else f"{100 * value:+.1f}%"
+
+
+def markdown(records: list[dict[str, Any]], header: str) -> str:
+    """The Markdown tables."""
+    out = [header, ""]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["protocol"], r["dataset"]), []).append(r)
+    for (protocol, dataset), rows in groups.items():
+        out += [f"### {dataset}, protocol `{protocol}`", ""]
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        files = list(dict.fromkeys(r["file"] for r in rows))
+        by = {(r["method"], r["file"]): r for r in rows}
+        cols = [(f, k) for f in files for k in FOUR]
+        best = {c: max((by[(m, c[0])].get(c[1], -1) for m in methods if (m, c[0]) in by), default=None) for c in cols}
+        head = ["method", "chosen", "seeds", "epochs", "s/epoch"] + [f"{f.replace('test_', '').upper()} {SHORT[k]}"
+                                                                     for f, k in cols]
+        head += [f"{f.replace('test_', '').upper()} R@20 vs RNS" for f in files]
+        head += [f"{f.replace('test_', '').upper()} ARP@20" for f in files]
+        head += [f"{f.replace('test_', '').upper()} impr. vs best other (p)" for f in files]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for m in methods:
+            first = by[(m, files[0])]
+            cells = [m, ", ".join(f"{k}={v}" for k, v in first["candidate"].items()) or "-", str(first["seeds"]),
+                     f"{first['epochs']:.0f}", f"{first['sec_per_epoch']:.2f}"]
+            for f, k in cols:
+                r = by.get((m, f), {})
+                if k not in r:
+                    cells.append("")
+                    continue
+                text = f"{r[k]:.5f} ± {r[k + '_std']:.5f}"
+                cells.append(f"**{text}**" if best[(f, k)] is not None and r[k] == best[(f, k)] else text)
+            cells += [_pct(by.get((m, f), {}).get("vs_rns_R@20")) if m != "rns" else "" for f in files]
+            cells += [_fmt(by.get((m, f), {}).get("ARP@20"), 1) for f in files]
+            for f in files:
+                r = by.get((m, f), {})
+                p = r.get("p_value")
+                cells.append(f"{_pct(r.get('improvement'))} vs {r.get('vs', '-')} ({'-' if p is None else f'p={p:.3f}'})")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+        fhn_rows = [by[(m, files[0])] for m in methods if "fhn_heldout" in by[(m, files[0])]]
+        if fhn_rows:
+            out += [f"False hard negatives at the selected epoch ({dataset}, `{protocol}`):", "",
+                    "| method | fhn_heldout | chance | fhn_true | chance |", "|---|---|---|---|---|"]
+            for r in fhn_rows:
+                out.append(f"| {r['method']} | {_fmt(r.get('fhn_heldout'), 4)} | {_fmt(r.get('fhn_heldout_base'), 4)} | "
+                           f"{_fmt(r.get('fhn_true'), 4)} | {_fmt(r.get('fhn_true_base'), 4)} |")
+            out.append("")
+    return "\n".join(out)
+
+
+def to_csv(records: list[dict[str, Any]]) -> str:
+    """The records as CSV."""
+    columns: list[str] = []
+    for r in records:
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()})
+    return buf.getvalue()
+
+
+def header(results: Path) -> str:
+    """Commit, command and hardware of the table."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parents[1]).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    manifest = json.loads((results / "grid.json").read_text())
+    import torch
+    return (f"## Grid `{manifest['grid']}`\n\ncommit `{commit}`; tables by `python -m bench.table {results.name}`; "
+            f"runs by `python -m bench.grid conf/grids/{manifest['grid']}.yaml`; hardware: {platform.machine()}, "
+            f"{os.cpu_count()} CPU cores, torch {torch.__version__}, device cpu. Mean ± sample std over seeds; "
+            f"each method at the hyperparameters chosen on its protocol's validation data (first seed). "
+            f"Skipped datasets: {manifest.get('skipped_datasets') or 'none'}.")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--out", type=Path, help="folder for table.md and table.csv (default: RESULTS)")
+    args = parser.parse_args(argv)
+    if not (args.results / "grid.json").is_file():
+        print(f"error: {args.results} has no grid.json (run python -m bench.grid first)", file=sys.stderr)
+        return 2
+    records = summarize(collect(args.results))
+    out = args.out or args.results
+    atomic_write_text(out / "table.md", markdown(records, header(args.results)) + "\n")
+    atomic_write_text(out / "table.csv", to_csv(records))
+    print(out / "table.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Grid runner and tables: the quick grid end to end, resume, failures, validation-only choices, arithmetic."""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bench import grid as G
+from bench import table as T
+from tests.conftest import REPO, write
+
+
+def test_quick_grid_end_to_end_then_nothing_left(shared, tmp_path):
+    out = tmp_path / "quick"
+    args = [str(REPO / "conf/grids/quick.yaml"), "--datasets", "coat", "absent_preset", "--dataset-root", str(shared),
+            "--out", str(out), "--jobs", "2"]
+    assert G.main(args) == 0
+    manifest = json.loads((out / "grid.json").read_text())
+    assert "absent_preset" in manifest["skipped_datasets"]
+    states = {c["id"]: c["state"] for c in manifest["cells"]}
+    assert states and set(states.values()) == {"finished"}
+    # first seed: both learning rates; later seed: the chosen one(s) only
+    assert sum(i.endswith("/s2025") for i in states) == 4 and 2 <= sum(i.endswith("/s2026") for i in states) <= 4
+    split = out / "data" / "coat-ood0.3"
+    assert (split / "ood_valid.txt").is_file() and (split / "test_ood_rest.txt").is_file()
+    runs_before = sorted(p for p in (out / "runs").rglob("config.json"))
+    assert G.main(args) == 0  # a second invocation runs nothing
+    assert sorted(p for p in (out / "runs").rglob("config.json")) == runs_before
+    assert T.main([str(out)]) == 0
+    text = (out / "table.md").read_text()
+    assert "### coat, protocol `valid`" in text and "### coat, protocol `ood_valid`" in text
+    assert "| rns |" in text and "| dns |" in text and "fhn_heldout" in text
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert {r["protocol"] for r in rows} == {"valid", "ood_valid"}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return  # figures are an optional extra
+    from bench import plot
+    assert plot.main([str(out)]) == 0
+    pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert "valid-coat-curves.png" in pngs and "ood_valid-coat-fhn.png" in pngs
+    assert all((out / "figures" / name).read_bytes()[:4] == b"\x89PNG" for name in pngs)
+
+
+def test_the_ood_split_is_per_user_seeded_and_disjoint(shared, tmp_path):
+    grid = G.Grid("t", ["coat"], ["ood_valid"], [1], {"rns": {}})
+    runner = G.GridRunner(grid, tmp_path, shared)
+    files = runner.ood_split("coat")
+    from data.loader import read_interactions
+    a = read_interactions(files["ood_valid"], "adjacency")
+    b = read_interactions(files["test_ood"], "adjacency")
+    full = read_interactions(shared / "coat" / "test_ood.txt", "adjacency")
+    pairs_a, pairs_b = set(zip(a.users, a.items)), set(zip(b.users, b.items))
+    assert not pairs_a & pairs_b and pairs_a | pairs_b == set(zip(full.users, full.items))
+    per_user = {u: full.users.count(u) for u in set(full.users)}
+    for u, n in per_user.items():
+        assert a.users.count(u) == int(np.floor(n * 0.3))
+    before = files["ood_valid"].read_text()
+    files["ood_valid"].unlink()
+    files["test_ood"].unlink()
+    assert runner.ood_split("coat")["ood_valid"].read_text() == before  # seeded: the same split again
+
+
+def test_a_failing_cell_is_recorded_and_the_rest_go_on(shared, tmp_path):
+    path = write(tmp_path / "g.yaml", "name: g\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\n"
+                 "keys: {max.epoch: 1, fhn.probe: 0, batch.size: 256}\nmethods:\n"
+                 "  ok: {keys: {negative.sampler: rns}}\n"
+                 "  broken: {keys: {negative.sampler: rns, learning.rate: nan}}\n"
+                 "  typo: {keys: {negative.sampler: rns, max.epochs: 2}}\n")
+    out = tmp_path / "out"
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out)]) == 0
+    cells = {c["method"]: c for c in json.loads((out / "grid.json").read_text())["cells"]}
+    assert cells["ok"]["state"] == "finished"
+    assert cells["broken"]["state"] == "failed" and "diverged" in cells["broken"]["error"]
+    assert cells["typo"]["state"] == "failed" and "max.epochs" in cells["typo"]["error"]
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out), "--dry-run"]) == 0
+
+
+def test_bad_grid_files_are_clear_errors(tmp_path, capsys, caplog):
+    path = write(tmp_path / "g.yaml", "name: g\ndatasets: [coat]\nprotocols: [valid, released]\nseeds: [1]\n"
+                 "methods: {a: {keys: {}}}\n")
+    with caplog.at_level("ERROR"):
+        assert G.main([str(path)]) == 2
+    assert "released" in caplog.text
+    path = write(tmp_path / "h.yaml", "datasets: [coat]\nprotocols: [valid]\nseeds: [1]\nmethods: {a: {kesy: {}}}\n")
+    with caplog.at_level("ERROR"):
+        assert G.main([str(path)]) == 2
+    assert "unknown entries ['kesy']" in caplog.text
+
+
+def _fake_run(folder, rows, state="finished"):
+    run = folder / "LightGCN-x-s1-20260101-000000"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "status.json").write_text(json.dumps({"state": state, "pid": 0}))
+    columns = list(rows[0])
+    with (run / "epochs.csv").open("w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return run
+
+
+def _rows(valid, ood_valid, test):
+    return [{"epoch": e + 1, "valid/Recall@20": v, "ood_valid/Recall@20": o,
+             **{f"test_ood/{k}": t for k in T.FOUR}, "train_s": 1.0, "sample_s": 0.0}
+            for e, (v, o, t) in enumerate(zip(valid, ood_valid, test))]
+
+
+def test_hyperparameters_are_chosen_on_validation_data_only(tmp_path):
+    grid = G.Grid("t", ["coat"], ["valid", "ood_valid"], [1], {"m": {}}, search={"learning.rate": [0.1, 0.2]})
+    runner = G.GridRunner(grid, tmp_path, tmp_path)
+    cells = [runner.cell("coat", "m", c, 1, {}) for c in grid.candidates("m")]
+    # lr 0.1: better IID validation; lr 0.2: better OOD validation; the *test* file prefers lr 0.1 throughout,
+    # so a choice that looked at the test file would pick 0.1 for both protocols
+    _fake_run(cells[0].folder, _rows([0.30, 0.32], [0.10, 0.11], [0.50, 0.60]))
+    _fake_run(cells[1].folder, _rows([0.20, 0.21], [0.15, 0.14], [0.05, 0.06]))
+    chosen = runner.choose(cells)
+    assert chosen["valid"].candidate == {"learning.rate": 0.1}
+    assert chosen["ood_valid"].candidate == {"learning.rate": 0.2}
+    assert G.selected_index(G.read_rows(cells[1].run_dir()), "ood_valid") == 0  # the first epoch, 0.15
+
+
+def test_table_arithmetic_on_constructed_runs(tmp_path):
+    seeds = [1, 2, 3]
+    values = {"rns": [0.10, 0.12, 0.11], "cns": [0.13, 0.12, 0.15]}
+    cells = []
+    for method, vals in values.items():
+        for seed, v in zip(seeds, vals):
+            folder = tmp_path / "runs" / method / f"s{seed}"
+            run = _fake_run(folder, _rows([0.5, 0.9], [0.1, 0.1], [v / 2, v]))  # valid picks the 2nd epoch
+            cells.append({"id": f"d/{method}/s{seed}", "dataset": "d", "method": method, "candidate": {},
+                          "seed": seed, "state": "finished", "error": "", "run": str(run.relative_to(tmp_path))})
+    (tmp_path / "grid.json").write_text(json.dumps({"grid": "t", "protocols": ["valid"], "cells": cells,
+                                                    "choices": {"d/rns": {"valid": {}}, "d/cns": {"valid": {}}}}))
+    records = {r["method"]: r for r in T.summarize(T.collect(tmp_path))}
+    cns, rns = records["cns"], records["rns"]
+    assert cns["Recall@20"] == pytest.approx(statistics.mean(values["cns"]))
+    assert cns["Recall@20_std"] == pytest.approx(statistics.stdev(values["cns"]))
+    gain = statistics.mean(values["cns"]) / statistics.mean(values["rns"]) - 1  # same on all four metrics
+    assert cns["improvement"] == pytest.approx(gain) and cns["vs"] == "rns"
+    assert cns["vs_rns_R@20"] == pytest.approx(gain)
+    assert cns["p_value"] == pytest.approx(stats.ttest_rel(values["cns"], values["rns"]).pvalue)
+    assert rns["improvement"] == pytest.approx(statistics.mean(values["rns"]) / statistics.mean(values["cns"]) - 1)
+    assert T.main([str(tmp_path)]) == 0
+    text = (tmp_path / "table.md").read_text()
+    assert f"**{statistics.mean(values['cns']):.5f} ± {statistics.stdev(values['cns']):.5f}**" in text
