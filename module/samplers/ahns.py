@@ -16,10 +16,6 @@ class AHNSSampler(NegativeSampler):
     Params = AHNSParams
     description = "adaptive hardness: the candidate scored closest to beta*(s_ui+alpha)^(p+1) of M=32"
 
-    @property
-    def n_candidates(self) -> int:
-        """M uniform candidates per positive."""
-        return self.params.n_candidates
 
     def target(self, pos_score: torch.Tensor) -> torch.Tensor:
         """The score the chosen negative should have, per row."""

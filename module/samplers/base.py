@@ -78,8 +78,9 @@ class NegativeSampler(nn.Module):
 
     @property
     def n_candidates(self) -> int:
-        """How many candidate items per positive the numba sampler should draw."""
-        return 1
+        """How many candidate items per positive the numba sampler should draw: params.n_candidates (M),
+        else params.n_negs, else 1."""
+        return int(getattr(self.params, "n_candidates", getattr(self.params, "n_negs", 1)))
 
     def candidate_weights(self, degree: np.ndarray) -> Optional[np.ndarray]:
         """Unnormalised draw probability of every item given its training degree; None = uniform."""

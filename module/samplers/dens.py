@@ -37,10 +37,6 @@ class DENSSampler(NegativeSampler):
         self.pos_gate = nn.Linear(dim, dim)
         self.neg_gate = nn.Linear(dim, dim)
 
-    @property
-    def n_candidates(self) -> int:
-        """M uniform candidates per positive."""
-        return self.params.n_candidates
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The four gates (lr gate_lr, or the run's learning rate when 0)."""

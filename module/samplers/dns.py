@@ -12,10 +12,6 @@ class DNSSampler(NegativeSampler):
     Params = DNSParams
     description = "dynamic negatives: the highest-scoring of M=32 uniform candidates"
 
-    @property
-    def n_candidates(self) -> int:
-        """M uniform candidates per positive."""
-        return self.params.n_candidates
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """The hardest candidate (chosen without gradient; its embedding keeps it)."""

@@ -12,10 +12,6 @@ class DNSMNSampler(NegativeSampler):
     Params = DNSMNParams
     description = "DNS(M,N): the top N=2 of M=200 uniform candidates, BPR averaged over the N"
 
-    @property
-    def n_candidates(self) -> int:
-        """M uniform candidates per positive."""
-        return self.params.n_candidates
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """(B, N, d): the N highest-scoring candidates, best first."""

@@ -23,10 +23,6 @@ class MixGCFSampler(NegativeSampler):
     needs_layers = True
     description = "MixGCF: per-layer positive mixing + hop mixing of M=64 candidates into a synthetic negative"
 
-    @property
-    def n_candidates(self) -> int:
-        """M uniform candidates per positive."""
-        return self.params.n_candidates
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """(B, d) pooled synthetic negative."""

@@ -12,10 +12,6 @@ class RNSSampler(NegativeSampler):
     Params = RNSParams
     description = "uniform random negatives (plain BPR)"
 
-    @property
-    def n_candidates(self) -> int:
-        """n_negs uniform negatives per positive."""
-        return self.params.n_negs
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """The candidates themselves; (B, d) when n_negs is 1."""
