@@ -122,6 +122,14 @@ def test_output_or_log_dir_that_is_a_file_is_exit_2(tmp_path, caplog, key):
     assert f"{key}: {blocker} exists and is not a folder" in caplog.text
 
 
+def test_output_below_a_file_cannot_be_created_exit_2(tmp_path, caplog):
+    blocker = write(tmp_path / "blocker", "x")
+    args = ["-c", CONF, "--set", f"output={blocker / 'sub'}", "--set", f"log.dir={tmp_path / 'fine'}"]
+    with caplog.at_level("ERROR"):
+        assert main(args) == 2
+    assert f"output: cannot create the folder {blocker / 'sub'} (Not a directory)" in caplog.text
+
+
 def test_duplicate_yaml_key_and_threads_zero_are_exit_2(tmp_path, caplog):
     config = write(tmp_path / "dup.yaml", "max.epoch: 3\nseed: 1\nmax.epoch: 4\n")
     with caplog.at_level("ERROR"):

@@ -16,7 +16,6 @@ class AHNSSampler(NegativeSampler):
     Params = AHNSParams
     description = "adaptive hardness: the candidate scored closest to beta*(s_ui+alpha)^(p+1) of M=32"
 
-
     def target(self, pos_score: torch.Tensor) -> torch.Tensor:
         """The score the chosen negative should have, per row."""
         p = self.params

@@ -12,7 +12,6 @@ class DNSSampler(NegativeSampler):
     Params = DNSParams
     description = "dynamic negatives: the highest-scoring of M=32 uniform candidates"
 
-
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """The hardest candidate (chosen without gradient; its embedding keeps it)."""
         items = pick(batch.cands, batch.cand_scores(user_emb).argmax(dim=1))

@@ -12,7 +12,6 @@ class DNSMNSampler(NegativeSampler):
     Params = DNSMNParams
     description = "DNS(M,N): the top N=2 of M=200 uniform candidates, BPR averaged over the N"
 
-
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """(B, N, d): the N highest-scoring candidates, best first."""
         items = pick(batch.cands, batch.cand_scores(user_emb).topk(self.params.n_negs, dim=1).indices)

@@ -23,7 +23,6 @@ class MixGCFSampler(NegativeSampler):
     needs_layers = True
     description = "MixGCF: per-layer positive mixing + hop mixing of M=64 candidates into a synthetic negative"
 
-
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """(B, d) pooled synthetic negative."""
         layers = batch.layers  # (L+1, n_users + n_items, d)

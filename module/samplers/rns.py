@@ -12,7 +12,6 @@ class RNSSampler(NegativeSampler):
     Params = RNSParams
     description = "uniform random negatives (plain BPR)"
 
-
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """The candidates themselves; (B, d) when n_negs is 1."""
         items = batch.cands[:, 0] if batch.cands.shape[1] == 1 else batch.cands
