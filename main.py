@@ -23,6 +23,7 @@ from data.presets import PRESETS
 from module.samplers import SAMPLERS
 from SELFRec import SELFRec, Interrupted
 from util.logger import setup_logging
+from util.sampler import set_threads
 from util.typing_coerce import ConfigError
 
 log = logging.getLogger("main")
@@ -39,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="continue an interrupted or failed run from its last finished epoch")
     parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--list", action="store_true", help="list samplers, dataset presets and config keys")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of torch and of the candidate draws (default: all cores)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for every error")
     return parser.parse_args(argv)
 
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads: {args.threads} must be >= 1")
         torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     if args.list:
         _print(listing())
         return 0

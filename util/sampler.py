@@ -13,6 +13,10 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+# numba's OpenMP layer keeps its idle workers spinning after a parallel region, which took about half a
+# core from torch between draws; the workqueue layer's workers sleep. (Set before any parallel launch.)
+numba.config.THREADING_LAYER = "workqueue"
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _ROW = np.uint64(0xD1B54A32D192ED03)
 
@@ -82,6 +86,11 @@ def _draw(users: np.ndarray, indptr: np.ndarray, indices: np.ndarray, n_items: i
 @numba.njit(cache=True)
 def _permutation(n: int) -> np.ndarray:
     return np.random.permutation(n)
+
+
+def set_threads(n: int) -> None:
+    """Use at most n threads for the parallel draws (main.py passes --threads)."""
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
 class EpochSampler:
