@@ -20,6 +20,20 @@ from util.typing_coerce import ConfigError
 log = logging.getLogger(__name__)
 
 
+def git_commit() -> str:
+    """The repository's current commit (with '+changes' when the work tree differs), or 'unknown'."""
+    import subprocess
+    root = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head + ("+changes" if dirty else "")) if head else "unknown"
+
+
 class Interrupted(Exception):
     """The run was stopped by Ctrl-C (exit 130) or SIGTERM (exit 143); its checkpoint is kept."""
 
@@ -67,7 +81,7 @@ class SELFRec:
         try:
             if self.resume is None:
                 log.info("run %s | log %s", run_dir.name, logs[0])
-                writer.write_config({**cfg.to_dict(), "device.resolved": str(self.device)})
+                writer.write_config({**cfg.to_dict(), "device.resolved": str(self.device), "commit": git_commit()})
             else:
                 log.info("resuming run %s (status was %s)", run_dir.name, read_status(run_dir).get("state"))
             writer.write_status("running")

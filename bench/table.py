@@ -208,8 +208,16 @@ def header(results: Path) -> str:
     except OSError:
         commit = "unknown"
     manifest = json.loads((results / "grid.json").read_text())
+    runs = set()
+    for cell in manifest["cells"]:
+        if cell.get("run"):
+            try:
+                runs.add(json.loads((results / cell["run"] / "config.json").read_text()).get("commit", "not recorded"))
+            except (OSError, ValueError):
+                pass
     import torch
-    return (f"## Grid `{manifest['grid']}`\n\ncommit `{commit}`; tables by `python -m bench.table {results.name}`; "
+    return (f"## Grid `{manifest['grid']}`\n\ntable made at commit `{commit}` by `python -m bench.table {results}`; "
+            f"runs made at commit(s): {', '.join(sorted(runs)) or 'none'}; "
             f"runs by `python -m bench.grid conf/grids/{manifest['grid']}.yaml`; hardware: {platform.machine()}, "
             f"{os.cpu_count()} CPU cores, torch {torch.__version__}, device cpu. Mean ± sample std over seeds; "
             f"each method at the hyperparameters chosen on its protocol's validation data (first seed). "

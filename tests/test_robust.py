@@ -83,6 +83,7 @@ def test_status_name_log_and_modes_of_a_finished_run(tmp_path, shared):
     run = runs[0]
     assert status == 0 and read_status(run)["state"] == "finished"
     assert run.name.startswith("LightGCN-cnsdiff.paper-coat-s11-")
+    assert json.loads((run / "config.json").read_text())["commit"] not in ("", None)  # which code made it
     assert "epoch 1/1" in (run / "run.log").read_text()
     assert (tmp_path / "log" / f"{run.name}.log").is_file()
     for path in run.iterdir():
