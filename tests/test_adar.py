@@ -152,3 +152,11 @@ def test_two_epoch_run_on_coat_writes_its_diagnostics(shared, tmp_path):
         assert rows[1][column] != "", column
     assert 1 <= float(rows[1]["t_star_mean"]) <= 50
     assert json.loads((runs[0] / "metrics.json").read_text())["sampler"]["timestep"] == "adaptive"
+
+
+def test_the_precomputed_step_equals_the_network():
+    s = _sampler()
+    z, user = torch.randn(9, 8), torch.randn(9, 8)
+    t = torch.randint(1, 51, (9,))
+    user_part, time_part = s.net.fixed_parts(user)
+    torch.testing.assert_close(s.net.step(z, t, user_part, time_part), s.net(z, t, user), rtol=1e-5, atol=1e-6)

@@ -40,6 +40,21 @@ class NoiseNet(nn.Module):
         """Predicted noise for rows z at integer steps t (1..T) given the (detached) user embeddings."""
         return self.net(torch.cat([z, self.time(self.pe[t]), user], dim=-1))
 
+    def fixed_parts(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For repeated calls on the same users: the first layer's user part (+ bias) per row and its
+        time part per step, so that a call only multiplies z (the same function as forward)."""
+        first = self.net[0]
+        d = user.shape[-1]
+        user_part = F.linear(user, first.weight[:, 2 * d:], first.bias)
+        time_part = F.linear(self.time(self.pe), first.weight[:, d:2 * d])
+        return user_part, time_part
+
+    def step(self, z: torch.Tensor, t: torch.Tensor, user_part: torch.Tensor, time_part: torch.Tensor) -> torch.Tensor:
+        """forward() from the precomputed fixed parts."""
+        d = z.shape[-1]
+        hidden = F.linear(z, self.net[0].weight[:, :d]) + user_part + time_part[t]
+        return self.net[1:](hidden)
+
 
 class ADARSampler(NegativeSampler):
     """Adaptive-timestep diffusion negatives (a reconstruction), with fixed-timestep controls."""
@@ -107,7 +122,8 @@ class ADARSampler(NegativeSampler):
         stride = self.params.reverse_stride
         # rows sorted by t, descending: the rows still stepping are always a prefix (no gathers)
         order = torch.argsort(t, descending=True, stable=True)
-        cur, z, user = t[order].clone(), z[order], user[order]
+        cur, z = t[order].clone(), z[order]
+        user_part, time_part = self.net.fixed_parts(user[order])
         while True:  # at most ceil(T / stride) passes
             n = int((cur > 0).sum())
             if n == 0:
@@ -115,7 +131,7 @@ class ADARSampler(NegativeSampler):
             t_a = cur[:n]
             nxt = (t_a - stride).clamp(min=0)
             z_a = z[:n]
-            eps = self.net(z_a, t_a, user[:n])
+            eps = self.net.step(z_a, t_a, user_part[:n], time_part)
             ab_t, ab_n = self.ab[t_a].unsqueeze(-1), self.ab[nxt].unsqueeze(-1)
             x0 = (z_a - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
             z[:n] = ab_n.sqrt() * x0 + (1 - ab_n).sqrt() * eps
