@@ -60,3 +60,22 @@ def test_user_with_every_item_is_an_error_and_bad_count():
         EpochSampler(_train([(0, 0), (0, 1), (1, 0)], 2, 2))
     with pytest.raises(ValueError, match="n_negs"):
         EpochSampler(_train([(0, 0)], 1, 2), n_negs=0)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_bitset_and_binary_search_give_the_same_draws(weighted):
+    rng = np.random.default_rng(5)
+    train = sp.csr_matrix((rng.random((60, 45)) < 0.3).astype(np.float32))
+    train.sort_indices()
+    weights = rng.random(45) + 0.1 if weighted else None
+    fast, slow = EpochSampler(train, 7, weights), EpochSampler(train, 7, weights, bitset_limit=0)
+    assert fast.bits.shape == (60, 6) and slow.bits.shape == (0, 0)
+    dense = train.toarray() > 0
+    unpacked = np.unpackbits(fast.bits, axis=1, bitorder="little")[:, :45].astype(bool)
+    assert np.array_equal(unpacked, dense)
+    seed_everything(3)
+    a = fast.epoch()
+    seed_everything(3)
+    b = slow.epoch()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not dense[a[0][:, None], a[2]].any()

@@ -56,11 +56,14 @@ def _call_seed() -> np.uint64:
 
 @numba.njit(cache=True, parallel=True)
 def _draw(users: np.ndarray, indptr: np.ndarray, indices: np.ndarray, n_items: int, cdf: np.ndarray,
-          n_negs: int, seed: np.uint64) -> np.ndarray:
+          n_negs: int, seed: np.uint64, bits: np.ndarray) -> np.ndarray:
     """For each user row, n_negs items outside the user's training set: uniform when cdf is empty,
-    else with P(j) proportional to the increments of cdf (the cumulative item weights)."""
+    else with P(j) proportional to the increments of cdf (the cumulative item weights). The training
+    set is looked up in `bits` (one bit per user and item) when it is not empty, else by binary search:
+    the same answers, so the same draws."""
     out = np.empty((users.shape[0], n_negs), dtype=np.int64)
     weighted = cdf.shape[0] > 0
+    use_bits = bits.shape[0] > 0
     total = cdf[-1] if weighted else 0.0
     for r in numba.prange(users.shape[0]):
         u = users[r]
@@ -77,7 +80,10 @@ def _draw(users: np.ndarray, indptr: np.ndarray, indices: np.ndarray, n_items: i
                         continue
                 else:
                     j = np.int64(((z >> np.uint64(32)) * np.uint64(n_items)) >> np.uint64(32))
-                if not _contains(indices, start, end, j):
+                if use_bits:
+                    if (bits[u, j >> 3] >> (j & 7)) & 1 == 0:
+                        break
+                elif not _contains(indices, start, end, j):
                     break
             out[r, k] = j
     return out
@@ -97,9 +103,11 @@ class EpochSampler:
     """Shuffles the training pairs and draws their negative candidates, one epoch at a time.
 
     weights: unnormalised draw probability per item (None = uniform); every user must have at least
-    one non-training item of positive weight."""
+    one non-training item of positive weight. bitset_limit: bytes allowed for the users x items bitset
+    of the rejection test (above it, binary search in the CSR rows)."""
 
-    def __init__(self, train: sp.csr_matrix, n_negs: int = 1, weights: Optional[np.ndarray] = None):
+    def __init__(self, train: sp.csr_matrix, n_negs: int = 1, weights: Optional[np.ndarray] = None,
+                 bitset_limit: int = 256 * 2**20):
         if n_negs < 1:
             raise ValueError(f"n_negs must be >= 1, got {n_negs}")
         self.indptr = train.indptr.astype(np.int64)
@@ -110,6 +118,13 @@ class EpochSampler:
         if len(full):
             raise ValueError(f"user(s) {full[:5].tolist()} interacted with every item: no negative exists for them")
         self.users = np.repeat(np.arange(train.shape[0], dtype=np.int64), degree)
+        # one bit per (user, item) makes the rejection test O(1); only where it is small
+        n_bytes = (self.n_items + 7) // 8
+        self.bits = np.zeros((0, 0), dtype=np.uint8)
+        if train.shape[0] * n_bytes <= bitset_limit:
+            self.bits = np.zeros((train.shape[0], n_bytes), dtype=np.uint8)
+            np.bitwise_or.at(self.bits, (self.users, self.indices >> 3),
+                             (np.uint8(1) << (self.indices & 7).astype(np.uint8)))
         self.items = self.indices.copy()
         self.n_negs = n_negs
         self.cdf = np.zeros(0, dtype=np.float64)
@@ -135,4 +150,5 @@ class EpochSampler:
     def draw(self, users: np.ndarray, n_negs: int) -> np.ndarray:
         """(len(users), n_negs) candidates for the given user ids (seeded from numba's stream)."""
         users = np.ascontiguousarray(users, dtype=np.int64)
-        return _draw(users, self.indptr, self.indices, self.n_items, self.cdf, n_negs, np.uint64(_call_seed()))
+        return _draw(users, self.indptr, self.indices, self.n_items, self.cdf, n_negs, np.uint64(_call_seed()),
+                     self.bits)
