@@ -76,7 +76,7 @@ class FHNProbe:
         self.n_items, self.batch_size = data.n_items, batch_size
         self.train = data.train
         degree_u = np.diff(data.train.indptr)
-        self.item_degree = np.asarray(data.train.sum(axis=0)).ravel()
+        self.item_degree = data.item_degree()
         heldout = None
         for es in data.eval_sets.values():
             heldout = es.truth if heldout is None else heldout + es.truth

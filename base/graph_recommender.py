@@ -54,7 +54,7 @@ class GraphRecommender(Recommender):
         groups = [{"params": list(self.model.parameters()), "lr": cfg.learning_rate}]
         groups += [{"lr": cfg.learning_rate, **g} for g in self.sampler.param_groups()]
         self.optimizer = torch.optim.Adam(groups)
-        degree = np.diff(self.data.train.tocsc().indptr)
+        degree = self.data.item_degree()
         self.epoch_sampler = EpochSampler(self.data.train, self.sampler.n_candidates,
                                           self.sampler.candidate_weights(degree))
         self.evaluators = {name: RankingEvaluator(es.users, es.truth, es.mask, cfg.top_n, self.device,

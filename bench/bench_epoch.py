@@ -13,7 +13,6 @@ matrix-multiply throughput of this machine, which gives the floor of the candida
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys

@@ -19,6 +19,7 @@ Protocols:
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import logging
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import yaml
 
 from conf.config import REPO, read_yaml
 from data.loader import read_interactions
@@ -106,7 +106,6 @@ def load_grid(path: Path) -> Grid:
 # ---- protocols on a run's epochs.csv ---------------------------------------------------
 def read_rows(run: Path) -> list[dict[str, float]]:
     """epochs.csv of a run as floats (empty cells dropped)."""
-    import csv
     path = run / "epochs.csv"
     if not path.is_file():
         return []

@@ -50,6 +50,15 @@ def _band(ax, runs, column, label):
     ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
 
 
+def _save(fig, path: Path) -> Path:
+    """Write a figure as PNG and close it."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot(results: Path, out: Path) -> list[Path]:
     """Write the figures; returns their paths."""
     import matplotlib
@@ -67,11 +76,7 @@ def plot(results: Path, out: Path) -> list[Path]:
                 ax.set_title(f"{dataset}: {f} Recall@20")
                 ax.set_xlabel("epoch")
             axes[0][-1].legend(fontsize=7)
-            fig.tight_layout()
-            path = out / f"{protocol}-{dataset}-curves.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(fig, out / f"{protocol}-{dataset}-curves.png"))
             if {"test_iid", "test_ood"} <= set(files):
                 fig, ax = plt.subplots(figsize=(4.6, 4))
                 for method, runs in methods.items():
@@ -82,11 +87,7 @@ def plot(results: Path, out: Path) -> list[Path]:
                 ax.set_ylabel("test_ood Recall@20")
                 ax.set_title(f"{dataset} ({protocol}): IID vs OOD at the selected epoch", fontsize=9)
                 ax.legend(fontsize=7)
-                fig.tight_layout()
-                path = out / f"{protocol}-{dataset}-iid-vs-ood.png"
-                fig.savefig(path, dpi=110)
-                plt.close(fig)
-                written.append(path)
+                written.append(_save(fig, out / f"{protocol}-{dataset}-iid-vs-ood.png"))
             fig, ax = plt.subplots(figsize=(4.6, 3.4))
             for method, runs in methods.items():
                 lifted = [[r.get("fhn_heldout", np.nan) / r["fhn_heldout_base"] for r in rows if "fhn_heldout_base" in r]
@@ -97,11 +98,7 @@ def plot(results: Path, out: Path) -> list[Path]:
             ax.set_title(f"{dataset}: fhn_heldout / chance", fontsize=9)
             ax.set_xlabel("epoch")
             ax.legend(fontsize=7)
-            fig.tight_layout()
-            path = out / f"{protocol}-{dataset}-fhn.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(fig, out / f"{protocol}-{dataset}-fhn.png"))
     return written
 
 

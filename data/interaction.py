@@ -98,6 +98,10 @@ class Interaction:
                                 f"training or is already a known positive); check the file and data.format")
         return EvalSet(name, role, users, truth, mask, dropped)
 
+    def item_degree(self) -> np.ndarray:
+        """Training popularity (number of training users) of every item."""
+        return np.diff(self.train.tocsc().indptr)
+
     def normalized_adjacency(self) -> sp.csr_matrix:
         """D^-1/2 A D^-1/2 of the user-item bipartite graph (train edges, no self-loops), float32 CSR."""
         r = self.train

@@ -70,6 +70,7 @@ class ADARSampler(NegativeSampler):
         # index t = 0..T: alpha_bar_0 = 1 (no noise)
         self.register_buffer("ab", torch.cat([torch.ones(1, dtype=torch.float64), ab]).float(), persistent=False)
         self.net = NoiseNet(dim, p.steps, p.hidden, p.time_emb)
+        self.register_buffer("quartiles", torch.tensor([0.25, 0.5, 0.75]), persistent=False)
         self.t_max = p.t_max or p.steps
 
     @property
@@ -180,7 +181,7 @@ class ADARSampler(NegativeSampler):
             gen = self.generate(z0, t_star, user, noise) * scale
             s_gen = (user * gen).sum(-1)
         tf = t_star.float()
-        q = torch.quantile(tf, torch.tensor([0.25, 0.5, 0.75], device=tf.device))
+        q = torch.quantile(tf, self.quartiles)
         diagnostics = {"t_star_mean": tf.mean(), "t_star_q25": q[0], "t_star_q50": q[1], "t_star_q75": q[2],
                        "gen_below_pos": (s_gen < s_pos).float().mean(),
                        "gen_below_neg": (s_gen < s_neg).float().mean(), "s_gen": s_gen.mean()}
