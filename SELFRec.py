@@ -21,13 +21,14 @@ log = logging.getLogger(__name__)
 
 
 def git_commit() -> str:
-    """The repository's current commit (with '+changes' when the work tree differs), or 'unknown'."""
+    """The repository's current commit (with '+changes' when the code in the work tree differs), or 'unknown'."""
     import subprocess
     root = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # changes to code, not to the tracked run records under results/
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

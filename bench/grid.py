@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from conf.config import REPO, read_yaml
+from conf.config import REPO, read_yaml, repo_relative
 from data.loader import read_interactions
 from data.presets import get_preset
 from util.io import atomic_write_json, atomic_write_text
@@ -252,7 +252,7 @@ class GridRunner:
         """Config keys of a dataset under the grid's protocols."""
         preset = get_preset(dataset)
         root = self.root_of(dataset)
-        keys: dict[str, Any] = {"dataset": preset.name, "dataset.root": str(root)}
+        keys: dict[str, Any] = {"dataset": preset.name, "dataset.root": repo_relative(root)}
         protocol = self.grid.protocols
         if "released" in protocol:
             keys.update({"selection": "test_all4", "selection.test": "test_ood", "eval.mask": "train",
@@ -263,7 +263,7 @@ class GridRunner:
             split = self.ood_split(dataset)
             tests = {name: root / preset.name / file for name, file in preset.tests.items() if name != "test_ood"}
             tests.update({name: path.resolve() for name, path in split.items()})
-            keys.update({f"test.set.{name}": str(path) for name, path in tests.items()})
+            keys.update({f"test.set.{name}": repo_relative(path) for name, path in tests.items()})
             keys["early_stop.files"] = ["ood_valid"]
         return keys
 
@@ -311,8 +311,8 @@ class GridRunner:
             cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads, "--resume", str(cell.run_dir())]
             log.info("resume %s", cell.id)
         else:
-            keys = {**cell.keys, "output": str(cell.folder.resolve()),
-                    "log.dir": str((cell.folder / "log").resolve())}
+            keys = {**cell.keys, "output": repo_relative(cell.folder.resolve()),
+                    "log.dir": repo_relative((cell.folder / "log").resolve())}
             cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads]
             for key, value in keys.items():
                 cmd += ["--set", f"{key}={_value(value)}"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import logging
 import typing
 from dataclasses import dataclass, field, fields
@@ -115,9 +116,9 @@ class RunConfig:
             if "key" in f.metadata:
                 value = getattr(self, f.name)
                 if isinstance(value, Path):
-                    value = str(value)
+                    value = repo_relative(value)
                 elif isinstance(value, dict):
-                    value = {k: str(v) for k, v in value.items()}
+                    value = {k: repo_relative(v) if isinstance(v, Path) else str(v) for k, v in value.items()}
                 out[f.metadata["key"]] = value
         out["selection.resolved"] = self.selection_rule()
         out["input"] = self.source
@@ -279,6 +280,14 @@ def _apply_preset(cfg: RunConfig, explicit: set[str]) -> None:
         cfg.test_set = {name: folder / file for name, file in preset.tests.items()}
     if "data_format" not in explicit:
         cfg.data_format = preset.format
+
+
+def repo_relative(path: Path) -> str:
+    """A path as written to config.json: relative to the repository root (no machine's absolute path)."""
+    try:
+        return os.path.relpath(path, REPO)
+    except ValueError:  # another drive (Windows)
+        return str(path)
 
 
 def _anchor(path: Optional[Path]) -> Optional[Path]:

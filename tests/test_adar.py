@@ -158,5 +158,16 @@ def test_the_precomputed_step_equals_the_network():
     s = _sampler()
     z, user = torch.randn(9, 8), torch.randn(9, 8)
     t = torch.randint(1, 51, (9,))
+    # the network by its definition: the MLP on the concatenation [z_t ; W PE(t) ; e_u]
+    defined = s.net.net(torch.cat([z, s.net.time(s.net.pe[t]), user], dim=-1))
+    torch.testing.assert_close(s.net(z, t, user), defined, rtol=1e-5, atol=1e-6)
     user_part, time_part = s.net.fixed_parts(user)
-    torch.testing.assert_close(s.net.step(z, t, user_part, time_part), s.net(z, t, user), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(s.net.step(z, t, user_part, time_part), defined, rtol=1e-5, atol=1e-6)
+    # in place in larger work buffers (generation uses their first rows as the active rows shrink)
+    hidden = s.net.net[0].out_features
+    work = (torch.full((20, hidden), float("nan")), torch.full((20, hidden), float("nan")), torch.zeros(20, 8))
+    torch.testing.assert_close(s.net.step(z, t, user_part, time_part, work), defined, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(work[2][:9], defined, rtol=1e-5, atol=1e-6)
+    # gradients reach every weight of the network through forward() (the training path)
+    s.net(z, t, user).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in s.net.parameters())

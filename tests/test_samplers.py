@@ -258,9 +258,28 @@ def test_two_epoch_run_on_coat_writes_its_columns(shared, tmp_path, name):
 
 @pytest.mark.parametrize("n_items,m", [(50, 4), (300, 2)])  # whole-table product path, then the gather path
 def test_table_scores_equal_the_direct_scores(n_items, m):
-    from module.samplers.base import table_scores
+    from module.samplers.base import table_scores, torch_table_scores
     g = torch.Generator().manual_seed(0)
     user, table = torch.randn(300, 8, generator=g), torch.randn(n_items, 8, generator=g)
     ids = torch.randint(0, n_items, (300, m), generator=g)
     direct = (user.unsqueeze(1) * table[ids]).sum(-1)
-    torch.testing.assert_close(table_scores(user, table, ids, chunk=64), direct, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(table_scores(user, table, ids, chunk=64), direct, rtol=1e-5, atol=1e-5)  # numba
+    torch.testing.assert_close(torch_table_scores(user, table, ids, chunk=64), direct, rtol=1e-5, atol=1e-5)
+    # float64 goes the torch way and keeps its precision
+    exact = table_scores(user.double(), table.double(), ids)
+    assert exact.dtype == torch.float64
+    torch.testing.assert_close(exact, (user.double().unsqueeze(1) * table.double()[ids]).sum(-1))
+
+
+def test_gathered_dots_rejects_bad_input():
+    from util.scores import gathered_dots
+    user, table = np.ones((3, 4), np.float32), np.ones((5, 4), np.float32)
+    assert gathered_dots(user, table, np.zeros((3, 0), np.int64)).shape == (3, 0)
+    with pytest.raises(ValueError, match="outside"):
+        gathered_dots(user, table, np.full((3, 2), 5))
+    with pytest.raises(ValueError, match="outside"):
+        gathered_dots(user, table, np.full((3, 2), -1))
+    with pytest.raises(ValueError, match="do not fit"):
+        gathered_dots(user, np.ones((5, 3), np.float32), np.zeros((3, 2), np.int64))
+    with pytest.raises(ValueError, match="do not fit"):
+        gathered_dots(user, table, np.zeros((2, 2), np.int64))

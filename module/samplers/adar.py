@@ -37,23 +37,40 @@ class NoiseNet(nn.Module):
         self.register_buffer("pe", timestep_embedding(torch.arange(steps + 1), time_emb), persistent=False)
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
-        """Predicted noise for rows z at integer steps t (1..T) given the (detached) user embeddings."""
-        return self.net(torch.cat([z, self.time(self.pe[t]), user], dim=-1))
+        """Predicted noise for rows z at integer steps t (1..T) given the (detached) user embeddings.
+        The first layer on the concatenation, computed by parts: its time part is a (T+1)-row table, so
+        the time projection runs on T+1 rows instead of one per row (the same function)."""
+        user_part, time_part = self.fixed_parts(user)
+        d = z.shape[-1]
+        hidden = F.linear(z, self.net[0].weight[:, :d]) + user_part + time_part[t]
+        return self.net[1:](hidden)
 
     def fixed_parts(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For repeated calls on the same users: the first layer's user part (+ bias) per row and its
-        time part per step, so that a call only multiplies z (the same function as forward)."""
+        """The first layer's user part (+ bias) per row and its time part per step (T+1 rows)."""
         first = self.net[0]
         d = user.shape[-1]
         user_part = F.linear(user, first.weight[:, 2 * d:], first.bias)
         time_part = F.linear(self.time(self.pe), first.weight[:, d:2 * d])
         return user_part, time_part
 
-    def step(self, z: torch.Tensor, t: torch.Tensor, user_part: torch.Tensor, time_part: torch.Tensor) -> torch.Tensor:
-        """forward() from the precomputed fixed parts."""
-        d = z.shape[-1]
-        hidden = F.linear(z, self.net[0].weight[:, :d]) + user_part + time_part[t]
-        return self.net[1:](hidden)
+    @torch.no_grad()
+    def step(self, z: torch.Tensor, t: torch.Tensor, user_part: torch.Tensor, time_part: torch.Tensor,
+             work: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """forward() without gradient from the precomputed fixed parts, for repeated calls on the same
+        users (generation). In place in `work` = (rows x hidden, rows x hidden, rows x d) buffers of at
+        least z's rows when given: no fresh tensors per call (each step is a few small products, and
+        allocating and faulting in fresh buffers cost as much as the arithmetic)."""
+        n, d = z.shape
+        first, second, last = self.net[0], self.net[2], self.net[4]
+        if work is None:
+            work = (z.new_empty(n, first.out_features), z.new_empty(n, second.out_features), z.new_empty(n, d))
+        h1, h2, out = (w[:n] for w in work)
+        torch.index_select(time_part, 0, t, out=h1)
+        h1.add_(user_part).addmm_(z, first.weight[:, :d].t())
+        F.silu(h1, inplace=True)
+        torch.addmm(second.bias, h1, second.weight.t(), out=h2)
+        F.silu(h2, inplace=True)
+        return torch.addmm(last.bias, h2, last.weight.t(), out=out)
 
 
 class ADARSampler(NegativeSampler):
@@ -125,6 +142,8 @@ class ADARSampler(NegativeSampler):
         order = torch.argsort(t, descending=True, stable=True)
         cur, z = t[order].clone(), z[order]
         user_part, time_part = self.net.fixed_parts(user[order])
+        hidden = self.params.hidden
+        work = (z.new_empty(len(z), hidden), z.new_empty(len(z), hidden), torch.empty_like(z))
         while True:  # at most ceil(T / stride) passes
             n = int((cur > 0).sum())
             if n == 0:
@@ -132,7 +151,7 @@ class ADARSampler(NegativeSampler):
             t_a = cur[:n]
             nxt = (t_a - stride).clamp(min=0)
             z_a = z[:n]
-            eps = self.net.step(z_a, t_a, user_part[:n], time_part)
+            eps = self.net.step(z_a, t_a, user_part[:n], time_part, work)
             ab_t, ab_n = self.ab[t_a].unsqueeze(-1), self.ab[nxt].unsqueeze(-1)
             x0 = (z_a - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
             z[:n] = ab_n.sqrt() * x0 + (1 - ab_n).sqrt() * eps

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from util.scores import gathered_dots
+
 
 @dataclass
 class TrainBatch:
@@ -105,9 +107,18 @@ class NegativeSampler(nn.Module):
 
 
 def table_scores(user_emb: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, chunk: int = 128) -> torch.Tensor:
-    """(B, M) scores user_emb[b] . table[ids[b, m]], without gradient. When the table has at most 64 M rows,
-    blocks of `chunk` users are scored against the whole table (one product, cache-sized) and gathered:
-    a product costs far less per value than gathering B x M embedding rows; otherwise the rows are gathered."""
+    """(B, M) scores user_emb[b] . table[ids[b, m]], without gradient. On the CPU (float32) a numba kernel
+    computes exactly these B x M dot products (util.scores); elsewhere `torch_table_scores`."""
+    user_emb, table = user_emb.detach(), table.detach()
+    if user_emb.device.type == "cpu" and user_emb.dtype == torch.float32 and table.dtype == torch.float32:
+        return torch.from_numpy(gathered_dots(user_emb.numpy(), table.numpy(), ids.numpy()))
+    return torch_table_scores(user_emb, table, ids, chunk)
+
+
+def torch_table_scores(user_emb: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    """table_scores in torch (any device). When the table has at most 64 M rows, blocks of `chunk` users are
+    scored against the whole table (one product, cache-sized) and gathered: on a GPU a product costs far
+    less per value than gathering B x M embedding rows; otherwise the rows are gathered."""
     with torch.no_grad():
         user_emb, table = user_emb.detach(), table.detach()
         rows, m = ids.shape
