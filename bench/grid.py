@@ -24,6 +24,7 @@ import itertools
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -168,7 +169,9 @@ class Cell:
             return "failed" if (self.folder / "error.txt").is_file() else "todo"
         status = read_status(run)
         state = status.get("state", "todo")
-        if state == "running" and not _alive(status.get("pid")):
+        # a running status written on another machine (a record committed mid-run) is stale here
+        if state == "running" and (status.get("host", socket.gethostname()) != socket.gethostname()
+                                   or not _alive(status.get("pid"))):
             return "stale"
         return state
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
 import statistics
 
 import numpy as np
@@ -110,6 +112,19 @@ def _rows(valid, ood_valid, test):
     return [{"epoch": e + 1, "valid/Recall@20": v, "ood_valid/Recall@20": o,
              **{f"test_ood/{k}": t for k in T.FOUR}, "train_s": 1.0, "sample_s": 0.0}
             for e, (v, o, t) in enumerate(zip(valid, ood_valid, test))]
+
+
+def test_a_running_record_from_another_machine_is_stale(tmp_path):
+    grid = G.Grid("t", ["coat"], ["valid"], [1], {"m": {}})
+    cell = G.GridRunner(grid, tmp_path, tmp_path).cell("coat", "m", {}, 1, {})
+    run = _fake_run(cell.folder, _rows([0.1], [0.1], [0.1]), state="running")
+    here = {"state": "running", "pid": os.getpid()}  # this very process: alive
+    (run / "status.json").write_text(json.dumps({**here, "host": socket.gethostname()}))
+    assert cell.state() == "running"
+    (run / "status.json").write_text(json.dumps({**here, "host": "another-machine"}))
+    assert cell.state() == "stale"
+    (run / "status.json").write_text(json.dumps({"state": "running", "pid": 2**22 + 12345}))  # no such process
+    assert cell.state() == "stale"
 
 
 def test_hyperparameters_are_chosen_on_validation_data_only(tmp_path):

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -50,9 +51,10 @@ class RunWriter:
         atomic_write_json(self.dir / "config.json", config)
 
     def write_status(self, state: str, **info: Any) -> None:
-        """status.json: running | finished | failed | interrupted, with a message and the pid."""
+        """status.json: running | finished | failed | interrupted, with a message, the pid and the host."""
         assert state in STATES, state
         atomic_write_json(self.dir / "status.json", {"state": state, **info, "pid": os.getpid(),
+                                                     "host": socket.gethostname(),
                                                      "updated": time.strftime("%Y-%m-%d %H:%M:%S")})
 
     def add_epoch(self, row: dict[str, Any]) -> None:
