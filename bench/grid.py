@@ -27,6 +27,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,9 @@ class GridRunner:
     def __init__(self, grid: Grid, out: Path, dataset_root: Path, jobs: int = 1, retry_failed: bool = False):
         self.grid, self.out, self.root = grid, Path(out), Path(dataset_root)
         self.jobs, self.retry_failed = jobs, retry_failed
+        self.datasets: list[str] = []  # the datasets being run and those skipped (for grid.json)
+        self.skipped: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     # data: presets present, and the OOD split of the ood_valid protocol
     def root_of(self, dataset: str) -> Path:
@@ -216,7 +220,7 @@ class GridRunner:
             return None
         missing = [f for f in preset.files() if not (self.root / preset.name / f).is_file()]
         if missing:
-            return f"files absent under {self.root / preset.name}: {', '.join(missing)} ({preset.how_to_get})"
+            return f"files absent under --dataset-root/{preset.name}: {', '.join(missing)} ({preset.how_to_get})"
         if "test_ood" not in preset.tests:
             return "no test_ood file"
         if any(p in ("valid", "ood_valid") for p in self.grid.protocols) and not preset.valid:
@@ -329,6 +333,7 @@ class GridRunner:
             if cell.run_dir() is None or read_status(cell.run_dir()).get("state") != "failed":
                 atomic_write_text(cell.folder / "error.txt", message + "\n")
             log.warning("cell %s failed: %s", cell.id, message)
+        self.write_manifest()
         return cell.state()
 
     def run_all(self, cells: list[Cell]) -> None:
@@ -338,6 +343,14 @@ class GridRunner:
             return
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             list(pool.map(self.run_cell, todo))
+
+    def write_manifest(self) -> dict[str, Any]:
+        """Write grid.json now (at the start, after every cell and at the end: an interim table can be made
+        at any time) and return it."""
+        with self._lock:
+            manifest = self.manifest(self.datasets, self.skipped)
+            atomic_write_json(self.out / "grid.json", manifest)
+        return manifest
 
     def manifest(self, datasets: list[str], skipped: dict[str, str]) -> dict[str, Any]:
         """grid.json: the grid, its cells with state and error, the choices and skipped datasets."""
@@ -409,12 +422,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{len(first) + len(later)} cells listed, {remaining} to run; the later seeds of {len(waiting)} "
               f"dataset/method pair(s) are listed once their first-seed candidates have finished")
         return 0
+    runner.datasets, runner.skipped = datasets, skipped
+    runner.write_manifest()
     first, _, _ = runner.plan(datasets)
     runner.run_all(first)
     _, later, _ = runner.plan(datasets)
     runner.run_all(later)
-    manifest = runner.manifest(datasets, skipped)
-    atomic_write_json(out / "grid.json", manifest)
+    manifest = runner.write_manifest()
     failed = [c for c in manifest["cells"] if c["state"] == "failed"]
     log.info("grid %s: %d cells, %d finished, %d failed; manifest %s", grid.name, len(manifest["cells"]),
              sum(c["state"] == "finished" for c in manifest["cells"]), len(failed), out / "grid.json")

@@ -216,7 +216,17 @@ def header(results: Path) -> str:
             except (OSError, ValueError):
                 pass
     import torch
-    return (f"## Grid `{manifest['grid']}`\n\ntable made at commit `{commit}` by `python -m bench.table {results}`; "
+    states = [c["state"] for c in manifest["cells"]]
+    waiting = sum(all(v is None for v in chosen.values()) for chosen in manifest["choices"].values())
+    done = states.count("finished")
+    if done == len(states) and not waiting:
+        progress = f"Complete: all {len(states)} cells finished."
+    else:
+        progress = (f"**Interim**: {done} of the {len(states)} cells listed so far finished"
+                    + (f", {states.count('failed')} failed" if "failed" in states else "")
+                    + (f"; the later seeds of {waiting} dataset/method pair(s) are not listed yet" if waiting else "")
+                    + "; rows show the seeds finished so far (`seeds` column), methods without a finished choice are absent.")
+    return (f"## Grid `{manifest['grid']}`\n\n{progress}\n\ntable made at commit `{commit}` by `python -m bench.table {results}`; "
             f"runs made at commit(s): {', '.join(sorted(runs)) or 'none'}; "
             f"runs by `python -m bench.grid conf/grids/{manifest['grid']}.yaml`; hardware: {platform.machine()}, "
             f"{os.cpu_count()} CPU cores, torch {torch.__version__}, device cpu. Mean ± sample std over seeds; "

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 
 import numpy as np
 import pytest
@@ -78,9 +79,22 @@ def test_a_failing_cell_is_recorded_and_the_rest_go_on(shared, tmp_path):
     assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out)]) == 0
     cells = {c["method"]: c for c in json.loads((out / "grid.json").read_text())["cells"]}
     assert cells["ok"]["state"] == "finished"
+    record = next((out / "runs").rglob("config.json")).read_text()
+    assert str(REPO) not in record and '"commit"' in record  # a record to commit: no machine's path
     assert cells["broken"]["state"] == "failed" and "diverged" in cells["broken"]["error"]
     assert cells["typo"]["state"] == "failed" and "max.epochs" in cells["typo"]["error"]
     assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out), "--dry-run"]) == 0
+
+
+def test_grid_json_is_written_after_every_cell(tmp_path, monkeypatch):
+    grid = G.Grid("t", ["coat"], ["valid"], [1], {"a": {}, "b": {}})
+    runner = G.GridRunner(grid, tmp_path, tmp_path)
+    runner.datasets = []  # no dataset files needed: the manifest lists the cells of these datasets
+    cell = runner.cell("coat", "a", {}, 1, {})
+    monkeypatch.setattr(G.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "boom\n"))
+    assert runner.run_cell(cell) == "failed"
+    assert json.loads((tmp_path / "grid.json").read_text())["grid"] == "t"  # written before the grid ends
+    assert (cell.folder / "error.txt").read_text().strip() == "boom"
 
 
 def test_bad_grid_files_are_clear_errors(tmp_path, capsys, caplog):
@@ -165,3 +179,13 @@ def test_table_arithmetic_on_constructed_runs(tmp_path):
     assert T.main([str(tmp_path)]) == 0
     text = (tmp_path / "table.md").read_text()
     assert f"**{statistics.mean(values['cns']):.5f} ± {statistics.stdev(values['cns']):.5f}**" in text
+    assert "Complete: all 6 cells finished." in text
+    # an interim table (a grid still running or stopped) says so and counts what is missing
+    manifest = json.loads((tmp_path / "grid.json").read_text())
+    manifest["cells"][-1].update(state="interrupted")
+    manifest["choices"]["d/late"] = {"valid": None}
+    (tmp_path / "grid.json").write_text(json.dumps(manifest))
+    assert T.main([str(tmp_path)]) == 0
+    text = (tmp_path / "table.md").read_text()
+    assert "**Interim**: 5 of the 6 cells listed so far finished" in text and "of 1 dataset/method pair(s)" in text
+    assert "| cns | - | 2 |" in text  # the row shows the seeds it has
