@@ -88,12 +88,14 @@ def plot(results: Path, out: Path) -> list[Path]:
                 ax.set_title(f"{dataset} ({protocol}): IID vs OOD at the selected epoch", fontsize=9)
                 ax.legend(fontsize=7)
                 written.append(_save(fig, out / f"{protocol}-{dataset}-iid-vs-ood.png"))
+            lifts = {method: [[r.get("fhn_heldout", np.nan) / r["fhn_heldout_base"] for r in rows
+                               if "fhn_heldout_base" in r] for rows, _ in runs] for method, runs in methods.items()}
+            lifts = {method: [s for s in series if s] for method, series in lifts.items() if any(series)}
+            if not lifts:  # the FHN probe was off (fhn.probe: 0): no figure
+                continue
             fig, ax = plt.subplots(figsize=(4.6, 3.4))
-            for method, runs in methods.items():
-                lifted = [[r.get("fhn_heldout", np.nan) / r["fhn_heldout_base"] for r in rows if "fhn_heldout_base" in r]
-                          for rows, _ in runs]
-                if any(lifted):
-                    _band(ax, [([{"lift": v} for v in series], 0) for series in lifted if series], "lift", method)
+            for method, series in lifts.items():
+                _band(ax, [([{"lift": v} for v in values], 0) for values in series], "lift", method)
             ax.axhline(1.0, color="grey", lw=0.8, ls="--")
             ax.set_title(f"{dataset}: fhn_heldout / chance", fontsize=9)
             ax.set_xlabel("epoch")

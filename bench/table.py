@@ -27,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 from bench.grid import read_rows, selected_index
+from conf.config import repo_relative
 from util.io import atomic_write_text
 
 FOUR = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20")
@@ -226,7 +227,7 @@ def header(results: Path) -> str:
                     + (f", {states.count('failed')} failed" if "failed" in states else "")
                     + (f"; the later seeds of {waiting} dataset/method pair(s) are not listed yet" if waiting else "")
                     + "; rows show the seeds finished so far (`seeds` column), methods without a finished choice are absent.")
-    return (f"## Grid `{manifest['grid']}`\n\n{progress}\n\ntable made at commit `{commit}` by `python -m bench.table {results}`; "
+    return (f"## Grid `{manifest['grid']}`\n\n{progress}\n\ntable made at commit `{commit}` by `python -m bench.table {repo_relative(results.resolve())}`; "
             f"runs made at commit(s): {', '.join(sorted(runs)) or 'none'}; "
             f"runs by `python -m bench.grid conf/grids/{manifest['grid']}.yaml`; hardware: {platform.machine()}, "
             f"{os.cpu_count()} CPU cores, torch {torch.__version__}, device cpu. Mean ± sample std over seeds; "

@@ -189,3 +189,21 @@ def test_table_arithmetic_on_constructed_runs(tmp_path):
     text = (tmp_path / "table.md").read_text()
     assert "**Interim**: 5 of the 6 cells listed so far finished" in text and "of 1 dataset/method pair(s)" in text
     assert "| cns | - | 2 |" in text  # the row shows the seeds it has
+
+
+def test_the_study_runs_grids_then_writes_their_tables(shared, tmp_path):
+    from bench import study
+    path = write(tmp_path / "tiny.yaml", "name: tiny\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\n"
+                 "keys: {max.epoch: 1, fhn.probe: 0, batch.size: 256}\nmethods: {rns: {keys: {negative.sampler: rns}}}\n")
+    args = ["--grids", str(path), "--dataset-root", str(shared), "--results", str(tmp_path / "grids"),
+            "--tables", str(tmp_path / "tables")]
+    assert study.main(args) == 0
+    text = (tmp_path / "tables" / "tiny" / "table.md").read_text()
+    assert "Complete: all 1 cells finished." in text and "| rns |" in text
+    assert str(REPO) not in text  # a committed table names no machine's path
+    assert (tmp_path / "grids" / "tiny" / "grid.json").is_file()
+    figures = tmp_path / "tables" / "tiny" / "figures"
+    assert figures.is_dir() == study.has_plotting()
+    assert not list(figures.glob("*-fhn.png"))  # the probe was off: no empty FHN figure
+    assert study.main(["--grids", "no_such_grid"]) == 2
+    assert study.main(["--grids", str(write(tmp_path / "bad.yaml", "name: bad\n"))]) == 2
