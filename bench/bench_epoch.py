@@ -6,9 +6,12 @@ Per sampler configuration: median wall time of a training epoch (and its samplin
 full evaluation of test_ood, of one false-hard-negative probe (fhn.probe pairs), and a per-phase split measured on an instrumented copy of the batch loop
 (sampling, propagation forward, CNSDiff's candidate chains and diffusion loss, ADAR's t* and generation,
 rest of the sampler (for ADAR: its denoiser's training forward), loss + backward, optimiser step).
-ADAR is timed after its warm-up (warmup_epochs 0), i.e. while generating. References measured in the same run: the RNS epoch (ratio CNSDiff / RNS) and the
-matrix-multiply throughput of this machine, which gives the floor of the candidate chains
-(4 * rows * d * hidden FLOP per denoiser call). Timings are medians; the machine is shared and noisy.
+ADAR is timed after its warm-up (warmup_epochs 0), i.e. while generating. References measured in the
+same run: the RNS epoch (ratio sampler / RNS) and the matrix-multiply throughput of this machine, which
+gives the floor of CNSDiff's candidate chains (4 * rows * d * hidden FLOP per denoiser call) and of ADAR's
+noise network (its training forward and backward and ceil(t* / stride) calls per row of generation, from
+the t* of the measured batches): time that no implementation of the same products on this machine saves.
+Timings are medians; the machine is shared and noisy.
 """
 from __future__ import annotations
 
@@ -59,17 +62,31 @@ def _median_time(fn: Callable[[], object], repeats: int, device: torch.device) -
     return statistics.median(times)
 
 
-def matmul_gflops(device: torch.device, rows: int = 6144, d: int = 64, repeats: int = 50) -> float:
-    """Measured throughput of (rows x d) @ (d x d) products, the shape of the chain's layers."""
-    x, w = torch.randn(rows, d, device=device), torch.randn(d, d, device=device)
-    out = torch.empty(rows, d, device=device)  # preallocated: time the arithmetic, not the allocator
+def matmul_gflops(device: torch.device, rows: int = 6144, d: int = 64, repeats: int = 50, width: int = 0) -> float:
+    """Measured throughput of (rows x d) @ (d x width) products (width d by default: the shape of CNSDiff's
+    chain layers; 2048 x 256 @ 256 x 256 is the widest layer of ADAR's noise network)."""
+    width = width or d
+    x, w = torch.randn(rows, d, device=device), torch.randn(d, width, device=device)
+    out = torch.empty(rows, width, device=device)  # preallocated: time the arithmetic, not the allocator
 
     def twenty() -> None:
         for _ in range(20):
             torch.mm(x, w, out=out)
     twenty()
     seconds = _median_time(twenty, repeats, device) / 20
-    return 2 * rows * d * d / seconds / 1e9
+    return 2 * rows * d * width / seconds / 1e9
+
+
+def adar_noise_net_gflop(rows: int, t_star: torch.Tensor, dim: int, hidden: int, stride: int) -> dict[str, float]:
+    """GFLOP per batch of ADAR's noise network (products only): its training forward and backward on every
+    row, and the reverse generation, ceil(t* / stride) network calls per row (gen_mode reverse)."""
+    per_call = dim * hidden + hidden * hidden + hidden * dim  # multiply-adds per row of one call from z
+    forward = rows * (per_call + dim * hidden)  # training forward also multiplies the user part
+    backward = rows * (per_call + dim * hidden) + rows * (hidden * hidden + hidden * dim)  # weights + inputs
+    calls = float(torch.ceil(t_star.float() / stride).sum())
+    return {"train_forward": 2 * forward / 1e9, "train_backward": 2 * backward / 1e9,
+            "generation": 2 * calls * per_call / 1e9, "mean_calls_per_row": calls / max(1, len(t_star)),
+            "hidden": hidden}
 
 
 def phase_split(rec: LightGCN, n_batches: int) -> dict[str, float]:
@@ -95,9 +112,17 @@ def phase_split(rec: LightGCN, n_batches: int) -> dict[str, float]:
     if rec.sampler.name == "cnsdiff":
         wrap(rec.sampler, "generate", "chains")
         wrap(rec.sampler.diffusion, "training_losses", "diffusion_loss")
+    t_stars: list[torch.Tensor] = []
     if rec.sampler.name == "adar":
         wrap(rec.sampler, "generate", "generation")
         wrap(rec.sampler, "transition", "t_star")
+        transition = rec.sampler.transition
+
+        def keep_t(*args, **kwargs):
+            out = transition(*args, **kwargs)
+            t_stars.append(out[0].detach().cpu())
+            return out
+        rec.sampler.transition = keep_t
     t0 = time.perf_counter()
     users, pos, negs = rec.epoch_sampler.epoch()
     users, pos, negs = (torch.from_numpy(a).to(device) for a in (users, pos, negs))
@@ -131,6 +156,10 @@ def phase_split(rec: LightGCN, n_batches: int) -> dict[str, float]:
                 phases.setdefault(name, []).append(value)
     result = {name: 1000 * statistics.median(v) for name, v in phases.items()}
     result["sampling_per_epoch"] = 1000 * sample_epoch
+    if t_stars:
+        p = rec.sampler.params
+        per_batch = [adar_noise_net_gflop(b, t, rec.config.embedding_size, p.hidden, p.reverse_stride) for t in t_stars]
+        result["adar_gflop"] = {k: statistics.mean(f[k] for f in per_batch) for k in per_batch[0]}  # type: ignore[assignment]
     return result
 
 
@@ -150,6 +179,8 @@ def bench_config(name: str, base: dict, repeats: int, device: torch.device) -> d
     fhn_s = _median_time(lambda: rec.fhn.measure(rec.model, rec.sampler, rec.epoch_sampler, 1, cfg.max_epoch,
                                                  device), repeats, device)
     n_batches = len(rec.epoch_sampler) // cfg.batch_size
+    phases = phase_split(rec, min(n_batches, 3 + repeats * 4))
+    flop = phases.pop("adar_gflop", None)
     return {
         "epoch_s": statistics.median(e["train_s"] + e["sample_s"] for e in epochs),
         "epoch_runs_s": [round(e["train_s"] + e["sample_s"], 3) for e in epochs],
@@ -157,7 +188,8 @@ def bench_config(name: str, base: dict, repeats: int, device: torch.device) -> d
         "eval_test_ood_s": eval_s,
         "fhn_probe_s": fhn_s,
         "batches_per_epoch": n_batches + (1 if len(rec.epoch_sampler) % cfg.batch_size else 0),
-        "phases_ms_per_batch": phase_split(rec, min(n_batches, 3 + repeats * 4)),
+        "phases_ms_per_batch": phases,
+        **({"noise_net": flop} if flop else {}),
     }
 
 
@@ -200,6 +232,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"|   chains of {name}: {flop / 1e9:.2f} GFLOP/batch, matmul floor {floor_ms:.1f} ms, "
                   f"measured {r['phases_ms_per_batch']['chains']:.1f} ms "
                   f"({r['phases_ms_per_batch']['chains'] / floor_ms:.1f}x the floor) | | | |")
+        if "noise_net" in r:
+            flop = r["noise_net"]
+            hidden = flop["hidden"]
+            wide = matmul_gflops(device, rows=batch, d=hidden, width=hidden)
+            total = flop["train_forward"] + flop["train_backward"] + flop["generation"]
+            floor_ms = total / wide * 1000
+            rns_batch_ms = 1000 * rns / results["configs"]["rns"]["batches_per_epoch"] if rns else None
+            flop.update(gflop_per_batch=total, matmul_gflops=wide, floor_ms=floor_ms)
+            bound = f", so at best {1 + floor_ms / rns_batch_ms:.2f}x RNS" if rns_batch_ms else ""
+            print(f"|   noise network of {name}: {total:.2f} GFLOP/batch (training forward {flop['train_forward']:.2f}, "
+                  f"backward {flop['train_backward']:.2f}, generation {flop['generation']:.2f} at "
+                  f"{flop['mean_calls_per_row']:.1f} calls per row); at the measured {wide:.0f} GFLOP/s of "
+                  f"{batch}x{hidden} @ {hidden}x{hidden} products: "
+                  f"{floor_ms:.1f} ms per batch on top of everything RNS does{bound} | | | |")
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / f"epoch-{args.dataset}-{device.type}.json", results)
     return 0

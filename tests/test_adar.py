@@ -171,3 +171,28 @@ def test_the_precomputed_step_equals_the_network():
     # gradients reach every weight of the network through forward() (the training path)
     s.net(z, t, user).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in s.net.parameters())
+
+
+def test_the_benchmark_counts_the_noise_network_flops():
+    """bench.bench_epoch's floor of ADAR: training forward/backward as torch's FLOP counter counts them,
+    and ceil(t* / stride) network calls per row in reverse generation."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from bench.bench_epoch import adar_noise_net_gflop
+    s = ADARSampler(ADARParams(), 10, 10, 16, torch.device("cpu"))
+    rows, hidden = 64, s.params.hidden
+    z, user, t = torch.randn(rows, 16), torch.randn(rows, 16), torch.randint(1, 51, (rows,))
+    est = adar_noise_net_gflop(rows, t, 16, hidden, s.params.reverse_stride)
+    with FlopCounterMode(display=False) as forward:
+        out = s.net(z, t, user)
+    with FlopCounterMode(display=False) as backward:
+        torch.nn.functional.mse_loss(out, torch.randn(rows, 16)).backward()
+    time_part = 2 * (s.params.steps + 1) * (s.params.time_emb * 16 + 16 * hidden) / 1e9  # (T+1)-row table
+    assert est["train_forward"] + time_part == pytest.approx(forward.get_total_flops() / 1e9, rel=1e-6)
+    assert est["train_backward"] == pytest.approx(backward.get_total_flops() / 1e9, rel=0.05)
+    calls = []
+    step = s.net.step
+    s.net.step = lambda z_a, *a, **k: (calls.append(len(z_a)), step(z_a, *a, **k))[1]
+    s.generate(z, t, user, torch.randn(rows, 16))
+    per_call = 2 * (16 * hidden + hidden * hidden + hidden * 16)
+    assert sum(calls) == int(torch.ceil(t / s.params.reverse_stride).sum())
+    assert est["generation"] == pytest.approx(sum(calls) * per_call / 1e9)
