@@ -85,7 +85,13 @@ class ADARSampler(NegativeSampler):
         p = params
         ab = torch.cumprod(1.0 - torch.from_numpy(make_betas(p.schedule, p.steps, 1.0, 1e-4, 0.02)), 0)
         # index t = 0..T: alpha_bar_0 = 1 (no noise)
-        self.register_buffer("ab", torch.cat([torch.ones(1, dtype=torch.float64), ab]).float(), persistent=False)
+        ab = torch.cat([torch.ones(1, dtype=torch.float64), ab])
+        self.register_buffer("ab", ab.float(), persistent=False)
+        # one deterministic DDIM jump t -> n = max(t - stride, 0) as z_n = a_t z_t + b_t eps, from
+        # x0 = (z_t - sqrt(1 - ab_t) eps) / sqrt(ab_t) and z_n = sqrt(ab_n) x0 + sqrt(1 - ab_n) eps
+        ab_n = ab[(torch.arange(p.steps + 1) - p.reverse_stride).clamp(min=0)]
+        jump = torch.stack([(ab_n / ab).sqrt(), (1 - ab_n).sqrt() - (ab_n * (1 - ab) / ab).sqrt()], 1)
+        self.register_buffer("jump", jump.float(), persistent=False)
         self.net = NoiseNet(dim, p.steps, p.hidden, p.time_emb)
         self.register_buffer("quartiles", torch.tensor([0.25, 0.5, 0.75]), persistent=False)
         self.t_max = p.t_max or p.steps
@@ -148,14 +154,11 @@ class ADARSampler(NegativeSampler):
             n = int((cur > 0).sum())
             if n == 0:
                 break
-            t_a = cur[:n]
-            nxt = (t_a - stride).clamp(min=0)
-            z_a = z[:n]
+            t_a, z_a = cur[:n], z[:n]
             eps = self.net.step(z_a, t_a, user_part[:n], time_part, work)
-            ab_t, ab_n = self.ab[t_a].unsqueeze(-1), self.ab[nxt].unsqueeze(-1)
-            x0 = (z_a - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
-            z[:n] = ab_n.sqrt() * x0 + (1 - ab_n).sqrt() * eps
-            cur[:n] = nxt
+            coef = self.jump[t_a]
+            z_a.mul_(coef[:, :1]).addcmul_(coef[:, 1:], eps)  # in place: z_a is the first n rows of z
+            t_a.sub_(stride).clamp_(min=0)
         out = torch.empty_like(z)
         out[order] = z
         return out
