@@ -207,3 +207,21 @@ def test_the_study_runs_grids_then_writes_their_tables(shared, tmp_path):
     assert not list(figures.glob("*-fhn.png"))  # the probe was off: no empty FHN figure
     assert study.main(["--grids", "no_such_grid"]) == 2
     assert study.main(["--grids", str(write(tmp_path / "bad.yaml", "name: bad\n"))]) == 2
+
+
+def test_the_candidates_table_shows_every_value_and_marks_the_validation_choice(tmp_path):
+    cells = []
+    for lr, valid, test in ((0.1, [0.30, 0.32], [0.50, 0.60]), (0.2, [0.20, 0.40], [0.05, 0.06])):
+        run = _fake_run(tmp_path / "runs" / f"lr{lr}", _rows(valid, [0.1, 0.1], test))
+        cells.append({"id": f"d/m/{lr}/s1", "dataset": "d", "method": "m", "candidate": {"learning.rate": lr},
+                      "seed": 1, "state": "finished", "error": "", "run": str(run.relative_to(tmp_path))})
+    cells.append({"id": "d/m/0.2/s2", "dataset": "d", "method": "m", "candidate": {"learning.rate": 0.2},
+                  "seed": 2, "state": "todo", "error": "", "run": None})  # a later seed: not a candidate row
+    (tmp_path / "grid.json").write_text(json.dumps({"grid": "t", "protocols": ["valid"], "cells": cells,
+                                                    "choices": {"d/m": {"valid": {"learning.rate": 0.2}}}}))
+    records = T.candidates(tmp_path)
+    assert [(r["candidate"]["learning.rate"], r["chosen"], r["epoch"], r["validation"], r["test_ood"])
+            for r in records] == [(0.1, False, 2, 0.32, 0.60), (0.2, True, 2, 0.40, 0.06)]
+    text = T.candidates_markdown(records)
+    assert "| valid | d | m | **learning.rate=0.2** | finished | 2 / 2 | 0.40000 |" in text
+    assert "| valid | d | m | learning.rate=0.1 | finished | 2 / 2 | 0.32000 |" in text
