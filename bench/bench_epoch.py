@@ -7,7 +7,8 @@ full evaluation of test_ood, of one false-hard-negative probe (fhn.probe pairs),
 (sampling, propagation forward, CNSDiff's candidate chains and diffusion loss, ADAR's t* and generation,
 rest of the sampler (for ADAR: its denoiser's training forward), loss + backward, optimiser step).
 ADAR is timed after its warm-up (warmup_epochs 0), i.e. while generating. References measured in the
-same run: the RNS epoch (ratio sampler / RNS) and the matrix-multiply throughput of this machine, which
+same run: the RNS epoch (each epoch of a configuration alternates with an RNS epoch, and the ratio is the
+median of those pairs, so a drift of the machine's speed over minutes does not enter it) and the matrix-multiply throughput of this machine, which
 gives the floor of CNSDiff's candidate chains (4 * rows * d * hidden FLOP per denoiser call) and of ADAR's
 noise network (its training forward and backward and ceil(t* / stride) calls per row of generation, from
 the t* of the measured batches): time that no implementation of the same products on this machine saves.
@@ -163,15 +164,30 @@ def phase_split(rec: LightGCN, n_batches: int) -> dict[str, float]:
     return result
 
 
-def bench_config(name: str, base: dict, repeats: int, device: torch.device) -> dict:
-    """Timings of one sampler configuration."""
+def build(name: str, base: dict, device: torch.device) -> LightGCN:
+    """A recommender of one sampler configuration, seeded, after a warm-up epoch (numba compilation, allocator)."""
     cfg = resolve({**base, **CONFIGS[name]})
     data = load_data(cfg)
     seed_everything(cfg.seed)
     rec = LightGCN(cfg, data, device, Path("."))
     rec.build()
-    rec.train_epoch(0)  # warm-up (numba compilation, allocator)
-    epochs = [rec.train_epoch(1) for _ in range(repeats)]
+    rec.train_epoch(0)
+    return rec
+
+
+def bench_config(name: str, base: dict, repeats: int, device: torch.device, reference: LightGCN) -> dict:
+    """Timings of one sampler configuration. Its epochs alternate with epochs of the RNS reference, so each
+    ratio compares two epochs measured seconds apart (the machine's speed drifts over minutes)."""
+    rec = build(name, base, device)
+    cfg = rec.config
+    epochs, ratios, reference_s, sample_s = [], [], [], []
+    for _ in range(repeats):
+        ref = reference.train_epoch(1)
+        e = rec.train_epoch(1)
+        epochs.append(e["train_s"] + e["sample_s"])
+        sample_s.append(e["sample_s"])
+        reference_s.append(ref["train_s"] + ref["sample_s"])
+        ratios.append(epochs[-1] / reference_s[-1])
     evaluator = rec.evaluators["test_ood"]
     with torch.no_grad():
         user_all, item_all = rec.model()
@@ -182,9 +198,12 @@ def bench_config(name: str, base: dict, repeats: int, device: torch.device) -> d
     phases = phase_split(rec, min(n_batches, 3 + repeats * 4))
     flop = phases.pop("adar_gflop", None)
     return {
-        "epoch_s": statistics.median(e["train_s"] + e["sample_s"] for e in epochs),
-        "epoch_runs_s": [round(e["train_s"] + e["sample_s"], 3) for e in epochs],
-        "sample_s": statistics.median(e["sample_s"] for e in epochs),
+        "epoch_s": statistics.median(epochs),
+        "epoch_runs_s": [round(e, 3) for e in epochs],
+        "rns_epoch_s": statistics.median(reference_s),
+        "x_rns": statistics.median(ratios),
+        "x_rns_runs": [round(r, 3) for r in ratios],
+        "sample_s": statistics.median(sample_s),
         "eval_test_ood_s": eval_s,
         "fhn_probe_s": fhn_s,
         "batches_per_epoch": n_batches + (1 if len(rec.epoch_sampler) % cfg.batch_size else 0),
@@ -211,18 +230,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     gflops = matmul_gflops(device)
     results = {"device": str(device), "threads": torch.get_num_threads(), "dataset": args.dataset,
                "repeats": args.repeats, "matmul_gflops": gflops, "configs": {}}
+    reference = build("rns", base, device)
     for name in args.configs:
-        results["configs"][name] = bench_config(name, base, args.repeats, device)
-    rns = results["configs"].get("rns", {}).get("epoch_s")
+        results["configs"][name] = bench_config(name, base, args.repeats, device, reference)
     dim, hidden, batch = 64, 64, 2048
-    print(f"device {device}, {results['threads']} threads, matmul {gflops:.0f} GFLOP/s, medians of {args.repeats}")
-    print("| config | epoch s | x RNS | eval test_ood s | FHN probe s (% of its epoch) | phases ms/batch |")
-    print("|---|---|---|---|---|---|")
+    print(f"device {device}, {results['threads']} threads, matmul {gflops:.0f} GFLOP/s, medians of {args.repeats}; "
+          f"x RNS: median ratio of each epoch to the RNS epoch measured just before it")
+    print("| config | epoch s | RNS epoch s | x RNS (range) | eval test_ood s | FHN probe s (% of its epoch) | phases ms/batch |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results["configs"].items():
-        ratio = f"{r['epoch_s'] / rns:.2f}" if rns else "-"
+        ratio = f"{r['x_rns']:.2f} ({min(r['x_rns_runs']):.2f}-{max(r['x_rns_runs']):.2f})"
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases_ms_per_batch"].items())
         probe = f"{r['fhn_probe_s']:.3f} ({100 * r['fhn_probe_s'] / r['epoch_s']:.1f}%)"
-        print(f"| {name} | {r['epoch_s']:.2f} | {ratio} | {r['eval_test_ood_s']:.3f} | {probe} | {phases} |")
+        print(f"| {name} | {r['epoch_s']:.2f} | {r['rns_epoch_s']:.2f} | {ratio} | {r['eval_test_ood_s']:.3f} | "
+              f"{probe} | {phases} |")
         if "chains" in r["phases_ms_per_batch"]:
             calls = 20 * 3 if name.endswith("official") else 18 + 14 + 10
             flop = 4 * batch * dim * hidden * calls
@@ -234,17 +255,17 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"({r['phases_ms_per_batch']['chains'] / floor_ms:.1f}x the floor) | | | |")
         if "noise_net" in r:
             flop = r["noise_net"]
-            hidden = flop["hidden"]
-            wide = matmul_gflops(device, rows=batch, d=hidden, width=hidden)
+            width = flop["hidden"]
+            wide = matmul_gflops(device, rows=batch, d=width, width=width)
             total = flop["train_forward"] + flop["train_backward"] + flop["generation"]
             floor_ms = total / wide * 1000
-            rns_batch_ms = 1000 * rns / results["configs"]["rns"]["batches_per_epoch"] if rns else None
+            rns_batch_ms = 1000 * r["rns_epoch_s"] / r["batches_per_epoch"]
             flop.update(gflop_per_batch=total, matmul_gflops=wide, floor_ms=floor_ms)
-            bound = f", so at best {1 + floor_ms / rns_batch_ms:.2f}x RNS" if rns_batch_ms else ""
+            bound = f", so at best {1 + floor_ms / rns_batch_ms:.2f}x RNS"
             print(f"|   noise network of {name}: {total:.2f} GFLOP/batch (training forward {flop['train_forward']:.2f}, "
                   f"backward {flop['train_backward']:.2f}, generation {flop['generation']:.2f} at "
                   f"{flop['mean_calls_per_row']:.1f} calls per row); at the measured {wide:.0f} GFLOP/s of "
-                  f"{batch}x{hidden} @ {hidden}x{hidden} products: "
+                  f"{batch}x{width} @ {width}x{width} products: "
                   f"{floor_ms:.1f} ms per batch on top of everything RNS does{bound} | | | |")
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / f"epoch-{args.dataset}-{device.type}.json", results)
