@@ -225,3 +225,16 @@ def test_the_candidates_table_shows_every_value_and_marks_the_validation_choice(
     text = T.candidates_markdown(records)
     assert "| valid | d | m | **learning.rate=0.2** | finished | 2 / 2 | 0.40000 |" in text
     assert "| valid | d | m | learning.rate=0.1 | finished | 2 / 2 | 0.32000 |" in text
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "conf" / "grids").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_grid_resolves_to_valid_runs(path):
+    """A typo in a shipped grid must fail here, not hours into a study."""
+    from conf.config import resolve
+    grid = G.load_grid(path)
+    assert grid.name == path.stem  # bench.study finds a grid's results by its file name
+    for dataset in grid.datasets:
+        for method in grid.methods:
+            for candidate in grid.candidates(method):
+                cfg = resolve({**grid.keys, "dataset": dataset, **grid.methods[method].get("keys", {}), **candidate})
+                assert cfg.dataset == dataset
