@@ -1,7 +1,7 @@
 """Comparison tables of a grid's results: python -m bench.table RESULTS_DIR [--out DIR]
 
-RESULTS_DIR is a grid's output folder (it holds grid.json, written by bench.grid). Writes table.md and
-table.csv: per protocol and dataset, each method at the hyperparameters its protocol's validation data
+RESULTS_DIR is a grid's output folder (it holds grid.json, written by bench.grid). Writes summary.md (test
+Recall@20 per method and dataset, one table per protocol), table.md and table.csv: per protocol and dataset, each method at the hyperparameters its protocol's validation data
 chose, IID and OOD test metrics (Recall/NDCG@10/20) as mean ± sample std over seeds at the protocol's
 selected epoch, the average training popularity of the recommended top-20 (ARP@20), the change of
 Recall@20 relative to RNS, the relative improvement over the best other method (per metric, averaged
@@ -243,6 +243,39 @@ def markdown(records: list[dict[str, Any]], header: str) -> str:
     return "\n".join(out)
 
 
+def summary_markdown(records: list[dict[str, Any]], header_line: str) -> str:
+    """One compact table per protocol: methods as rows, per dataset the test Recall@20 (OOD and IID, mean ±
+    std over seeds, change vs RNS) and the number of seeds; the best OOD value per dataset in bold."""
+    out = [header_line, ""]
+    for protocol in dict.fromkeys(r["protocol"] for r in records):
+        rows = [r for r in records if r["protocol"] == protocol]
+        datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        by = {(r["dataset"], r["method"], r["file"]): r for r in rows}
+        best = {d: max((by[(d, m, "test_ood")].get("Recall@20", -1) for m in methods if (d, m, "test_ood") in by),
+                       default=None) for d in datasets}
+        out += [f"### Recall@20, protocol `{protocol}`", "",
+                "| method | " + " | ".join(f"{d} OOD | {d} IID" for d in datasets) + " |",
+                "|---|" + "---|---|" * len(datasets)]
+        for m in methods:
+            cells = [m]
+            for d in datasets:
+                for f in ("test_ood", "test_iid"):
+                    r = by.get((d, m, f))
+                    if r is None or "Recall@20" not in r:
+                        cells.append("")
+                        continue
+                    text = f"{r['Recall@20']:.4f} ± {r['Recall@20_std']:.4f}"
+                    if f == "test_ood" and r["Recall@20"] == best[d]:
+                        text = f"**{text}**"
+                    vs = "" if m == "rns" or r.get("vs_rns_R@20") is None else f" ({_pct(r['vs_rns_R@20'])})"
+                    cells.append(f"{text}{vs} [{r['seeds']}]")
+            out.append("| " + " | ".join(cells) + " |")
+        out += ["", "Mean ± sample std over seeds [number of seeds], change relative to RNS in brackets; best OOD "
+                "value per dataset in bold.", ""]
+    return "\n".join(out)
+
+
 def to_csv(records: list[dict[str, Any]]) -> str:
     """The records as CSV."""
     columns: list[str] = []
@@ -304,6 +337,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     atomic_write_text(out / "table.md", markdown(records, header(args.results)) + "\n"
                       + candidates_markdown(candidates(args.results)))
     atomic_write_text(out / "table.csv", to_csv(records))
+    atomic_write_text(out / "summary.md", summary_markdown(records, header(args.results)) + "\n")
     print(out / "table.md")
     return 0
 

@@ -180,6 +180,10 @@ def test_table_arithmetic_on_constructed_runs(tmp_path):
     text = (tmp_path / "table.md").read_text()
     assert f"**{statistics.mean(values['cns']):.5f} ± {statistics.stdev(values['cns']):.5f}**" in text
     assert "Complete: all 6 cells finished." in text
+    summary = (tmp_path / "summary.md").read_text()
+    cns_mean, cns_std = statistics.mean(values["cns"]), statistics.stdev(values["cns"])
+    assert f"| cns | **{cns_mean:.4f} ± {cns_std:.4f}** ({100 * gain:+.1f}%) [3] |" in summary
+    assert f"| rns | {statistics.mean(values['rns']):.4f} ± {statistics.stdev(values['rns']):.4f} [3] |" in summary
     # an interim table (a grid still running or stopped) says so and counts what is missing
     manifest = json.loads((tmp_path / "grid.json").read_text())
     manifest["cells"][-1].update(state="interrupted")
