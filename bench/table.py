@@ -186,6 +186,17 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
+def fhn_correlation(records: list[dict[str, Any]], rate: str = "fhn_heldout") -> Optional[tuple[float, float, int]]:
+    """Spearman's rho (and its p-value) across methods between the FHN lift over chance (rate / its chance
+    level) at the selected epoch and test_ood Recall@20; None below three methods with both."""
+    pairs = [(r[rate] / r[rate + "_base"], r["Recall@20"]) for r in records
+             if r["file"] == "test_ood" and r.get(rate) is not None and r.get(rate + "_base") and "Recall@20" in r]
+    if len(pairs) < 3:
+        return None
+    result = stats.spearmanr([p[0] for p in pairs], [p[1] for p in pairs])
+    return float(result.statistic), float(result.pvalue), len(pairs)
+
+
 def _fmt(value: Optional[float], digits: int = 5) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -239,6 +250,12 @@ def markdown(records: list[dict[str, Any]], header: str) -> str:
             for r in fhn_rows:
                 out.append(f"| {r['method']} | {_fmt(r.get('fhn_heldout'), 4)} | {_fmt(r.get('fhn_heldout_base'), 4)} | "
                            f"{_fmt(r.get('fhn_true'), 4)} | {_fmt(r.get('fhn_true_base'), 4)} |")
+            out.append("")
+            for rate in ("fhn_heldout", "fhn_true"):
+                corr = fhn_correlation(rows, rate)
+                if corr is not None:
+                    out.append(f"Across the {corr[2]} methods, Spearman's rho between {rate} / chance and test_ood "
+                               f"Recall@20: {corr[0]:+.2f} (p = {corr[1]:.3f}).")
             out.append("")
     return "\n".join(out)
 

@@ -242,3 +242,15 @@ def test_every_shipped_grid_resolves_to_valid_runs(path):
             for candidate in grid.candidates(method):
                 cfg = resolve({**grid.keys, "dataset": dataset, **grid.methods[method].get("keys", {}), **candidate})
                 assert cfg.dataset == dataset
+
+
+def test_fhn_correlation_across_methods():
+    def rec(method, fhn, chance, recall):
+        return {"method": method, "file": "test_ood", "fhn_heldout": fhn, "fhn_heldout_base": chance, "Recall@20": recall}
+    # more false hard negatives (relative to chance), lower OOD recall: rho = -1
+    records = [rec("a", 0.10, 0.05, 0.030), rec("b", 0.20, 0.05, 0.020), rec("c", 0.05, 0.05, 0.040),
+               {**rec("a", 0.9, 0.1, 0.9), "file": "test_iid"}]  # other files do not count
+    rho, p, n = T.fhn_correlation(records)
+    assert rho == pytest.approx(-1.0) and n == 3
+    assert T.fhn_correlation(records[:2]) is None  # below three methods
+    assert T.fhn_correlation(records, "fhn_true") is None  # no ground truth (not the synthetic dataset)
