@@ -104,15 +104,22 @@ def plot(results: Path, out: Path) -> list[Path]:
     return written
 
 
+def available() -> bool:
+    """Whether the figures can be drawn: matplotlib is an optional extra."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path)
     parser.add_argument("--out", type=Path, help="folder for the PNG files (default: RESULTS/figures)")
     args = parser.parse_args(argv)
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if not available():
         print("error: bench.plot needs matplotlib (an optional extra: pip install matplotlib)", file=sys.stderr)
         return 2
     if not (args.results / "grid.json").is_file():

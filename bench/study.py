@@ -14,21 +14,13 @@ from pathlib import Path
 from typing import Optional
 
 from bench import grid as grid_cli
+from bench import plot
 from bench import table as table_cli
 from conf.config import REPO
 from util.typing_coerce import ConfigError
 
 ORDER = ("quick", "adar", "main", "released", "depop", "ablation", "sensitivity")  # cheap first
 log = logging.getLogger("bench.study")
-
-
-def has_plotting() -> bool:
-    """Whether the optional figures can be drawn (matplotlib installed)."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -60,8 +52,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if code != 0:
             return code
         table_cli.main([str(results), "--out", str(args.tables / name)])
-        if has_plotting():
-            from bench import plot
+        if plot.available():
             plot.main([str(results), "--out", str(args.tables / name / "figures")])
     return 0
 

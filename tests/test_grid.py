@@ -39,11 +39,10 @@ def test_quick_grid_end_to_end_then_nothing_left(shared, tmp_path):
     assert "| rns |" in text and "| dns |" in text and "fhn_heldout" in text
     rows = list(csv.DictReader((out / "table.csv").open()))
     assert {r["protocol"] for r in rows} == {"valid", "ood_valid"}
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return  # figures are an optional extra
     from bench import plot
+    if not plot.available():
+        assert plot.main([str(out)]) == 2  # figures are an optional extra: a clear error without matplotlib
+        return
     assert plot.main([str(out)]) == 0
     pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert "valid-coat-curves.png" in pngs and "ood_valid-coat-fhn.png" in pngs
@@ -196,7 +195,7 @@ def test_table_arithmetic_on_constructed_runs(tmp_path):
 
 
 def test_the_study_runs_grids_then_writes_their_tables(shared, tmp_path):
-    from bench import study
+    from bench import plot, study
     path = write(tmp_path / "tiny.yaml", "name: tiny\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\n"
                  "keys: {max.epoch: 1, fhn.probe: 0, batch.size: 256}\nmethods: {rns: {keys: {negative.sampler: rns}}}\n")
     args = ["--grids", str(path), "--dataset-root", str(shared), "--results", str(tmp_path / "grids"),
@@ -207,7 +206,7 @@ def test_the_study_runs_grids_then_writes_their_tables(shared, tmp_path):
     assert str(REPO) not in text  # a committed table names no machine's path
     assert (tmp_path / "grids" / "tiny" / "grid.json").is_file()
     figures = tmp_path / "tables" / "tiny" / "figures"
-    assert figures.is_dir() == study.has_plotting()
+    assert figures.is_dir() == plot.available()
     assert not list(figures.glob("*-fhn.png"))  # the probe was off: no empty FHN figure
     assert study.main(["--grids", "no_such_grid"]) == 2
     assert study.main(["--grids", str(write(tmp_path / "bad.yaml", "name: bad\n"))]) == 2
