@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -44,17 +45,24 @@ def _band(ax, runs, column, label):
         matrix[k, :len(rows)] = [r.get(column, np.nan) for r in rows]
     if np.all(np.isnan(matrix)):
         return
-    mean, std = np.nanmean(matrix, 0), np.nan_to_num(np.nanstd(matrix, 0))
+    mean = np.nanmean(matrix, 0)
+    with warnings.catch_warnings():  # epochs only one seed reached have no spread: 0, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        std = np.nan_to_num(np.nanstd(matrix, 0, ddof=1)) if len(matrix) > 1 else np.zeros_like(mean)
     x = np.arange(1, length + 1)
     line, = ax.plot(x, mean, label=label, lw=1.2)
     ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
 
 
+def _std(values: list[float]) -> float:
+    """Sample standard deviation, as in the tables (0 for one value)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def _save(fig, path: Path) -> Path:
     """Write a figure as PNG and close it."""
     import matplotlib.pyplot as plt
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # room for a legend beside the axes
     plt.close(fig)
     return path
 
@@ -75,18 +83,18 @@ def plot(results: Path, out: Path) -> list[Path]:
                     _band(ax, runs, f"{f}/Recall@20", method)
                 ax.set_title(f"{dataset}: {f} Recall@20")
                 ax.set_xlabel("epoch")
-            axes[0][-1].legend(fontsize=7)
+            axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
             written.append(_save(fig, out / f"{protocol}-{dataset}-curves.png"))
             if {"test_iid", "test_ood"} <= set(files):
                 fig, ax = plt.subplots(figsize=(4.6, 4))
                 for method, runs in methods.items():
                     iid = [rows[i]["test_iid/Recall@20"] for rows, i in runs]
                     ood = [rows[i]["test_ood/Recall@20"] for rows, i in runs]
-                    ax.errorbar(np.mean(iid), np.mean(ood), xerr=np.std(iid), yerr=np.std(ood), fmt="o", label=method)
+                    ax.errorbar(np.mean(iid), np.mean(ood), xerr=_std(iid), yerr=_std(ood), fmt="o", label=method)
                 ax.set_xlabel("test_iid Recall@20")
                 ax.set_ylabel("test_ood Recall@20")
                 ax.set_title(f"{dataset} ({protocol}): IID vs OOD at the selected epoch", fontsize=9)
-                ax.legend(fontsize=7)
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
                 written.append(_save(fig, out / f"{protocol}-{dataset}-iid-vs-ood.png"))
             lifts = {method: [[r.get("fhn_heldout", np.nan) / r["fhn_heldout_base"] for r in rows
                                if "fhn_heldout_base" in r] for rows, _ in runs] for method, runs in methods.items()}
@@ -99,7 +107,7 @@ def plot(results: Path, out: Path) -> list[Path]:
             ax.axhline(1.0, color="grey", lw=0.8, ls="--")
             ax.set_title(f"{dataset}: fhn_heldout / chance", fontsize=9)
             ax.set_xlabel("epoch")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
             written.append(_save(fig, out / f"{protocol}-{dataset}-fhn.png"))
     return written
 
