@@ -386,7 +386,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("grid", type=Path)
     parser.add_argument("--jobs", type=int, default=1, help="cells run at once (each with one torch thread when > 1)")
-    parser.add_argument("--dry-run", action="store_true", help="list the cells and how many remain; run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the cells and how many remain, write grid.json; run nothing")
     parser.add_argument("--datasets", nargs="+", help="run the grid on these datasets instead of its own")
     parser.add_argument("--dataset-root", type=Path, default=Path("dataset"))
     parser.add_argument("--out", type=Path, help="default: results/grids/<grid name>")
@@ -411,7 +412,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             log.warning("dataset %s skipped: %s", name, why)
         else:
             datasets.append(name)
-    if args.dry_run:
+    runner.datasets, runner.skipped = datasets, skipped
+    if args.dry_run:  # runs nothing; grid.json is written, so that a table can be made from the records
+        runner.write_manifest()
         first, later, choices = runner.plan(datasets)
         remaining = 0
         for c in first + later:
@@ -422,7 +425,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{len(first) + len(later)} cells listed, {remaining} to run; the later seeds of {len(waiting)} "
               f"dataset/method pair(s) are listed once their first-seed candidates have finished")
         return 0
-    runner.datasets, runner.skipped = datasets, skipped
     runner.write_manifest()
     first, _, _ = runner.plan(datasets)
     runner.run_all(first)

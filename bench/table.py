@@ -347,7 +347,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for table.md and table.csv (default: RESULTS)")
     args = parser.parse_args(argv)
     if not (args.results / "grid.json").is_file():
-        print(f"error: {args.results} has no grid.json (run python -m bench.grid first)", file=sys.stderr)
+        print(f"error: {args.results} has no grid.json (python -m bench.grid conf/grids/NAME.yaml --dry-run "
+              f"writes it from the run records without running anything)", file=sys.stderr)
         return 2
     records = summarize(collect(args.results))
     out = args.out or args.results

@@ -253,3 +253,13 @@ def test_fhn_correlation_across_methods():
     assert rho == pytest.approx(-1.0) and n == 3
     assert T.fhn_correlation(records[:2]) is None  # below three methods
     assert T.fhn_correlation(records, "fhn_true") is None  # no ground truth (not the synthetic dataset)
+
+
+def test_a_dry_run_writes_the_manifest_and_runs_nothing(shared, tmp_path, capsys):
+    out = tmp_path / "quick"
+    assert G.main([str(REPO / "conf/grids/quick.yaml"), "--datasets", "coat", "--dataset-root", str(shared),
+                   "--out", str(out), "--dry-run"]) == 0
+    manifest = json.loads((out / "grid.json").read_text())
+    assert manifest["cells"] and {c["state"] for c in manifest["cells"]} == {"todo"}
+    assert not list(out.rglob("config.json"))  # nothing ran
+    assert "4 cells listed, 4 to run" in capsys.readouterr().out
