@@ -63,6 +63,41 @@ class Denoiser(nn.Module):
         """The user branch's contribution to the hidden layer (compute once, reuse over a chain)."""
         return F.linear(user, self.in_layer.weight[:, self.dim + self.time_dim:])
 
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, t: int, table: torch.Tensor, user_part: Optional[torch.Tensor] = None,
+             out_scale: float = 1.0, dropout: bool = True,
+             work: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """forward() without gradient at one step t, for the candidate chains: the same numbers (the same
+        random draws for dropout), computed in place in `work` = three (rows x d, rows x hidden, rows x d)
+        buffers of at least x's rows, reused over the chain instead of fresh tensors per step."""
+        n = x.shape[0]
+        if work is None:
+            work = (torch.empty_like(x), x.new_empty(n, self.out_layer.in_features), torch.empty_like(x))
+        dropped, pre, out = (w[:n] for w in work)
+        if self.user_condition and user_part is None:
+            raise ValueError("this denoiser is user-conditioned: pass the user part")
+        scale = None
+        if self.norm_input:
+            scale = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12).reciprocal_()
+        if dropout and self.p_drop > 0:
+            if self.p_drop == 0.5 and x.device.type == "cpu":  # inverted_dropout's draws, written in place
+                raw = torch.randint(0, 256, ((x.numel() + 7) // 8,))
+                torch.mul(x, F.embedding(raw, _HALF_LUT).view(-1)[:x.numel()].view(x.shape), out=dropped)
+            else:
+                dropped.copy_(inverted_dropout(x, self.p_drop))
+            x = dropped
+        torch.mm(x, self.in_layer.weight[:, :self.dim].T, out=pre)
+        if scale is not None:
+            pre.mul_(scale)
+        pre.add_(table[t])
+        if self.user_condition:
+            pre.add_(user_part)
+        pre.tanh_()
+        weight, bias = self.out_layer.weight, self.out_layer.bias
+        if out_scale != 1.0:
+            weight, bias = weight * out_scale, bias * out_scale
+        return torch.addmm(bias, pre, weight.T, out=out)
+
     def forward(self, x: torch.Tensor, t: Union[int, torch.Tensor], user: Optional[torch.Tensor] = None,
                 dropout: bool = True, table: Optional[torch.Tensor] = None, user_part: Optional[torch.Tensor] = None,
                 out_scale: float = 1.0) -> torch.Tensor:

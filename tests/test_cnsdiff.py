@@ -114,6 +114,31 @@ def test_fused_denoiser_matches_naive_reference(user_condition):
             den(x, t)
 
 
+@pytest.mark.parametrize("user_condition", [False, True])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_the_in_place_chain_step_equals_forward(user_condition, dropout):
+    """Denoiser.step (no gradient, in reused buffers) computes forward()'s numbers, dropout draws included."""
+    torch.manual_seed(0)
+    den = Denoiser(8, 20, hidden=16, time_emb=8, user_condition=user_condition)
+    x, user = torch.randn(5, 8), torch.randn(5, 8)
+    table = den.time_table()
+    part = den.user_part(user) if user_condition else None
+    work = (torch.full((9, 8), float("nan")), torch.full((9, 16), float("nan")), torch.full((9, 8), float("nan")))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        expected = den(x, 7, user if user_condition else None, dropout=dropout, out_scale=0.25)
+    torch.manual_seed(3)
+    got = den.step(x, 7, table, part, out_scale=0.25, dropout=dropout, work=work)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    assert got.data_ptr() == work[2].data_ptr()  # written into the given buffer
+    torch.manual_seed(3)
+    torch.testing.assert_close(den.step(x, 7, table, part, out_scale=0.25, dropout=dropout), expected,
+                               rtol=1e-6, atol=1e-7)  # without buffers: the same
+    if user_condition:
+        with pytest.raises(ValueError, match="user-conditioned"):
+            den.step(x, 7, table)
+
+
 def test_time_embedding_is_cos_then_sin():
     emb = timestep_embedding(torch.tensor([3]), 4)
     freqs = [1.0, 10000 ** -0.5]
@@ -169,7 +194,8 @@ def test_chain_lengths_per_preset():
     for preset in ("official", "paper"):
         s = _sampler(preset=preset)
         rows = []
-        s.denoiser.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+        step = s.denoiser.step
+        s.denoiser.step = lambda x, *a, **k: (rows.append(x.shape[0]), step(x, *a, **k))[1]
         s.generate(torch.randn(4, 8), torch.randn(4, 8) if s.params.user_condition else None)
         calls[preset] = rows
     assert calls["official"] == [12] * 20  # 3 chains x 4 rows, all 20 steps

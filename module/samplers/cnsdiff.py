@@ -54,19 +54,16 @@ class CNSDiffSampler(NegativeSampler):
         user_part = self.denoiser.user_part(user_emb).repeat(n_chains, 1) if user_emb is not None else None
         table = self.denoiser.time_table()
         top = max(self.starts) - 1 if p.denoise_from_start else steps - 1
+        work = (torch.empty_like(x), x.new_empty(len(x), self.denoiser.out_layer.in_features), torch.empty_like(x))
         for k in range(top, -1, -1):
             # official: every chain runs all T steps; paper: a chain runs from its own start step down
             active = n_chains if not p.denoise_from_start else sum(1 for s in self.starts if s - 1 >= k)
             n = active * rows
             cur = x[:n]
             # posterior mean c1_k * f(x, k) + c2_k * x, with c1_k folded into the output layer
-            step = self.denoiser(cur, k, dropout=p.dropout_at_generation, table=table,
-                                 user_part=user_part[:n] if user_part is not None else None,
-                                 out_scale=self.coef1[k]).add_(cur, alpha=self.coef2[k])
-            if n == len(x):
-                x = step
-            else:
-                x[:n] = step
+            step = self.denoiser.step(cur, k, table, user_part[:n] if user_part is not None else None,
+                                      out_scale=self.coef1[k], dropout=p.dropout_at_generation, work=work)
+            cur.mul_(self.coef2[k]).add_(step)  # in place: the active rows are the first n of x
         return x.view(n_chains, rows, self.dim)
 
     def negatives(self, batch: TrainBatch, user_emb: torch.Tensor, pos_emb: torch.Tensor) -> NegativeOutput:
