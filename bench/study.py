@@ -1,9 +1,10 @@
 """The whole study with one command: python -m bench.study [--grids NAME|FILE ...] [--jobs N] [--dataset-root DIR]
 
 Runs each grid (a shipped name, conf/grids/NAME.yaml, or a grid file; finished cells are skipped, so this
-resumes) into results/grids/NAME/ and then writes its table to results/tables/NAME/ and, when matplotlib is
-installed, its figures to results/tables/NAME/figures/. A grid's table is written even when some of its cells failed (they are
-listed in grid.json and the log); a grid that cannot start (a bad grid file) stops the study with exit 2.
+resumes) into results/grids/NAME/ and then writes its table to results/tables/NAME/ and, when matplotlib
+is installed, its figures to results/tables/NAME/figures/. A grid's table is written even when some of its
+cells failed (they are listed in grid.json and the log); a grid that cannot start (a bad grid file) stops
+the study with exit 2.
 """
 from __future__ import annotations
 
