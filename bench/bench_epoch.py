@@ -8,8 +8,8 @@ full evaluation of test_ood, of one false-hard-negative probe (fhn.probe pairs),
 rest of the sampler (for ADAR: its denoiser's training forward), loss + backward, optimiser step).
 ADAR is timed after its warm-up (warmup_epochs 0), i.e. while generating. References measured in the
 same run: the RNS epoch (each epoch of a configuration alternates with an RNS epoch, and the ratio is the
-median of those pairs, so a drift of the machine's speed over minutes does not enter it) and the matrix-multiply throughput of this machine, which
-gives the floor of CNSDiff's candidate chains (4 * rows * d * hidden FLOP per denoiser call) and of ADAR's
+median of those pairs, so a drift of the machine's speed over minutes does not enter it) and the
+matrix-multiply throughput of this machine, which gives the floor of CNSDiff's candidate chains (4 * rows * d * hidden FLOP per denoiser call) and of ADAR's
 noise network (its training forward and backward and ceil(t* / stride) calls per row of generation, from
 the t* of the measured batches): time that no implementation of the same products on this machine saves.
 Timings are medians; the machine is shared and noisy.
@@ -254,19 +254,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"measured {r['phases_ms_per_batch']['chains']:.1f} ms "
                   f"({r['phases_ms_per_batch']['chains'] / floor_ms:.1f}x the floor) | | | |")
         if "noise_net" in r:
-            flop = r["noise_net"]
-            width = flop["hidden"]
+            net = r["noise_net"]
+            width = net["hidden"]
             wide = matmul_gflops(device, rows=batch, d=width, width=width)
-            total = flop["train_forward"] + flop["train_backward"] + flop["generation"]
+            total = net["train_forward"] + net["train_backward"] + net["generation"]
             floor_ms = total / wide * 1000
             rns_batch_ms = 1000 * r["rns_epoch_s"] / r["batches_per_epoch"]
-            flop.update(gflop_per_batch=total, matmul_gflops=wide, floor_ms=floor_ms)
-            bound = f", so at best {1 + floor_ms / rns_batch_ms:.2f}x RNS"
-            print(f"|   noise network of {name}: {total:.2f} GFLOP/batch (training forward {flop['train_forward']:.2f}, "
-                  f"backward {flop['train_backward']:.2f}, generation {flop['generation']:.2f} at "
-                  f"{flop['mean_calls_per_row']:.1f} calls per row); at the measured {wide:.0f} GFLOP/s of "
-                  f"{batch}x{width} @ {width}x{width} products: "
-                  f"{floor_ms:.1f} ms per batch on top of everything RNS does{bound} | | | |")
+            net.update(gflop_per_batch=total, matmul_gflops=wide, floor_ms=floor_ms)
+            print(f"|   noise network of {name}: {total:.2f} GFLOP/batch (training forward {net['train_forward']:.2f}, "
+                  f"backward {net['train_backward']:.2f}, generation {net['generation']:.2f} at "
+                  f"{net['mean_calls_per_row']:.1f} calls per row); at the measured {wide:.0f} GFLOP/s of "
+                  f"{batch}x{width} @ {width}x{width} products: {floor_ms:.1f} ms per batch on top of everything "
+                  f"RNS does, so at best {1 + floor_ms / rns_batch_ms:.2f}x RNS | | | |")
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / f"epoch-{args.dataset}-{device.type}.json", results)
     return 0

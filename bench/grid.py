@@ -24,7 +24,6 @@ import itertools
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -39,7 +38,7 @@ from conf.config import REPO, read_yaml, repo_relative
 from data.loader import read_interactions
 from data.presets import get_preset
 from util.io import atomic_write_json, atomic_write_text
-from util.results import read_status
+from util.results import machine_id, read_status
 from util.typing_coerce import ConfigError
 
 log = logging.getLogger("bench.grid")
@@ -170,9 +169,8 @@ class Cell:
             return "failed" if (self.folder / "error.txt").is_file() else "todo"
         status = read_status(run)
         state = status.get("state", "todo")
-        # a running status written on another machine (a record committed mid-run) is stale here
-        if state == "running" and (status.get("host", socket.gethostname()) != socket.gethostname()
-                                   or not _alive(status.get("pid"))):
+        # a running status written on another machine or boot (a record committed mid-run) is stale here
+        if state == "running" and (status.get("host", machine_id()) != machine_id() or not _alive(status.get("pid"))):
             return "stale"
         return state
 
@@ -414,15 +412,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             datasets.append(name)
     runner.datasets, runner.skipped = datasets, skipped
     if args.dry_run:  # runs nothing; grid.json is written, so that a table can be made from the records
-        runner.write_manifest()
-        first, later, choices = runner.plan(datasets)
+        manifest = runner.write_manifest()
         remaining = 0
-        for c in first + later:
-            state = c.state()
-            remaining += state != "finished" and not (state == "failed" and not args.retry_failed)
-            print(f"{state:<11} {c.id}")
-        waiting = [k for k, v in choices.items() if all(x is None for x in v.values())]
-        print(f"{len(first) + len(later)} cells listed, {remaining} to run; the later seeds of {len(waiting)} "
+        for c in manifest["cells"]:
+            remaining += c["state"] != "finished" and not (c["state"] == "failed" and not args.retry_failed)
+            print(f"{c['state']:<11} {c['id']}")
+        waiting = [k for k, v in manifest["choices"].items() if all(x is None for x in v.values())]
+        print(f"{len(manifest['cells'])} cells listed, {remaining} to run; the later seeds of {len(waiting)} "
               f"dataset/method pair(s) are listed once their first-seed candidates have finished")
         return 0
     runner.write_manifest()

@@ -1,8 +1,8 @@
 """Comparison tables of a grid's results: python -m bench.table RESULTS_DIR [--out DIR]
 
 RESULTS_DIR is a grid's output folder (it holds grid.json, written by bench.grid). Writes summary.md (test
-Recall@20 per method and dataset, one table per protocol), table.md and table.csv: per protocol and dataset, each method at the hyperparameters its protocol's validation data
-chose, IID and OOD test metrics (Recall/NDCG@10/20) as mean ± sample std over seeds at the protocol's
+Recall@20 per method and dataset, one table per protocol), table.md and table.csv: per protocol and
+dataset, each method at the hyperparameters its protocol's validation data chose, IID and OOD test metrics (Recall/NDCG@10/20) as mean ± sample std over seeds at the protocol's
 selected epoch, the average training popularity of the recommended top-20 (ARP@20), the change of
 Recall@20 relative to RNS, the relative improvement over the best other method (per metric, averaged
 over the four metrics, as the paper reports it) with a paired t-test across seeds, epochs trained and
@@ -26,7 +26,7 @@ from typing import Any, Optional
 import numpy as np
 from scipy import stats
 
-from bench.grid import read_rows, selected_index
+from bench.grid import read_rows, selected_index, tag
 from conf.config import repo_relative
 from util.io import atomic_write_text
 
@@ -98,11 +98,12 @@ def candidates(results: Path) -> list[dict[str, Any]]:
         groups.setdefault((cell["dataset"], cell["method"]), []).append(cell)
     records = []
     for (dataset, method), cells in groups.items():
-        tags = {json.dumps(c["candidate"], sort_keys=True) for c in cells}
-        if len(tags) < 2:
+        seeds_by_tag: dict[str, set[int]] = {}
+        for c in cells:
+            seeds_by_tag.setdefault(tag(c["candidate"]), set()).add(c["seed"])
+        if len(seeds_by_tag) < 2:
             continue
-        common = set.intersection(*({c["seed"] for c in cells if json.dumps(c["candidate"], sort_keys=True) == t}
-                                    for t in tags))
+        common = set.intersection(*seeds_by_tag.values())
         if not common:
             continue
         seed = min(common)
@@ -352,10 +353,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     records = summarize(collect(args.results))
     out = args.out or args.results
-    atomic_write_text(out / "table.md", markdown(records, header(args.results)) + "\n"
-                      + candidates_markdown(candidates(args.results)))
+    head = header(args.results)
+    atomic_write_text(out / "table.md", markdown(records, head) + "\n" + candidates_markdown(candidates(args.results)))
     atomic_write_text(out / "table.csv", to_csv(records))
-    atomic_write_text(out / "summary.md", summary_markdown(records, header(args.results)) + "\n")
+    atomic_write_text(out / "summary.md", summary_markdown(records, head) + "\n")
     print(out / "table.md")
     return 0
 

@@ -13,15 +13,16 @@ import torch.nn.functional as F
 _HALF_LUT = ((torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1).float() * 2.0
 
 
-def inverted_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted dropout. On the CPU with p = 0.5 each random byte gives 8 fair keep/drop bits (looked up
-    as a scaled float mask): the same distribution as F.dropout, several times cheaper than torch's
-    CPU bernoulli sampler. Elsewhere it is F.dropout."""
+def inverted_dropout(x: torch.Tensor, p: float, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Inverted dropout (into `out` when given). On the CPU with p = 0.5 each random byte gives 8 fair
+    keep/drop bits (looked up as a scaled float mask): the same distribution as F.dropout, several times
+    cheaper than torch's CPU bernoulli sampler. Elsewhere it is F.dropout."""
     if p != 0.5 or x.device.type != "cpu":
-        return F.dropout(x, p, training=True)
+        dropped = F.dropout(x, p, training=True)
+        return dropped if out is None else out.copy_(dropped)
     n = x.numel()
     raw = torch.randint(0, 256, ((n + 7) // 8,))
-    return x * F.embedding(raw, _HALF_LUT).view(-1)[:n].view(x.shape)
+    return torch.mul(x, F.embedding(raw, _HALF_LUT).view(-1)[:n].view(x.shape), out=out)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -80,12 +81,7 @@ class Denoiser(nn.Module):
         if self.norm_input:
             scale = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12).reciprocal_()
         if dropout and self.p_drop > 0:
-            if self.p_drop == 0.5 and x.device.type == "cpu":  # inverted_dropout's draws, written in place
-                raw = torch.randint(0, 256, ((x.numel() + 7) // 8,))
-                torch.mul(x, F.embedding(raw, _HALF_LUT).view(-1)[:x.numel()].view(x.shape), out=dropped)
-            else:
-                dropped.copy_(inverted_dropout(x, self.p_drop))
-            x = dropped
+            x = inverted_dropout(x, self.p_drop, out=dropped)
         torch.mm(x, self.in_layer.weight[:, :self.dim].T, out=pre)
         if scale is not None:
             pre.mul_(scale)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import statistics
 import subprocess
 
@@ -15,6 +14,7 @@ from scipy import stats
 from bench import grid as G
 from bench import table as T
 from tests.conftest import REPO, write
+from util.results import machine_id
 
 
 def test_quick_grid_end_to_end_then_nothing_left(shared, tmp_path):
@@ -132,7 +132,7 @@ def test_a_running_record_from_another_machine_is_stale(tmp_path):
     cell = G.GridRunner(grid, tmp_path, tmp_path).cell("coat", "m", {}, 1, {})
     run = _fake_run(cell.folder, _rows([0.1], [0.1], [0.1]), state="running")
     here = {"state": "running", "pid": os.getpid()}  # this very process: alive
-    (run / "status.json").write_text(json.dumps({**here, "host": socket.gethostname()}))
+    (run / "status.json").write_text(json.dumps({**here, "host": machine_id()}))
     assert cell.state() == "running"
     (run / "status.json").write_text(json.dumps({**here, "host": "another-machine"}))
     assert cell.state() == "stale"

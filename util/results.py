@@ -39,6 +39,16 @@ def read_status(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def machine_id() -> str:
+    """This machine and boot: the host name plus the kernel's boot id where there is one. Host names alone
+    repeat across machines (e.g. every VM called 'vm'), and a pid only means something within one boot."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}" if boot else socket.gethostname()
+
+
 class RunWriter:
     """Writes the files of one run folder; every write replaces the file atomically."""
 
@@ -51,10 +61,10 @@ class RunWriter:
         atomic_write_json(self.dir / "config.json", config)
 
     def write_status(self, state: str, **info: Any) -> None:
-        """status.json: running | finished | failed | interrupted, with a message, the pid and the host."""
+        """status.json: running | finished | failed | interrupted, with a message, the pid and the machine."""
         assert state in STATES, state
         atomic_write_json(self.dir / "status.json", {"state": state, **info, "pid": os.getpid(),
-                                                     "host": socket.gethostname(),
+                                                     "host": machine_id(),
                                                      "updated": time.strftime("%Y-%m-%d %H:%M:%S")})
 
     def add_epoch(self, row: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """Scores of gathered rows in numba: out[b, m] = user[b] . table[ids[b, m]], without materialising the
 (B, M, d) gathered embeddings. The table (items x d, a few MB) stays in cache and each row's dot products
-run in registers, so scoring M candidates per row costs about B * M * d multiply-adds and no copies:
-~10x less than one product against the whole table followed by a gather, at M = 200 on Food."""
+run in registers, so scoring M candidates per row costs about B * M * d multiply-adds and no copies (on
+Food, DNS(M,N)'s sampler went from 34.4 to 3.4 ms per batch, README: Speed)."""
 from __future__ import annotations
 
 import numba
