@@ -27,8 +27,10 @@ from typing import Callable, Optional
 import torch
 
 from data.dataset import load_data
+from data.loader import DataFileError
 from model.graph.LightGCN import LightGCN
-from conf.config import resolve
+from conf.config import parse_override, resolve
+from util.typing_coerce import ConfigError
 from util.device import resolve_device
 from util.io import atomic_write_json
 from util.seed import seed_everything
@@ -222,13 +224,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config key for every configuration (e.g. params.adar.reverse_stride=10); repeatable")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     base = {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": args.device, "max.epoch": 120}
+    try:  # a bad key, value or dataset is one line and exit status 2, before anything is timed
+        base.update(parse_override(text) for text in args.overrides)
+        for name in args.configs:
+            resolve({**base, **CONFIGS[name]})
+        load_data(resolve({**base, **CONFIGS["rns"]}))
+    except (ConfigError, DataFileError, FileNotFoundError) as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        return 2
     gflops = matmul_gflops(device)
-    results = {"device": str(device), "threads": torch.get_num_threads(), "dataset": args.dataset,
+    results = {"device": str(device), "threads": torch.get_num_threads(), "dataset": args.dataset, "set": args.overrides,
                "repeats": args.repeats, "matmul_gflops": gflops, "configs": {}}
     reference = build("rns", base, device)
     for name in args.configs:

@@ -191,3 +191,22 @@ def test_sigterm_stops_cleanly_keeps_the_checkpoint_and_resumes(tmp_path, shared
     run = next(out.iterdir())
     assert read_status(run)["state"] == "interrupted" and (run / "checkpoint.pt").is_file()
     assert "interrupted by SIGTERM" in err and f"--resume {run}" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "params.adar.bogus=1"], "unknown config key 'params.adar.bogus'"),
+    (["--set", "nokey"], "expected KEY=VALUE"),
+    (["--set", "params.adar.reverse_stride=0"], "reverse_stride must be >= 1"),
+])
+def test_benchmark_bad_setting_is_one_line_and_exit_2_before_timing(tmp_path, caplog, argv, message):
+    from bench.bench_epoch import main as bench_main
+    out = tmp_path / "bench"
+    assert bench_main(["--dataset-root", str(tmp_path), "--configs", "adar", "--out", str(out), *argv]) == 2
+    assert message in caplog.text
+    assert not out.exists()  # nothing was timed or written
+
+
+def test_benchmark_missing_dataset_is_one_line_and_exit_2(tmp_path, caplog):
+    from bench.bench_epoch import main as bench_main
+    assert bench_main(["--dataset-root", str(tmp_path), "--configs", "rns", "--out", str(tmp_path / "b")]) == 2
+    assert "data file(s) not found" in caplog.text and "train.txt" in caplog.text

@@ -42,7 +42,9 @@ class NoiseNet(nn.Module):
         the time projection runs on T+1 rows instead of one per row (the same function)."""
         user_part, time_part = self.fixed_parts(user)
         d = z.shape[-1]
-        hidden = F.linear(z, self.net[0].weight[:, :d]) + user_part + time_part[t]
+        # F.embedding rather than time_part[t]: the same rows, and its backward (a scatter-add into T+1 rows)
+        # is ~5x cheaper on the CPU than indexing's accumulate-put
+        hidden = F.linear(z, self.net[0].weight[:, :d]) + user_part + F.embedding(t, time_part)
         return self.net[1:](hidden)
 
     def fixed_parts(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
