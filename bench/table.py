@@ -119,9 +119,13 @@ def candidates(results: Path) -> list[dict[str, Any]]:
                     rows = read_rows(run)
                     index = selected_index(rows, protocol, run)
                     validation = "valid" if protocol == "valid" else "ood_valid"
+                    row = rows[index]
                     rec.update({"epoch": index + 1, "epochs": len(rows),
-                                "validation": rows[index].get(f"{validation}/Recall@20"),
-                                **{f: rows[index].get(f"{f}/Recall@20") for f in ("test_iid", "test_ood")}})
+                                "validation": row.get(f"{validation}/Recall@20"),
+                                **{f: row.get(f"{f}/Recall@20") for f in ("test_iid", "test_ood")},
+                                "arp_ood": row.get("test_ood/ARP@20"),
+                                # CNSDiff: how far each start step's candidate is from the positive
+                                "distance": {k[len("dist_"):]: v for k, v in row.items() if k.startswith("dist_s")}})
                 records.append(rec)
     order = {p: i for i, p in enumerate(manifest["protocols"])}
     return sorted(records, key=lambda r: (order[r["protocol"]], r["dataset"], r["method"]))
@@ -131,16 +135,22 @@ def candidates_markdown(records: list[dict[str, Any]]) -> str:
     """The candidates table: what each hyperparameter value gave on validation and on the tests."""
     if not records:
         return ""
+    distances = any(r.get("distance") for r in records)
     out = ["## Every candidate (first seed)", "",
            "The chosen candidate (bold) has the best validation Recall@20 of its protocol; the test columns are "
-           "shown for reading only, they never choose.", "",
+           "shown for reading only, they never choose. OOD ARP@20: mean training popularity of the recommended "
+           "top-20 on test_ood." + (" Candidate distance: CNSDiff's mean relative distance |candidate - positive| "
+                                    "/ |positive| per start step s, at the selected epoch." if distances else ""), "",
            "| protocol | dataset | method | candidate | state | selected epoch / trained | validation R@20 | "
-           "IID R@20 | OOD R@20 |", "|---|---|---|---|---|---|---|---|---|"]
+           "IID R@20 | OOD R@20 | OOD ARP@20 |" + (" candidate distance |" if distances else ""),
+           "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if distances else "")]
     for r in records:
         name = ", ".join(f"{k}={v}" for k, v in r["candidate"].items()) or "-"
         cells = [r["protocol"], r["dataset"], r["method"], f"**{name}**" if r["chosen"] else name, r["state"],
                  f"{r['epoch']} / {r['epochs']}" if "epoch" in r else "", _fmt(r.get("validation")),
-                 _fmt(r.get("test_iid")), _fmt(r.get("test_ood"))]
+                 _fmt(r.get("test_iid")), _fmt(r.get("test_ood")), _fmt(r.get("arp_ood"), 1)]
+        if distances:
+            cells.append(", ".join(f"{k} {float(v):.3f}" for k, v in (r.get("distance") or {}).items()))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

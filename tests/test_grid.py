@@ -228,6 +228,20 @@ def test_the_candidates_table_shows_every_value_and_marks_the_validation_choice(
     text = T.candidates_markdown(records)
     assert "| valid | d | m | **learning.rate=0.2** | finished | 2 / 2 | 0.40000 |" in text
     assert "| valid | d | m | learning.rate=0.1 | finished | 2 / 2 | 0.32000 |" in text
+    assert "candidate distance" not in text  # no CNSDiff chain statistics in these runs
+    # OOD ARP@20 and CNSDiff's candidate distance per start step, read at the selected epoch (the 2nd)
+    rows = _rows([0.3, 0.5], [0.1, 0.1], [0.2, 0.3])
+    for row, arp, near, far in zip(rows, (90.0, 70.5), (0.5, 0.125), (0.9, 0.25)):
+        row.update({"test_ood/ARP@20": arp, "dist_s10": near, "dist_s18": far})
+    run = _fake_run(tmp_path / "runs" / "cns", rows)
+    cells = [{"id": "d/c/s1", "dataset": "d", "method": "c", "candidate": {"params.cnsdiff.sample_start": s},
+              "seed": 1, "state": "finished", "error": "", "run": str(run.relative_to(tmp_path))} for s in (10, 18)]
+    (tmp_path / "grid.json").write_text(json.dumps({"grid": "t", "protocols": ["valid"], "cells": cells,
+                                                    "choices": {"d/c": {"valid": {"params.cnsdiff.sample_start": 10}}}}))
+    records = T.candidates(tmp_path)
+    assert [(r["arp_ood"], r["distance"]) for r in records] == [(70.5, {"s10": 0.125, "s18": 0.25})] * 2
+    text = T.candidates_markdown(records)
+    assert "| **params.cnsdiff.sample_start=10** | finished | 2 / 2 | 0.50000 |  | 0.30000 | 70.5 | s10 0.125, s18 0.250 |" in text
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "conf" / "grids").glob("*.yaml")), ids=lambda p: p.stem)
