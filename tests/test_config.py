@@ -127,3 +127,14 @@ def test_early_stop_files_must_be_eval_files():
     assert cfg.stop_watch == ["ood_valid"]
     with pytest.raises(ConfigError, match=r"early_stop.files: \['nope'\] are not eval files"):
         resolve({**BASE, "valid.set": "v.txt", "early_stop.files": "nope"})
+
+
+def test_every_config_key_and_sampler_is_in_the_readmes_configuration_section():
+    """The Configuration table is the user's reference: a key or sampler added without a row fails here."""
+    from conf.config import KEYS
+    from module.samplers import SAMPLERS
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Configuration"):readme.index("### Your own data")]
+    assert [k for k in KEYS if f"`{k}`" not in section] == []
+    sampler_row = next(line for line in section.splitlines() if line.startswith("| `negative.sampler`"))
+    assert [name for name in SAMPLERS if f"`{name}`" not in sampler_row] == []
