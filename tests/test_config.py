@@ -138,3 +138,12 @@ def test_every_config_key_and_sampler_is_in_the_readmes_configuration_section():
     assert [k for k in KEYS if f"`{k}`" not in section] == []
     sampler_row = next(line for line in section.splitlines() if line.startswith("| `negative.sampler`"))
     assert [name for name in SAMPLERS if f"`{name}`" not in sampler_row] == []
+
+
+def test_every_sampler_setting_is_named_in_the_readme():
+    """Each field of a sampler's Params dataclass (conf/params.py) is a setting users look up in the README."""
+    from module.samplers import SAMPLERS
+    readme = (REPO / "README.md").read_text()
+    missing = [f"{name}.{field}" for name, cls in SAMPLERS.items() for field in cls.Params.__dataclass_fields__
+               if f"`{field}`" not in readme]
+    assert missing == []
