@@ -2,17 +2,19 @@
 
   python -m bench.bench_epoch --dataset-root ../shared/datasets --repeats 5 --threads 2
 
-Per sampler configuration: median wall time of a training epoch (and its sampling part), of one
-full evaluation of test_ood, of one false-hard-negative probe (fhn.probe pairs), and a per-phase split measured on an instrumented copy of the batch loop
-(sampling, propagation forward, CNSDiff's candidate chains and diffusion loss, ADAR's t* and generation,
-rest of the sampler (for ADAR: its denoiser's training forward), loss + backward, optimiser step).
-ADAR is timed after its warm-up (warmup_epochs 0), i.e. while generating. References measured in the
+Per sampler configuration: median wall time of a training epoch (and its sampling part), of one full
+evaluation of test_ood, of one false-hard-negative probe (fhn.probe pairs), and a per-phase split measured
+on an instrumented copy of the batch loop (sampling, propagation forward, CNSDiff's candidate chains and
+diffusion loss, ADAR's t* and generation, rest of the sampler (for ADAR: its denoiser's training forward),
+loss + backward, optimiser step). ADAR is timed after its warm-up (warmup_epochs 0), i.e. while
+generating. `--set KEY=VALUE` applies a config key to every configuration. References measured in the
 same run: the RNS epoch (each epoch of a configuration alternates with an RNS epoch, and the ratio is the
 median of those pairs, so a drift of the machine's speed over minutes does not enter it) and the
-matrix-multiply throughput of this machine, which gives the floor of CNSDiff's candidate chains (4 * rows * d * hidden FLOP per denoiser call) and of ADAR's
-noise network (its training forward and backward and ceil(t* / stride) calls per row of generation, from
-the t* of the measured batches): time that no implementation of the same products on this machine saves.
-Timings are medians; the machine is shared and noisy.
+matrix-multiply throughput of this machine, which gives the floor of CNSDiff's candidate chains
+(4 * rows * d * hidden FLOP per denoiser call) and of ADAR's noise network (its training forward and
+backward and ceil(t* / stride) calls per row of generation, from the t* of the measured batches): time
+that no implementation of the same products on this machine saves. Timings are medians; the machine is
+shared and noisy.
 """
 from __future__ import annotations
 
@@ -240,8 +242,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         logging.getLogger(__name__).error("%s", exc)
         return 2
     gflops = matmul_gflops(device)
-    results = {"device": str(device), "threads": torch.get_num_threads(), "dataset": args.dataset, "set": args.overrides,
-               "repeats": args.repeats, "matmul_gflops": gflops, "configs": {}}
+    results = {"device": str(device), "threads": torch.get_num_threads(), "dataset": args.dataset,
+               "set": args.overrides, "repeats": args.repeats, "matmul_gflops": gflops, "configs": {}}
     reference = build("rns", base, device)
     for name in args.configs:
         results["configs"][name] = bench_config(name, base, args.repeats, device, reference)

@@ -2,12 +2,13 @@
 
 RESULTS_DIR is a grid's output folder (it holds grid.json, written by bench.grid). Writes summary.md (test
 Recall@20 per method and dataset, one table per protocol), table.md and table.csv: per protocol and
-dataset, each method at the hyperparameters its protocol's validation data chose, IID and OOD test metrics (Recall/NDCG@10/20) as mean ± sample std over seeds at the protocol's
-selected epoch, the average training popularity of the recommended top-20 (ARP@20), the change of
+dataset, each method at the hyperparameters its protocol's validation data chose, IID and OOD test metrics
+(Recall/NDCG@10/20) as mean ± sample std over seeds at the protocol's selected epoch, the average training popularity of the recommended top-20 (ARP@20), the change of
 Recall@20 relative to RNS, the relative improvement over the best other method (per metric, averaged
 over the four metrics, as the paper reports it) with a paired t-test across seeds, epochs trained and
 seconds per epoch; the best value of each metric column in bold; the false-hard-negative rates at
-the selected epoch; and every hyperparameter candidate's validation and test Recall@20 on the first seed.
+the selected epoch; and every hyperparameter candidate's validation and test Recall@20 on the first seed (with its OOD ARP@20
+and, for CNSDiff, each start step's candidate distance to the positive).
 """
 from __future__ import annotations
 

@@ -236,12 +236,14 @@ def test_the_candidates_table_shows_every_value_and_marks_the_validation_choice(
     run = _fake_run(tmp_path / "runs" / "cns", rows)
     cells = [{"id": "d/c/s1", "dataset": "d", "method": "c", "candidate": {"params.cnsdiff.sample_start": s},
               "seed": 1, "state": "finished", "error": "", "run": str(run.relative_to(tmp_path))} for s in (10, 18)]
+    choices = {"d/c": {"valid": {"params.cnsdiff.sample_start": 10}}}
     (tmp_path / "grid.json").write_text(json.dumps({"grid": "t", "protocols": ["valid"], "cells": cells,
-                                                    "choices": {"d/c": {"valid": {"params.cnsdiff.sample_start": 10}}}}))
+                                                    "choices": choices}))
     records = T.candidates(tmp_path)
     assert [(r["arp_ood"], r["distance"]) for r in records] == [(70.5, {"s10": 0.125, "s18": 0.25})] * 2
     text = T.candidates_markdown(records)
-    assert "| **params.cnsdiff.sample_start=10** | finished | 2 / 2 | 0.50000 |  | 0.30000 | 70.5 | s10 0.125, s18 0.250 |" in text
+    assert ("| **params.cnsdiff.sample_start=10** | finished | 2 / 2 | 0.50000 |  | 0.30000 | 70.5 | "
+            "s10 0.125, s18 0.250 |") in text
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "conf" / "grids").glob("*.yaml")), ids=lambda p: p.stem)
