@@ -300,8 +300,8 @@ def summary_markdown(records: list[dict[str, Any]], header_line: str) -> str:
                     vs = "" if m == "rns" or r.get("vs_rns_R@20") is None else f" ({_pct(r['vs_rns_R@20'])})"
                     cells.append(f"{text}{vs} [{r['seeds']}]")
             out.append("| " + " | ".join(cells) + " |")
-        out += ["", "Mean ± sample std over seeds [number of seeds], change relative to RNS in brackets; best OOD "
-                "value per dataset in bold.", ""]
+        vs_rns = ", change relative to RNS in round brackets" if "rns" in methods else " (no RNS row to compare with)"
+        out += ["", f"Mean ± sample std over seeds [number of seeds]{vs_rns}; best OOD value per dataset in bold.", ""]
     return "\n".join(out)
 
 

@@ -183,6 +183,9 @@ def test_table_arithmetic_on_constructed_runs(tmp_path):
     cns_mean, cns_std = statistics.mean(values["cns"]), statistics.stdev(values["cns"])
     assert f"| cns | **{cns_mean:.4f} ± {cns_std:.4f}** ({100 * gain:+.1f}%) [3] |" in summary
     assert f"| rns | {statistics.mean(values['rns']):.4f} ± {statistics.stdev(values['rns']):.4f} [3] |" in summary
+    assert "change relative to RNS in round brackets" in summary
+    no_rns = T.summary_markdown([r for r in T.summarize(T.collect(tmp_path)) if r["method"] != "rns"], "h")
+    assert "(no RNS row to compare with)" in no_rns and "relative to RNS in round" not in no_rns
     # an interim table (a grid still running or stopped) says so and counts what is missing
     manifest = json.loads((tmp_path / "grid.json").read_text())
     manifest["cells"][-1].update(state="interrupted")
