@@ -179,6 +179,8 @@ def test_table_arithmetic_on_constructed_runs(tmp_path):
     text = (tmp_path / "table.md").read_text()
     assert f"**{statistics.mean(values['cns']):.5f} ± {statistics.stdev(values['cns']):.5f}**" in text
     assert "Complete: all 6 cells finished." in text
+    assert "| cns | - | 3 | 2, 2, 2 | 2 |" in text  # seeds, the selected epoch of each seed, epochs trained
+    assert cns["selected_epochs"] == "2 2 2"
     summary = (tmp_path / "summary.md").read_text()
     cns_mean, cns_std = statistics.mean(values["cns"]), statistics.stdev(values["cns"])
     assert f"| cns | **{cns_mean:.4f} ± {cns_std:.4f}** ({100 * gain:+.1f}%) [3] |" in summary
