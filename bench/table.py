@@ -3,11 +3,12 @@
 RESULTS_DIR is a grid's output folder (it holds grid.json, written by bench.grid). Writes summary.md (test
 Recall@20 per method and dataset, one table per protocol), table.md and table.csv: per protocol and
 dataset, each method at the hyperparameters its protocol's validation data chose, IID and OOD test metrics
-(Recall/NDCG@10/20) as mean ± sample std over seeds at the protocol's selected epoch, the average training popularity of the recommended top-20 (ARP@20), the change of
-Recall@20 relative to RNS, the relative improvement over the best other method (per metric, averaged
-over the four metrics, as the paper reports it) with a paired t-test across seeds, the selected epoch of
-each seed, epochs trained and seconds per epoch; the best value of each metric column in bold; the false-hard-negative rates at
-the selected epoch; and every hyperparameter candidate's validation and test Recall@20 on the first seed (with its OOD ARP@20
+(Recall/NDCG@10/20) as mean ± sample std over seeds at the protocol's selected epoch, the average training
+popularity of the recommended top-20 (ARP@20), the change of Recall@20 relative to RNS, the relative
+improvement over the best other method (per metric, averaged over the four metrics, as the paper reports
+it) with a paired t-test across seeds, the selected epoch of each seed, epochs trained and seconds per
+epoch; the best value of each metric column in bold; the false-hard-negative rates at the selected epoch;
+and every hyperparameter candidate's validation and test Recall@20 on the first seed (with its OOD ARP@20
 and, for CNSDiff, each start step's candidate distance to the positive).
 """
 from __future__ import annotations
@@ -231,8 +232,8 @@ def markdown(records: list[dict[str, Any]], header: str) -> str:
         by = {(r["method"], r["file"]): r for r in rows}
         cols = [(f, k) for f in files for k in FOUR]
         best = {c: max((by[(m, c[0])].get(c[1], -1) for m in methods if (m, c[0]) in by), default=None) for c in cols}
-        head = ["method", "chosen", "seeds", "selected epochs", "epochs", "s/epoch"] + [f"{f.replace('test_', '').upper()} {SHORT[k]}"
-                                                                     for f, k in cols]
+        head = ["method", "chosen", "seeds", "selected epochs", "epochs", "s/epoch"]
+        head += [f"{f.replace('test_', '').upper()} {SHORT[k]}" for f, k in cols]
         head += [f"{f.replace('test_', '').upper()} R@20 vs RNS" for f in files]
         head += [f"{f.replace('test_', '').upper()} ARP@20" for f in files]
         head += [f"{f.replace('test_', '').upper()} impr. vs best other (p)" for f in files]
@@ -240,7 +241,8 @@ def markdown(records: list[dict[str, Any]], header: str) -> str:
         for m in methods:
             first = by[(m, files[0])]
             cells = [m, ", ".join(f"{k}={v}" for k, v in first["candidate"].items()) or "-", str(first["seeds"]),
-                     first["selected_epochs"].replace(" ", ", "), f"{first['epochs']:.0f}", f"{first['sec_per_epoch']:.2f}"]
+                     first["selected_epochs"].replace(" ", ", "), f"{first['epochs']:.0f}",
+                     f"{first['sec_per_epoch']:.2f}"]
             for f, k in cols:
                 r = by.get((m, f), {})
                 if k not in r:
