@@ -1,10 +1,11 @@
 """The whole study with one command: python -m bench.study [--grids NAME|FILE ...] [--jobs N] [--dataset-root DIR]
 
 Runs each grid (a shipped name, conf/grids/NAME.yaml, or a grid file; finished cells are skipped, so this
-resumes) into results/grids/NAME/ and then writes its table to results/tables/NAME/ and, when matplotlib
-is installed, its figures to results/tables/NAME/figures/. A grid's table is written even when some of its
-cells failed (they are listed in grid.json and the log); a grid that cannot start (a bad grid file) stops
-the study with exit 2.
+resumes) into results/grids/NAME/ and then writes its table to results/tables/NAME/ (for `released`, also
+selection.md: its ranking against main's `valid`, when main has run) and, when matplotlib is installed,
+its figures to results/tables/NAME/figures/. A grid's table is written even when some of its cells failed
+(they are listed in grid.json and the log); a grid that cannot start (a bad grid file) stops the study
+with exit 2.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from util.typing_coerce import ConfigError
 
 # the comparison first, then what explains it; adar last (its table predates the tracked run records)
 ORDER = ("quick", "main", "ablation", "released", "depop", "sensitivity", "adar")
+# grids whose tables also compare their selection with another grid's protocol (bench.table --against)
+AGAINST = {"released": ("main", "valid")}
 log = logging.getLogger("bench.study")
 
 
@@ -53,7 +56,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                               "--out", str(results)])
         if code != 0:
             return code
-        table_cli.main([str(results), "--out", str(args.tables / name)])
+        against = []
+        if name in AGAINST and (args.results / AGAINST[name][0] / "grid.json").is_file():
+            against = ["--against", str(args.results / AGAINST[name][0]), "--against-protocol", AGAINST[name][1]]
+        table_cli.main([str(results), "--out", str(args.tables / name)] + against)
         if plot.available():
             plot.main([str(results), "--out", str(args.tables / name / "figures")])
     return 0

@@ -1,4 +1,4 @@
-"""Comparison tables of a grid's results: python -m bench.table RESULTS_DIR [--out DIR]
+"""Comparison tables of a grid's results: python -m bench.table RESULTS_DIR [--out DIR] [--against OTHER_RESULTS]
 
 RESULTS_DIR is a grid's output folder (it holds grid.json, written by bench.grid). Writes summary.md (test
 Recall@20 per method and dataset, one table per protocol), table.md and table.csv: per protocol and
@@ -9,7 +9,9 @@ improvement over the best other method (per metric, averaged over the four metri
 it) with a paired t-test across seeds, the selected epoch of each seed, epochs trained and seconds per
 epoch; the best value of each metric column in bold; the false-hard-negative rates at the selected epoch;
 and every hyperparameter candidate's validation and test Recall@20 on the first seed (with its OOD ARP@20
-and, for CNSDiff, each start step's candidate distance to the positive).
+and, for CNSDiff, each start step's candidate distance to the positive). With --against OTHER_RESULTS,
+also selection.md: each method's test Recall@20 and test_ood rank here against the other grid's
+(--against-protocol, default valid), e.g. how much selecting on the test set changes the ranking.
 """
 from __future__ import annotations
 
@@ -308,6 +310,68 @@ def summary_markdown(records: list[dict[str, Any]], header_line: str) -> str:
     return "\n".join(out)
 
 
+def selection_shift(here: list[dict[str, Any]], there: list[dict[str, Any]], protocol: str) -> list[dict[str, Any]]:
+    """Per protocol of this grid, dataset and method also in the other grid under `protocol`: Recall@20 on each
+    test file under both selections, and each method's test_ood Recall@20 rank (1 = best) among those methods."""
+    other = {(r["dataset"], r["method"], r["file"]): r for r in there if r["protocol"] == protocol}
+    out = []
+    for mine in dict.fromkeys(r["protocol"] for r in here):
+        for dataset in dict.fromkeys(r["dataset"] for r in here if r["protocol"] == mine):
+            rows = {(r["method"], r["file"]): r for r in here if (r["protocol"], r["dataset"]) == (mine, dataset)}
+            methods = [m for m, f in rows if f == "test_ood" and (dataset, m, "test_ood") in other
+                       and "Recall@20" in rows[(m, f)] and "Recall@20" in other[(dataset, m, "test_ood")]]
+            if not methods:
+                continue
+            ranks_here = stats.rankdata([-rows[(m, "test_ood")]["Recall@20"] for m in methods], method="min")
+            ranks_there = stats.rankdata([-other[(dataset, m, "test_ood")]["Recall@20"] for m in methods], method="min")
+            for m, a, b in zip(methods, ranks_here, ranks_there):
+                rec = {"protocol": mine, "against": protocol, "dataset": dataset, "method": m,
+                       "rank": int(a), "rank_against": int(b),
+                       "epochs": rows[(m, "test_ood")]["selected_epochs"],
+                       "epochs_against": other[(dataset, m, "test_ood")]["selected_epochs"],
+                       "candidate_against": other[(dataset, m, "test_ood")]["candidate"]}
+                for f in ("test_ood", "test_iid"):
+                    r, o = rows.get((m, f), {}), other.get((dataset, m, f), {})
+                    rec[f] = r.get("Recall@20")
+                    rec[f + "_against"] = o.get("Recall@20")
+                    if rec[f] is not None and rec[f + "_against"]:
+                        rec[f + "_change"] = rec[f] / rec[f + "_against"] - 1
+                out.append(rec)
+    return out
+
+
+def selection_shift_markdown(records: list[dict[str, Any]], against: str) -> str:
+    """The comparison of two selections: per dataset, both Recall@20 values and ranks, and Spearman's rho
+    between the two rankings of test_ood Recall@20."""
+    if not records:
+        return f"No dataset and method of this grid is also in {against}.\n"
+    out = [f"## This grid's selection against `{records[0]['against']}` of {against}", "",
+           "Test Recall@20 (mean over seeds) of the methods both grids ran, each at the epoch its own protocol "
+           "selected; rank 1 = best test_ood Recall@20 among these methods. Change: this grid relative to the "
+           "other. Each grid's test_ood is the file its protocol reports on (`ood_valid` and `valid` runs report "
+           "on the 70% of test_ood that `ood_valid` does not select on; `released` on all of test_ood), so the "
+           "ranks compare directly and the values approximately.", ""]
+    for (protocol, dataset) in dict.fromkeys((r["protocol"], r["dataset"]) for r in records):
+        rows = [r for r in records if (r["protocol"], r["dataset"]) == (protocol, dataset)]
+        there = rows[0]["against"]
+        out += [f"### {dataset}: `{protocol}` vs `{there}`", "",
+                f"| method | OOD R@20 `{protocol}` (rank) | OOD R@20 `{there}` (rank) | OOD change | "
+                f"IID R@20 `{protocol}` | IID R@20 `{there}` | IID change | selected epochs `{protocol}` | "
+                f"selected epochs `{there}` (chosen) |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(rows, key=lambda r: r["rank"]):
+            chosen = ", ".join(f"{k}={v}" for k, v in r["candidate_against"].items()) or "-"
+            out.append(f"| {r['method']} | {_fmt(r['test_ood'], 4)} ({r['rank']}) | "
+                       f"{_fmt(r['test_ood_against'], 4)} ({r['rank_against']}) | {_pct(r.get('test_ood_change'))} | "
+                       f"{_fmt(r['test_iid'], 4)} | {_fmt(r['test_iid_against'], 4)} | {_pct(r.get('test_iid_change'))} | "
+                       f"{r['epochs'].replace(' ', ', ')} | {r['epochs_against'].replace(' ', ', ')} ({chosen}) |")
+        out.append("")
+        if len(rows) >= 3:
+            rho = stats.spearmanr([r["rank"] for r in rows], [r["rank_against"] for r in rows])
+            out += [f"Spearman's rho between the two rankings over {len(rows)} methods: {float(rho.statistic):+.2f} "
+                    f"(p = {float(rho.pvalue):.3f}).", ""]
+    return "\n".join(out)
+
+
 def to_csv(records: list[dict[str, Any]]) -> str:
     """The records as CSV."""
     columns: list[str] = []
@@ -360,17 +424,35 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path)
     parser.add_argument("--out", type=Path, help="folder for table.md and table.csv (default: RESULTS)")
+    parser.add_argument("--against", type=Path, metavar="OTHER_RESULTS",
+                        help="also write selection.md: each method's test Recall@20 and rank here vs in this other "
+                             "grid's results under --against-protocol (e.g. the released protocol vs main's valid)")
+    parser.add_argument("--against-protocol", default="valid", help="the other grid's protocol (default: valid)")
     args = parser.parse_args(argv)
-    if not (args.results / "grid.json").is_file():
-        print(f"error: {args.results} has no grid.json (python -m bench.grid conf/grids/NAME.yaml --dry-run "
-              f"writes it from the run records without running anything)", file=sys.stderr)
-        return 2
+    for folder in [args.results] + ([args.against] if args.against else []):
+        if not (folder / "grid.json").is_file():
+            print(f"error: {folder} has no grid.json (python -m bench.grid conf/grids/NAME.yaml --dry-run "
+                  f"writes it from the run records without running anything)", file=sys.stderr)
+            return 2
+    if args.against:
+        theirs = json.loads((args.against / "grid.json").read_text())["protocols"]
+        if args.against_protocol not in theirs:
+            print(f"error: {args.against} has no protocol {args.against_protocol!r} (it has: {', '.join(theirs)})",
+                  file=sys.stderr)
+            return 2
     records = summarize(collect(args.results))
     out = args.out or args.results
     head = header(args.results)
     atomic_write_text(out / "table.md", markdown(records, head) + "\n" + candidates_markdown(candidates(args.results)))
     atomic_write_text(out / "table.csv", to_csv(records))
     atomic_write_text(out / "summary.md", summary_markdown(records, head) + "\n")
+    if args.against:
+        shift = selection_shift(records, summarize(collect(args.against)), args.against_protocol)
+        against = repo_relative(args.against.resolve())
+        command = (f"`python -m bench.table {repo_relative(args.results.resolve())} --against {against} "
+                   f"--against-protocol {args.against_protocol}`")
+        atomic_write_text(out / "selection.md", f"{head}\n\nComparison written by {command}.\n\n"
+                          + selection_shift_markdown(shift, str(against)) + "\n")
     print(out / "table.md")
     return 0
 

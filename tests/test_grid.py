@@ -199,8 +199,47 @@ def test_table_arithmetic_on_constructed_runs(tmp_path):
     assert "| cns | - | 2 |" in text  # the row shows the seeds it has
 
 
-def test_the_study_runs_grids_then_writes_their_tables(shared, tmp_path):
+def _grid_folder(folder, values):
+    """A one-seed grid under protocol valid: per method (test_ood, test_iid) Recall@20 at the selected 2nd epoch."""
+    cells = []
+    for method, (ood, iid) in values.items():
+        rows = _rows([0.1, 0.2], [0.1, 0.1], [ood / 2, ood])
+        for row, value in zip(rows, (iid / 2, iid)):
+            row.update({f"test_iid/{k}": value for k in T.FOUR})
+        run = _fake_run(folder / "runs" / method, rows)
+        cells.append({"id": f"d/{method}/s1", "dataset": "d", "method": method, "candidate": {}, "seed": 1,
+                      "state": "finished", "error": "", "run": str(run.relative_to(folder))})
+    (folder / "grid.json").write_text(json.dumps({"grid": folder.name, "protocols": ["valid"], "cells": cells,
+                                                  "choices": {f"d/{m}": {"valid": {}} for m in values}}))
+    return folder
+
+
+def test_selection_against_another_grid_ranks_both_and_correlates(tmp_path, capsys):
+    here = _grid_folder(tmp_path / "here", {"a": (0.30, 0.10), "b": (0.20, 0.40), "c": (0.10, 0.30), "x": (0.5, 0.5)})
+    there = _grid_folder(tmp_path / "there", {"a": (0.10, 0.20), "b": (0.20, 0.40), "c": (0.40, 0.60)})
+    shift = T.selection_shift(T.summarize(T.collect(here)), T.summarize(T.collect(there)), "valid")
+    by = {r["method"]: r for r in shift}
+    assert set(by) == {"a", "b", "c"}  # x is in one grid only: it is not ranked
+    assert [(by[m]["rank"], by[m]["rank_against"]) for m in "abc"] == [(1, 3), (2, 2), (3, 1)]
+    assert by["a"]["test_ood_change"] == pytest.approx(0.30 / 0.10 - 1)
+    assert by["c"]["test_iid_change"] == pytest.approx(0.30 / 0.60 - 1)
+    assert by["a"]["epochs"] == "2" and by["a"]["epochs_against"] == "2"
+    assert T.main([str(here), "--against", str(there)]) == 0
+    text = (here / "selection.md").read_text()
+    assert "| a | 0.3000 (1) | 0.1000 (3) | +200.0% | 0.1000 | 0.2000 | -50.0% | 2 | 2 (-) |" in text
+    assert "Spearman's rho between the two rankings over 3 methods: -1.00" in text
+    assert T.main([str(here), "--against", str(tmp_path / "nothing")]) == 2
+    assert "nothing has no grid.json" in capsys.readouterr().err
+    assert T.main([str(here), "--against", str(there), "--against-protocol", "released"]) == 2
+    assert "has no protocol 'released' (it has: valid)" in capsys.readouterr().err
+    alone = _grid_folder(tmp_path / "alone", {"z": (0.1, 0.1)})
+    assert T.main([str(here), "--against", str(alone)]) == 0
+    assert "No dataset and method of this grid is also in" in (here / "selection.md").read_text()
+
+
+def test_the_study_runs_grids_then_writes_their_tables(shared, tmp_path, monkeypatch):
     from bench import plot, study
+    monkeypatch.setitem(study.AGAINST, "tiny", ("tiny", "valid"))  # as `released` is compared with main's valid
     path = write(tmp_path / "tiny.yaml", "name: tiny\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\n"
                  "keys: {max.epoch: 1, fhn.probe: 0, batch.size: 256}\nmethods: {rns: {keys: {negative.sampler: rns}}}\n")
     args = ["--grids", str(path), "--dataset-root", str(shared), "--results", str(tmp_path / "grids"),
@@ -209,6 +248,8 @@ def test_the_study_runs_grids_then_writes_their_tables(shared, tmp_path):
     text = (tmp_path / "tables" / "tiny" / "table.md").read_text()
     assert "Complete: all 1 cells finished." in text and "| rns |" in text
     assert str(REPO) not in text  # a committed table names no machine's path
+    selection = (tmp_path / "tables" / "tiny" / "selection.md").read_text()
+    assert "| rns | " in selection and "(1) |" in selection
     assert (tmp_path / "grids" / "tiny" / "grid.json").is_file()
     figures = tmp_path / "tables" / "tiny" / "figures"
     assert figures.is_dir() == plot.available()
