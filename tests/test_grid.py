@@ -200,11 +200,12 @@ def test_table_arithmetic_on_constructed_runs(tmp_path):
 
 
 def _grid_folder(folder, values):
-    """A one-seed grid under protocol valid: per method (test_ood, test_iid) Recall@20 at the selected 2nd epoch."""
+    """A one-seed grid under protocol valid: per method (test_ood, test_iid) Recall@20 at the selected 2nd epoch
+    of three; the 3rd epoch has a worse validation value and test_iid 0.9."""
     cells = []
     for method, (ood, iid) in values.items():
-        rows = _rows([0.1, 0.2], [0.1, 0.1], [ood / 2, ood])
-        for row, value in zip(rows, (iid / 2, iid)):
+        rows = _rows([0.1, 0.2, 0.15], [0.1, 0.1, 0.1], [ood / 2, ood, ood / 3])
+        for row, value in zip(rows, (iid / 2, iid, 0.9)):
             row.update({f"test_iid/{k}": value for k in T.FOUR})
         run = _fake_run(folder / "runs" / method, rows)
         cells.append({"id": f"d/{method}/s1", "dataset": "d", "method": method, "candidate": {}, "seed": 1,
@@ -226,7 +227,8 @@ def test_selection_against_another_grid_ranks_both_and_correlates(tmp_path, caps
     assert by["a"]["epochs"] == "2" and by["a"]["epochs_against"] == "2"
     assert T.main([str(here), "--against", str(there)]) == 0
     text = (here / "selection.md").read_text()
-    assert "| a | 0.3000 (1) | 0.1000 (3) | +200.0% | 0.1000 | 0.2000 | -50.0% | 2 | 2 (-) |" in text
+    assert by["a"]["test_iid_peak"] == pytest.approx(0.9)  # the 3rd epoch: the best IID, never selected
+    assert "| a | 0.3000 (1) | 0.1000 (3) | +200.0% | 0.1000 (0.9000) | 0.2000 | -50.0% | 2 | 2 (-) |" in text
     assert "Spearman's rho between the two rankings over 3 methods: -1.00" in text
     assert T.main([str(here), "--against", str(tmp_path / "nothing")]) == 2
     assert "nothing has no grid.json" in capsys.readouterr().err
