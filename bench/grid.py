@@ -3,7 +3,7 @@
 A grid names datasets, methods (config keys), seeds, protocols and hyperparameter candidates. Every
 cell is a normal `python main.py` run in its own folder under OUT/runs/. Hyperparameters are chosen
 per protocol on the protocol's validation data only, with the first seed; the other seeds then run
-with the choice. Finished cells are skipped, interrupted ones resumed from their checkpoint, failed
+with the choice (queued as soon as their own pair's first-seed candidates are done). Finished cells are skipped, interrupted ones resumed from their checkpoint, failed
 ones recorded with their error (and retried only with --retry-failed), so running the same command
 again continues where it stopped and a finished grid runs nothing.
 
@@ -27,7 +27,7 @@ import os
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -334,13 +334,25 @@ class GridRunner:
         self.write_manifest()
         return cell.state()
 
-    def run_all(self, cells: list[Cell]) -> None:
-        """Run cells, `jobs` at a time; a failing cell does not stop the others."""
-        todo = [c for c in cells if c.state() != "finished" and (c.state() != "failed" or self.retry_failed)]
-        if not todo:
-            return
+    def run_all(self, datasets: list[str]) -> None:
+        """Run every cell, `jobs` at a time, first seeds first; a dataset/method pair's later seeds are queued as
+        soon as its own first-seed candidates are done (no job waits for the other pairs); a failing cell does
+        not stop the others."""
+        queued: set[str] = set()
+        running: set[Any] = set()
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            list(pool.map(self.run_cell, todo))
+            while True:
+                first, later, _ = self.plan(datasets)
+                for c in first + later:
+                    if c.id in queued or c.state() == "finished" or (c.state() == "failed" and not self.retry_failed):
+                        continue
+                    queued.add(c.id)
+                    running.add(pool.submit(self.run_cell, c))
+                if not running:
+                    return
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # an error of the runner itself (not of a cell) stops the grid
 
     def write_manifest(self) -> dict[str, Any]:
         """Write grid.json now (at the start, after every cell and at the end: an interim table can be made
@@ -422,10 +434,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"dataset/method pair(s) are listed once their first-seed candidates have finished")
         return 0
     runner.write_manifest()
-    first, _, _ = runner.plan(datasets)
-    runner.run_all(first)
-    _, later, _ = runner.plan(datasets)
-    runner.run_all(later)
+    runner.run_all(datasets)
     manifest = runner.write_manifest()
     failed = [c for c in manifest["cells"] if c["state"] == "failed"]
     log.info("grid %s: %d cells, %d finished, %d failed; manifest %s", grid.name, len(manifest["cells"]),

@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -94,6 +95,28 @@ def test_grid_json_is_written_after_every_cell(tmp_path, monkeypatch):
     assert runner.run_cell(cell) == "failed"
     assert json.loads((tmp_path / "grid.json").read_text())["grid"] == "t"  # written before the grid ends
     assert (cell.folder / "error.txt").read_text().strip() == "boom"
+
+
+def test_later_seeds_start_without_waiting_for_other_pairs(tmp_path, monkeypatch):
+    grid = G.Grid("t", ["coat"], ["released"], [1, 2], {"a": {}, "b": {}})
+    runner = G.GridRunner(grid, tmp_path, tmp_path, jobs=2)
+    started, a_later = [], threading.Event()
+
+    def fake_run_cell(cell):
+        started.append(cell.id)
+        if cell.method == "a" and cell.seed == 2:
+            a_later.set()
+        if cell.method == "b" and cell.seed == 1:  # a slow first seed: a's second seed must not wait for it
+            assert a_later.wait(timeout=20), "a's later seed waited for b's first seed"
+        _fake_run(cell.folder, _rows([0.1], [0.1], [0.1]))
+        return cell.state()
+
+    monkeypatch.setattr(runner, "run_cell", fake_run_cell)
+    runner.run_all(["coat"])
+    assert sorted(started) == sorted(c.id for c in sum(runner.plan(["coat"])[:2], []))  # each cell once
+    assert len(started) == 4 and started.index("coat/a/default/s2") < started.index("coat/b/default/s2")
+    runner.run_all(["coat"])  # everything finished: nothing runs again
+    assert len(started) == 4
 
 
 def test_bad_grid_files_are_clear_errors(tmp_path, capsys, caplog):
