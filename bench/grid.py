@@ -3,9 +3,10 @@
 A grid names datasets, methods (config keys), seeds, protocols and hyperparameter candidates. Every
 cell is a normal `python main.py` run in its own folder under OUT/runs/. Hyperparameters are chosen
 per protocol on the protocol's validation data only, with the first seed; the other seeds then run
-with the choice (queued as soon as their own pair's first-seed candidates are done). Finished cells are skipped, interrupted ones resumed from their checkpoint, failed
-ones recorded with their error (and retried only with --retry-failed), so running the same command
-again continues where it stopped and a finished grid runs nothing.
+with the choice (queued as soon as their own pair's first-seed candidates are done). Finished cells are
+skipped, interrupted ones resumed from their checkpoint, failed ones recorded with their error (and
+retried only with --retry-failed), so running the same command again continues where it stopped and a
+finished grid runs nothing.
 
 Protocols:
   valid      report the epoch with the best validation Recall@20 (the dataset's IID validation file)
@@ -135,6 +136,11 @@ def validation_score(rows: list[dict[str, float]], protocol: str) -> float:
 
 
 # ---- cells -------------------------------------------------------------------------------
+def to_run(state: str, retry_failed: bool) -> bool:
+    """Whether a cell in this state still runs: anything but finished, and failed only with --retry-failed."""
+    return state != "finished" and (state != "failed" or retry_failed)
+
+
 def tag(candidate: dict[str, Any]) -> str:
     """A folder-safe name of a hyperparameter candidate."""
     if not candidate:
@@ -308,7 +314,7 @@ class GridRunner:
     def run_cell(self, cell: Cell) -> str:
         """Run (or resume) one cell; returns its final state."""
         state = cell.state()
-        if state == "finished" or (state == "failed" and not self.retry_failed):
+        if not to_run(state, self.retry_failed):
             return state
         cell.folder.mkdir(parents=True, exist_ok=True)
         threads = "1" if self.jobs > 1 else str(os.cpu_count() or 1)
@@ -344,7 +350,7 @@ class GridRunner:
             while True:
                 first, later, _ = self.plan(datasets)
                 for c in first + later:
-                    if c.id in queued or c.state() == "finished" or (c.state() == "failed" and not self.retry_failed):
+                    if c.id in queued or not to_run(c.state(), self.retry_failed):
                         continue
                     queued.add(c.id)
                     running.add(pool.submit(self.run_cell, c))
@@ -427,7 +433,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         manifest = runner.write_manifest()
         remaining = 0
         for c in manifest["cells"]:
-            remaining += c["state"] != "finished" and not (c["state"] == "failed" and not args.retry_failed)
+            remaining += to_run(c["state"], args.retry_failed)
             print(f"{c['state']:<11} {c['id']}")
         waiting = [k for k, v in manifest["choices"].items() if all(x is None for x in v.values())]
         print(f"{len(manifest['cells'])} cells listed, {remaining} to run; the later seeds of {len(waiting)} "

@@ -86,11 +86,11 @@ def collect(results: Path) -> dict[str, Any]:
                 rows = read_rows(run)
                 index = selected_index(rows, protocol, run)
                 row = rows[index]
-                runs[cell["seed"]] = {"row": row, "epochs": len(rows), "epoch": index + 1,
-                                      "sec": statistics.median(r.get("train_s", 0) + r.get("sample_s", 0) for r in rows),
-                                      # the best Recall@20 of each test file over all epochs (an oracle, for reading)
-                                      "peak": {f: max(r[f"{f}/Recall@20"] for r in rows) for f in ("test_iid", "test_ood")
-                                               if all(f"{f}/Recall@20" in r for r in rows)}}
+                # the best Recall@20 of each test file over all epochs (an oracle, for reading)
+                peak = {f: max(r[f"{f}/Recall@20"] for r in rows) for f in ("test_iid", "test_ood")
+                        if all(f"{f}/Recall@20" in r for r in rows)}
+                runs[cell["seed"]] = {"row": row, "epochs": len(rows), "epoch": index + 1, "peak": peak,
+                                      "sec": statistics.median(r.get("train_s", 0) + r.get("sample_s", 0) for r in rows)}
             if runs:
                 out.setdefault(protocol, {}).setdefault(dataset, {})[method] = {"candidate": candidate, "runs": runs}
     return out
@@ -152,7 +152,7 @@ def candidates_markdown(records: list[dict[str, Any]]) -> str:
            "IID R@20 | OOD R@20 | OOD ARP@20 |" + (" candidate distance |" if distances else ""),
            "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if distances else "")]
     for r in records:
-        name = ", ".join(f"{k}={v}" for k, v in r["candidate"].items()) or "-"
+        name = _candidate(r["candidate"])
         cells = [r["protocol"], r["dataset"], r["method"], f"**{name}**" if r["chosen"] else name, r["state"],
                  f"{r['epoch']} / {r['epochs']}" if "epoch" in r else "", _fmt(r.get("validation")),
                  _fmt(r.get("test_iid")), _fmt(r.get("test_ood")), _fmt(r.get("arp_ood"), 1)]
@@ -227,6 +227,10 @@ def _pct(value: Optional[float]) -> str:
     return "" if value is None else f"{100 * value:+.1f}%"
 
 
+def _candidate(candidate: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in candidate.items()) or "-"
+
+
 def markdown(records: list[dict[str, Any]], header: str) -> str:
     """The Markdown tables."""
     out = [header, ""]
@@ -248,7 +252,7 @@ def markdown(records: list[dict[str, Any]], header: str) -> str:
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in methods:
             first = by[(m, files[0])]
-            cells = [m, ", ".join(f"{k}={v}" for k, v in first["candidate"].items()) or "-", str(first["seeds"]),
+            cells = [m, _candidate(first["candidate"]), str(first["seeds"]),
                      first["selected_epochs"].replace(" ", ", "), f"{first['epochs']:.0f}",
                      f"{first['sec_per_epoch']:.2f}"]
             for f, k in cols:
@@ -324,18 +328,17 @@ def selection_shift(here: list[dict[str, Any]], there: list[dict[str, Any]], pro
     for mine in dict.fromkeys(r["protocol"] for r in here):
         for dataset in dict.fromkeys(r["dataset"] for r in here if r["protocol"] == mine):
             rows = {(r["method"], r["file"]): r for r in here if (r["protocol"], r["dataset"]) == (mine, dataset)}
-            methods = [m for m, f in rows if f == "test_ood" and (dataset, m, "test_ood") in other
-                       and "Recall@20" in rows[(m, f)] and "Recall@20" in other[(dataset, m, "test_ood")]]
-            if not methods:
+            # per method in both grids with a test_ood Recall@20: its test_ood record here and there
+            ood = {m: (r, other[(dataset, m, f)]) for (m, f), r in rows.items() if f == "test_ood"
+                   and "Recall@20" in r and "Recall@20" in other.get((dataset, m, f), {})}
+            if not ood:
                 continue
-            ranks_here = stats.rankdata([-rows[(m, "test_ood")]["Recall@20"] for m in methods], method="min")
-            ranks_there = stats.rankdata([-other[(dataset, m, "test_ood")]["Recall@20"] for m in methods], method="min")
-            for m, a, b in zip(methods, ranks_here, ranks_there):
+            ranks_here = stats.rankdata([-a["Recall@20"] for a, _ in ood.values()], method="min")
+            ranks_there = stats.rankdata([-b["Recall@20"] for _, b in ood.values()], method="min")
+            for (m, (a, b)), rank, rank_against in zip(ood.items(), ranks_here, ranks_there):
                 rec = {"protocol": mine, "against": protocol, "dataset": dataset, "method": m,
-                       "rank": int(a), "rank_against": int(b),
-                       "epochs": rows[(m, "test_ood")]["selected_epochs"],
-                       "epochs_against": other[(dataset, m, "test_ood")]["selected_epochs"],
-                       "candidate_against": other[(dataset, m, "test_ood")]["candidate"]}
+                       "rank": int(rank), "rank_against": int(rank_against), "epochs": a["selected_epochs"],
+                       "epochs_against": b["selected_epochs"], "candidate_against": b["candidate"]}
                 for f in ("test_ood", "test_iid"):
                     r, o = rows.get((m, f), {}), other.get((dataset, m, f), {})
                     rec[f] = r.get("Recall@20")
@@ -368,12 +371,11 @@ def selection_shift_markdown(records: list[dict[str, Any]], against: str) -> str
                 f"IID R@20 `{protocol}` (IID peak) | IID R@20 `{there}` | IID change | selected epochs `{protocol}` | "
                 f"selected epochs `{there}` (chosen) |", "|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(rows, key=lambda r: r["rank"]):
-            chosen = ", ".join(f"{k}={v}" for k, v in r["candidate_against"].items()) or "-"
+            chosen = _candidate(r["candidate_against"])
             peak = "" if r["test_iid_peak"] is None else f" ({r['test_iid_peak']:.4f})"
             out.append(f"| {r['method']} | {_fmt(r['test_ood'], 4)} ({r['rank']}) | "
                        f"{_fmt(r['test_ood_against'], 4)} ({r['rank_against']}) | {_pct(r.get('test_ood_change'))} | "
-                       f"{_fmt(r['test_iid'], 4)}{peak} | "
-                       f"{_fmt(r['test_iid_against'], 4)} | "
+                       f"{_fmt(r['test_iid'], 4)}{peak} | {_fmt(r['test_iid_against'], 4)} | "
                        f"{_pct(r.get('test_iid_change'))} | "
                        f"{r['epochs'].replace(' ', ', ')} | {r['epochs_against'].replace(' ', ', ')} ({chosen}) |")
         out.append("")
