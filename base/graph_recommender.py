@@ -17,7 +17,7 @@ from base.fhn import FHNProbe, truth_matrix
 from base.recommender import Recommender
 from base.selection import make_selection
 from module.samplers import get_sampler_class
-from module.samplers.base import NegativeSampler, TrainBatch
+from module.samplers.base import NegativeOutput, NegativeSampler, TrainBatch
 from util.evaluation import RankingEvaluator
 from util.logger import Progress
 from util.loss import bpr_loss, l2_lightgcn, l2_selfrec
@@ -51,9 +51,12 @@ class GraphRecommender(Recommender):
         sampler_cls = get_sampler_class(cfg.negative_sampler)
         self.sampler: NegativeSampler = sampler_cls(cfg.params, self.data.n_users, self.data.n_items,
                                                     cfg.embedding_size, self.device).to(self.device)
-        groups = [{"params": list(self.model.parameters()), "lr": cfg.learning_rate}]
+        decay = cfg.reg_lambda if cfg.reg_form == "weight_decay" else 0.0  # Adam's, on the encoder's tables
+        groups = [{"params": list(self.model.parameters()), "lr": cfg.learning_rate, "weight_decay": decay}]
         groups += [{"lr": cfg.learning_rate, **g} for g in self.sampler.param_groups()]
         self.optimizer = torch.optim.Adam(groups)
+        for group in self.optimizer.param_groups:  # the rates learning.rate.decay scales
+            group["base_lr"] = group["lr"]
         degree = self.data.item_degree()
         self.epoch_sampler = EpochSampler(self.data.train, self.sampler.n_candidates,
                                           self.sampler.candidate_weights(degree))
@@ -69,20 +72,24 @@ class GraphRecommender(Recommender):
         self.start_epoch, self.best_epoch, self.stopped_early = 0, None, False
         self.epoch_rows: list[dict[str, Any]] = []
         log.info("negative sampler: %s", self.sampler.describe())
-        if self.selection.rule == "test_all4":
-            log.warning("model selection: test_all4 picks the reported epoch on the test file %r (the released "
-                        "code's protocol); these numbers are optimistic. Use selection: valid for honest ones.",
-                        self.selection.file)
+        if self.selection.rule in ("test_all4", "reference"):
+            whose = "the released code's" if self.selection.rule == "test_all4" else "the baselines' reference code's"
+            log.warning("model selection: %s picks the reported epoch on the test file %r (%s protocol); these "
+                        "numbers are optimistic. Use selection: valid for honest ones.", self.selection.rule,
+                        self.selection.file, whose)
         else:
             log.info("model selection: best %s on the validation file, patience %d", cfg.selection_metric,
                      cfg.patience)
 
-    def l2_term(self, users: torch.Tensor, pos: torch.Tensor, reg_items: torch.Tensor) -> torch.Tensor:
-        """The L2 term on layer-0 rows, in the configured form."""
+    def l2_term(self, users: torch.Tensor, pos: torch.Tensor, out: NegativeOutput) -> torch.Tensor:
+        """The L2 term on layer-0 rows (the sampler's reg_emb in place of the negatives' rows if it gives one),
+        in the configured form; zero under weight_decay (Adam applies it)."""
         cfg = self.config
+        if cfg.reg_form == "weight_decay":
+            return users.new_zeros((), dtype=self.model.user_emb.dtype)
         u0 = self.model.user_emb[users]
         i0 = self.model.item_emb[pos]
-        j0 = self.model.item_emb[reg_items.reshape(-1)]
+        j0 = out.reg_emb if out.reg_emb is not None else self.model.item_emb[out.reg_items.reshape(-1)]
         if cfg.reg_form == "selfrec":
             return l2_selfrec(cfg.reg_lambda, cfg.batch_size, u0, i0, j0)
         return l2_lightgcn(cfg.reg_lambda, u0, i0, j0)
@@ -94,7 +101,7 @@ class GraphRecommender(Recommender):
         e_u, e_i = user_all[users], item_all[pos]
         batch = TrainBatch(users, pos, negs, epoch, self.config.max_epoch, user_all, item_all, layers)
         out = self.sampler.negatives(batch, e_u, e_i)
-        terms = {"bpr": bpr_loss(e_u, e_i, out.neg_emb), "l2": self.l2_term(users, pos, out.reg_items)}
+        terms = {"bpr": bpr_loss(e_u, e_i, out.neg_emb), "l2": self.l2_term(users, pos, out)}
         loss = out.bpr_weight * terms["bpr"] + terms["l2"]
         for name, (weight, value) in out.losses.items():
             terms[name] = value
@@ -154,6 +161,7 @@ class GraphRecommender(Recommender):
         if self.stopped_early:
             return
         for epoch in range(self.start_epoch, cfg.max_epoch):
+            self.set_learning_rate(epoch)
             stats = self.train_epoch(epoch)
             self.check_finite(epoch, stats)
             if self.fhn is not None:
@@ -161,12 +169,16 @@ class GraphRecommender(Recommender):
                 stats.update(self.fhn.measure(self.model, self.sampler, self.epoch_sampler, epoch, cfg.max_epoch,
                                               self.device))
                 stats["fhn_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            metrics, embeddings = self.evaluate_all()
-            stats["eval_s"] = time.perf_counter() - t0
-            improved = self.selection.update(epoch, metrics)
-            if improved:
-                self.best_epoch, self.best_emb = epoch, embeddings
+            metrics: dict[str, dict[str, float]] = {}
+            improved = False
+            stats["eval_s"] = 0.0
+            if self.evaluates(epoch):
+                t0 = time.perf_counter()
+                metrics, embeddings = self.evaluate_all()
+                stats["eval_s"] = time.perf_counter() - t0
+                improved = self.selection.update(epoch, metrics)
+                if improved:
+                    self.best_epoch, self.best_emb = epoch, embeddings
             row: dict[str, Any] = {"epoch": epoch + 1}
             row.update({k: v for k, v in stats.items() if not k.endswith("_s")})
             for name, m in metrics.items():
@@ -175,13 +187,27 @@ class GraphRecommender(Recommender):
             self.epoch_rows.append(row)
             self.writer.add_epoch(row)
             log.info("%s", self._epoch_line(epoch, stats, metrics, improved))
-            if self.selection.should_stop():
+            if metrics and self.selection.should_stop():
                 self.stopped_early = True
-                log.info("early stop after epoch %d: no %s improvement for %d epochs", epoch + 1,
+                log.info("early stop after epoch %d: no %s improvement for %d evaluations", epoch + 1,
                          cfg.selection_metric, cfg.patience)
             self.save_checkpoint(epoch, improved)
             if self.stopped_early:
                 break
+
+    def set_learning_rate(self, epoch: int) -> None:
+        """Step decay (learning.rate.decay every learning.rate.step epochs; torch's StepLR), stateless so a
+        resumed run gets the same rates; each group keeps its own base rate."""
+        cfg = self.config
+        if cfg.lr_step <= 0:
+            return
+        factor = cfg.lr_decay ** (epoch // cfg.lr_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether 0-based `epoch` ends with an evaluation: every eval.every epochs from the first, and the last."""
+        return epoch % self.config.eval_every == 0 or epoch == self.config.max_epoch - 1
 
     def check_finite(self, epoch: int, stats: dict[str, float]) -> None:
         """Stop with DivergedError when a loss term or an embedding table is not finite."""
@@ -237,6 +263,8 @@ class GraphRecommender(Recommender):
         cfg = self.config
         losses = " ".join(f"{k} {v:.4g}" for k, v in stats.items() if not k.endswith("_s"))
         k = max(cfg.top_n)
+        if not metrics:
+            return f"epoch {epoch + 1}/{cfg.max_epoch} | {losses} | sample {stats['sample_s']:.2f}s train {stats['train_s']:.2f}s"
         evals = " | ".join(f"{name} R@{k} {m[f'Recall@{k}']:.5f} N@{k} {m[f'NDCG@{k}']:.5f}"
                            for name, m in metrics.items())
         times = f"sample {stats['sample_s']:.2f}s train {stats['train_s']:.2f}s eval {stats['eval_s']:.2f}s"
@@ -247,7 +275,8 @@ class GraphRecommender(Recommender):
         cfg = self.config
         best_row = self.epoch_rows[self.best_epoch]
         per_file = {name: {m: best_row[f"{name}/{m}"] for m in self._metric_names()} for name in self.evaluators}
-        timing = {key: statistics.median(r[key] for r in self.epoch_rows)
+        evaluated = [r for r in self.epoch_rows if r["eval_s"] > 0]  # eval_s is the median of evaluations
+        timing = {key: statistics.median(r[key] for r in (evaluated if key == "eval_s" else self.epoch_rows))
                   for key in ("sample_s", "train_s", "eval_s")}
         result = {
             "run": self.run_dir.name,

@@ -67,11 +67,41 @@ class All4Selection:
         return False
 
 
+class ReferenceSelection:
+    """The baselines' reference code (DENS, MixGCF, AHNS: `early_stopping` in their utils/helper.py): after
+    each evaluation, a test Recall@20 at least as high as the best so far (>=, so a tie moves the choice to
+    the later epoch) becomes the reported epoch; training stops after `patience` evaluations in a row
+    without one. This selects on the test set; it is offered to compare with the authors' logs."""
+
+    rule = "reference"
+
+    def __init__(self, test_file: str, metric: str = "Recall@20", patience: int = 10):
+        self.file, self.metric, self.patience = test_file, metric, patience
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.since_best = 0
+
+    def update(self, epoch: int, metrics: dict[str, dict[str, float]]) -> bool:
+        """Record an evaluation; True if it becomes the reported epoch."""
+        value = metrics[self.file][self.metric]
+        if self.best is None or value >= self.best:
+            self.best, self.best_epoch, self.since_best = value, epoch, 0
+            return True
+        self.since_best += 1
+        return False
+
+    def should_stop(self) -> bool:
+        """True once `patience` evaluations passed without a new best (patience 0 never stops)."""
+        return self.patience > 0 and self.since_best >= self.patience
+
+
 def make_selection(rule: str, metric: str, patience: int, test_file: str,
-                   watch: Sequence[str] = ()) -> "ValidSelection | All4Selection":
+                   watch: Sequence[str] = ()) -> "ValidSelection | All4Selection | ReferenceSelection":
     """Build the selection object for a resolved rule name."""
     if rule == "valid":
         return ValidSelection(metric, patience, watch)
     if rule == "test_all4":
         return All4Selection(test_file)
+    if rule == "reference":
+        return ReferenceSelection(test_file, metric, patience)
     raise ValueError(f"unknown selection rule {rule!r}")

@@ -16,6 +16,10 @@ Protocols:
              on the same OOD test part.
   released   the released code's protocol: test_all4 selection on the full test_ood, training items
              masked, no validation file (selects on the test set; one candidate only).
+  reference  the baselines' reference code (DENS, MixGCF, AHNS): the epoch with the best Recall@20 on the
+             dataset's test file (ties go to the later epoch), early stopping after early_stop.patience
+             evaluations without one; set eval.every (5 there) in the grid's keys. For fidelity checks on
+             the references' own splits (train and test only); selects on the test set; one candidate only.
 """
 from __future__ import annotations
 
@@ -43,7 +47,8 @@ from util.results import machine_id, read_status
 from util.typing_coerce import ConfigError
 
 log = logging.getLogger("bench.grid")
-PROTOCOLS = ("valid", "ood_valid", "released")
+PROTOCOLS = ("valid", "ood_valid", "released", "reference")
+TEST_SELECTED = ("released", "reference")  # protocols that select on a test file: one candidate per method
 METRIC = "Recall@20"
 
 
@@ -55,7 +60,7 @@ class Grid:
     datasets: list[str]
     protocols: list[str]
     seeds: list[int]
-    methods: dict[str, dict[str, Any]]  # name -> {"keys": {...}, "search": {...}, "seeds": [...]}
+    methods: dict[str, dict[str, Any]]  # name -> {"keys", "search", "seeds", "datasets", "dataset_keys"}
     keys: dict[str, Any] = field(default_factory=dict)
     search: dict[str, list] = field(default_factory=dict)
     extra_seeds: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # dataset -> method -> seeds
@@ -66,6 +71,16 @@ class Grid:
         space = {**self.search, **self.methods[method].get("search", {})}
         names = sorted(space)
         return [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))]
+
+    def runs_on(self, dataset: str, method: str) -> bool:
+        """Whether a method runs on a dataset (a method's own `datasets` list restricts the grid's)."""
+        own = self.methods[method].get("datasets")
+        return own is None or dataset in own
+
+    def keys_of(self, dataset: str, method: str) -> dict[str, Any]:
+        """A method's config keys on a dataset: its `keys`, updated by its `dataset_keys` for that dataset."""
+        spec = self.methods[method]
+        return {**spec.get("keys", {}), **(spec.get("dataset_keys") or {}).get(dataset, {})}
 
     def seeds_of(self, dataset: str, method: str) -> list[int]:
         """The seeds a method runs with on a dataset (the first one chooses the hyperparameters)."""
@@ -87,21 +102,29 @@ def load_grid(path: Path) -> Grid:
     protocols = list(tree["protocols"])
     if any(p not in PROTOCOLS for p in protocols):
         raise ConfigError(f"{path}: protocols must be among {PROTOCOLS}, got {protocols}")
-    if "released" in protocols and len(protocols) > 1:
-        raise ConfigError(f"{path}: `released` runs differ from the others; put it in a grid of its own")
+    for own in TEST_SELECTED:
+        if own in protocols and len(protocols) > 1:
+            raise ConfigError(f"{path}: `{own}` runs differ from the others; put it in a grid of its own")
     methods = {}
     for name, spec in tree["methods"].items():
         spec = dict(spec or {})
-        bad = set(spec) - {"keys", "search", "seeds"}
+        bad = set(spec) - {"keys", "search", "seeds", "datasets", "dataset_keys"}
         if bad:
-            raise ConfigError(f"{path}: method {name!r}: unknown entries {sorted(bad)} (keys, search, seeds)")
+            raise ConfigError(f"{path}: method {name!r}: unknown entries {sorted(bad)} "
+                              f"(keys, search, seeds, datasets, dataset_keys)")
+        outside = set(spec.get("datasets") or []) - set(tree["datasets"])
+        if outside:
+            raise ConfigError(f"{path}: method {name!r}: datasets not in the grid's `datasets`: {sorted(outside)}")
+        stray = set(spec.get("dataset_keys") or {}) - set(spec.get("datasets") or tree["datasets"])
+        if stray:
+            raise ConfigError(f"{path}: method {name!r}: dataset_keys for datasets it does not run on: {sorted(stray)}")
         methods[str(name)] = spec
     grid = Grid(name=str(tree.get("name") or Path(path).stem), datasets=[str(d) for d in tree["datasets"]],
                 protocols=protocols, seeds=[int(s) for s in tree["seeds"]], methods=methods,
                 keys=dict(tree.get("keys") or {}), search={k: list(v) for k, v in (tree.get("search") or {}).items()},
                 extra_seeds=tree.get("extra_seeds") or {}, ood_valid_fraction=float(tree.get("ood_valid_fraction", 0.3)))
-    if "released" in protocols and any(len(grid.candidates(m)) > 1 for m in methods):
-        raise ConfigError(f"{path}: the released protocol selects on the test set: give one candidate per method")
+    if protocols[0] in TEST_SELECTED and any(len(grid.candidates(m)) > 1 for m in methods):
+        raise ConfigError(f"{path}: the {protocols[0]} protocol selects on the test set: give one candidate per method")
     return grid
 
 
@@ -120,7 +143,7 @@ def selected_index(rows: list[dict[str, float]], protocol: str, run: Optional[Pa
     or the run's own test_all4 choice (released)."""
     if not rows:
         return None
-    if protocol == "released":
+    if protocol in TEST_SELECTED:
         metrics = json.loads((run / "metrics.json").read_text())
         return metrics["selection"]["epoch"] - 1
     column = f"{'valid' if protocol == 'valid' else 'ood_valid'}/{METRIC}"
@@ -225,6 +248,8 @@ class GridRunner:
         missing = [f for f in preset.files() if not (self.root / preset.name / f).is_file()]
         if missing:
             return f"files absent under --dataset-root/{preset.name}: {', '.join(missing)} ({preset.how_to_get})"
+        if self.grid.protocols == ["reference"]:
+            return None
         if "test_ood" not in preset.tests:
             return "no test_ood file"
         if any(p in ("valid", "ood_valid") for p in self.grid.protocols) and not preset.valid:
@@ -265,6 +290,9 @@ class GridRunner:
         root = self.root_of(dataset)
         keys: dict[str, Any] = {"dataset": preset.name, "dataset.root": repo_relative(root)}
         protocol = self.grid.protocols
+        if "reference" in protocol:
+            keys.update({"selection": "reference", "selection.test": next(iter(preset.tests)), "eval.mask": "train"})
+            return keys
         if "released" in protocol:
             keys.update({"selection": "test_all4", "selection.test": "test_ood", "eval.mask": "train",
                          "valid.set": "none"})
@@ -280,7 +308,7 @@ class GridRunner:
 
     def cell(self, dataset: str, method: str, candidate: dict[str, Any], seed: int, data: dict[str, Any]) -> Cell:
         """One cell with its full set of config keys."""
-        keys = {**self.grid.keys, **data, **self.grid.methods[method].get("keys", {}), **candidate, "seed": seed}
+        keys = {**self.grid.keys, **data, **self.grid.keys_of(dataset, method), **candidate, "seed": seed}
         folder = self.out / "runs" / dataset / method / tag(candidate) / f"s{seed}"
         return Cell(dataset, method, candidate, seed, folder, keys)
 
@@ -290,6 +318,8 @@ class GridRunner:
         for dataset in datasets:
             data = self.data_keys(dataset)
             for method in self.grid.methods:
+                if not self.grid.runs_on(dataset, method):
+                    continue
                 seeds = self.grid.seeds_of(dataset, method)
                 cells = [self.cell(dataset, method, c, seeds[0], data) for c in self.grid.candidates(method)]
                 first += cells
@@ -307,8 +337,8 @@ class GridRunner:
         done = [c for c in cells if c.state() == "finished"]
         if not done:
             return {p: None for p in self.grid.protocols}
-        if self.grid.protocols == ["released"]:
-            return {"released": done[0]}
+        if self.grid.protocols[0] in TEST_SELECTED:
+            return {self.grid.protocols[0]: done[0]}
         return {p: max(done, key=lambda c: validation_score(read_rows(c.run_dir()), p)) for p in self.grid.protocols}
 
     def run_cell(self, cell: Cell) -> str:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = ("triples", "pairs", "adjacency")
-SELECTION_RULES = ("auto", "valid", "test_all4")
+SELECTION_RULES = ("auto", "valid", "test_all4", "reference")
 
 
 def _key(name: str, default: Any = None, *, choices: Sequence[str] = (), minimum: float | None = None,
@@ -54,16 +54,24 @@ class RunConfig:
     batch_size: int = _key("batch.size", 2048, minimum=1, doc="training pairs per batch")
     learning_rate: float = _key("learning.rate", 0.01, minimum=0.0, doc="Adam learning rate")
     reg_lambda: float = _key("reg.lambda", 1e-4, minimum=0.0, doc="L2 weight on the batch's layer-0 rows")
-    reg_form: str = _key("reg.form", "selfrec", choices=("selfrec", "lightgcn"),
-                         doc="selfrec: non-squared batch norms / B / B; lightgcn: squared norms / 2 / B")
+    reg_form: str = _key("reg.form", "selfrec", choices=("selfrec", "lightgcn", "weight_decay"),
+                         doc="selfrec: non-squared batch norms / B / B; lightgcn: squared norms / 2 / B; "
+                             "weight_decay: Adam's weight_decay on the embedding tables (every row, every step)")
+    lr_step: int = _key("learning.rate.step", 0, minimum=0,
+                        doc="multiply the learning rate by learning.rate.decay every this many epochs; 0 = constant")
+    lr_decay: float = _key("learning.rate.decay", 1.0, minimum=0.0, doc="factor of the step decay (StepLR's gamma)")
     n_layer: int = _key("LightGCN.n_layer", 2, minimum=0, doc="propagation layers")
     negative_sampler: str = _key("negative.sampler", "rns", doc="name in module/samplers registry")
     device: str = _key("device", "auto", doc="auto | cpu | cuda | cuda:N")
     seed: int = _key("seed", 2025, doc="seeds python, numpy, torch and numba")
-    selection: str = _key("selection", "auto", choices=SELECTION_RULES, doc="model-selection rule (auto: the sampler's, else valid if a validation file exists)")
-    selection_metric: str = _key("selection.metric", "Recall@20", doc="metric of the valid rule")
-    selection_test: Optional[str] = _key("selection.test", None, doc="test file of test_all4 (default test_ood)")
-    patience: int = _key("early_stop.patience", 10, minimum=0, doc="epochs without improvement (valid rule); 0 = off")
+    selection: str = _key("selection", "auto", choices=SELECTION_RULES, doc="model-selection rule (auto: the sampler's, else valid if a validation file exists; "
+                             "reference: the baselines' reference code, best test selection.metric, a test-set protocol)")
+    selection_metric: str = _key("selection.metric", "Recall@20", doc="metric of the valid and reference rules")
+    selection_test: Optional[str] = _key("selection.test", None, doc="test file of test_all4 and reference (default test_ood, else the first)")
+    patience: int = _key("early_stop.patience", 10, minimum=0,
+                         doc="evaluations without improvement before stopping (valid, reference); 0 = off")
+    eval_every: int = _key("eval.every", 1, minimum=1, doc="evaluate after epochs 1, 1+N, 1+2N, ... and the last "
+                           "(the reference code's `epoch % N == 0`); selection and patience see only these")
     stop_watch: list[str] = _key("early_stop.files", [], doc="more eval files whose selection.metric must also "
                                  "have stalled before stopping (e.g. ood_valid)")
     eval_mask: str = _key("eval.mask", "train_valid", choices=("train_valid", "train"),
@@ -318,7 +326,7 @@ def _check_selection(cfg: RunConfig) -> None:
         cfg.selection_test = "test_ood" if "test_ood" in cfg.test_set else next(iter(cfg.test_set))
     rule = cfg.selection_rule()  # raises if `valid` is asked for without a validation file
     metric, _, k = cfg.selection_metric.partition("@")
-    if rule == "valid" and (metric not in ("Recall", "NDCG", "Precision", "Hit Ratio") or not k.isdigit()
+    if rule in ("valid", "reference") and (metric not in ("Recall", "NDCG", "Precision", "Hit Ratio") or not k.isdigit()
                             or int(k) not in cfg.top_n):
         raise ConfigError(f"selection.metric: {cfg.selection_metric!r} must be Recall|NDCG|Precision|Hit Ratio "
                           f"@K with K in item.ranking.topN {cfg.top_n}")

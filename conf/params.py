@@ -55,9 +55,13 @@ class DNSMNParams:
 
     n_candidates: int = 200  # M; the reference code's example command (--sample_num 200)
     n_negs: int = 2  # N; the reference code's example command (--lambda_w 2)
+    # sum: BPR summed over the N negatives (swt-user/WWW_2023_code model.py, loss_type 1: torch.sum over the
+    # top N); mean: averaged over them (this repository's rule before the fidelity check)
+    reduce: str = "sum"
 
     def __post_init__(self) -> None:
-        _check("dns_mn", [(1 <= self.n_negs <= self.n_candidates, "need 1 <= n_negs <= n_candidates")])
+        _check("dns_mn", [(1 <= self.n_negs <= self.n_candidates, "need 1 <= n_negs <= n_candidates"),
+                          (self.reduce in ("sum", "mean"), "reduce must be sum or mean")])
 
 
 @dataclass
@@ -65,9 +69,18 @@ class MixGCFParams:
     """MixGCF (Huang et al. KDD 2021): positive mixing and hop mixing into one synthetic negative."""
 
     n_candidates: int = 64  # M; the reference code's default --n_negs (and its yelp2018 command)
+    # hop mixing's query, huangtinglin/MixGCF modules/LightGCN.py negative_sampling: pooled = the user's pooled
+    # (layer-mean) embedding scores every layer's mixed candidates (the reference with pool mean); layer = the
+    # user's layer-l embedding scores layer l (the reference with pool concat, and the paper's notation)
+    query: str = "pooled"
+    # the negative's L2 row, same file, create_bpr_loss: mixed = the mixed layer-0 vector
+    # a_0 e_i^(0) + (1 - a_0) e_c^(0) (the reference); winner = the layer-0 winner's own row
+    reg: str = "mixed"
 
     def __post_init__(self) -> None:
-        _check("mixgcf", [(self.n_candidates >= 1, "n_candidates must be >= 1")])
+        _check("mixgcf", [(self.n_candidates >= 1, "n_candidates must be >= 1"),
+                          (self.query in ("pooled", "layer"), "query must be pooled or layer"),
+                          (self.reg in ("mixed", "winner"), "reg must be mixed or winner")])
 
 
 @dataclass
@@ -79,6 +92,11 @@ class DENSParams:
     warmup: float = 100.0  # epochs over which selection moves from irrelevant-factor to (negated) relevant-factor
     gamma: float = 0.3  # weight of the four factor-separation terms (reference code default)
     gate_lr: float = 0.0  # Adam lr of the gates; 0 = the run's learning.rate (the reference trains them together)
+    # per_layer (Riwei-HEU/DENS DENS/modules/LightGCN.py, dise_negative_sampling and create_bpr_loss): gate and
+    # select per LightGCN layer with the user's layer-l embedding (the negative's layers may come from different
+    # candidates), pool the per-layer factors for the loss terms; off: gate and select on the final embeddings
+    # (one real item; this repository's rule before the fidelity check)
+    per_layer: bool = True
 
     def __post_init__(self) -> None:
         _check("dens", [(self.n_candidates >= 1, "n_candidates must be >= 1"), (self.warmup > 0, "warmup must be > 0"),

@@ -29,6 +29,21 @@ DRGO = ("user683/DRGO", ("cb213e73b209e16dabc8a9ced98c4f84ce57c9fc",))
 INVCF_COAT = ("anzhang314/InvCF", ("9b85dc14dab937035ac55d5bfebe236ffcf8fd8e", "HEAD"))
 INVCF_YAHOO = ("anzhang314/InvCF", ("09f9d7c965fa372c8a46bc522fd407928f193560", "HEAD"))
 MACR = ("weitianxin/MACR", ("HEAD",))  # no commit could be pinned: default branch + sha256
+# The baselines' own reference splits (train and test only; in distribution): fidelity checks.
+DENS = ("Riwei-HEU/DENS", ("4c32d720efb040f316d1f14c39554abf93ecfd25",))
+AHNS = ("Riwei-HEU/AHNS", ("735b0a75ccedbac6b0578fcc5830bebd3a7e88ac",))
+REFERENCE_SPLITS = {  # preset -> (repository, folder there, sha256 of train.txt, sha256 of test.txt)
+    "dens-beauty": (DENS, "DENS/data/beauty", "3232f75a7e8dfab10afc3a893cf8e0fccb9544f3fa23014504ef3874f4d1d223",
+                    "67376198a2a926767be88849c32bc96abdc9b4167ad00120b8fe6e059d293902"),
+    "dens-toy": (DENS, "DENS/data/toy", "886ffcd919c2d2182a99d7f8cf32e058591b9ec2dd73c62db31d527ba3965da0",
+                 "49f45b6bb8e98499d043d91a370a2bc7ac09083cb2f2327349730f739893bec0"),
+    "dens-baby": (DENS, "DENS/data/baby", "f3436dd517778b4902c81d8cab8ca8b841ede49c6673ac550dc7060a580921ab",
+                  "10d349862f72f0b77c9f40c1579b694d90ab48ecf74d561b9f02b171cbf1088f"),
+    "ahns-phone": (AHNS, "data/phone", "fce5cf288e50c3710401c17f507db293e526f5b398992c80042dbfe65cddc2e1",
+                   "ba6429e11f526416cc941bd1f58b892a586641c27a1084c63e1da78eb1592724"),
+    "ahns-tool": (AHNS, "data/tool", "f59f810f2aaafe20814d9f16ff193bd571dfe3c4706fd29cf5352cc419c045bb",
+                  "3ba5f318520b55790e9e44a55e8dfb996328bc682a5fbb49f9a8a97a34fbc879"),
+}
 
 
 def _remote(local: str, where: tuple[str, tuple[str, ...]], path: str, sha256: str) -> RemoteFile:
@@ -87,6 +102,11 @@ SOURCES: dict[str, tuple[RemoteFile, ...]] = {
                 "9f17f82e9f738bc08ae7a4c70cf3b25e685afe84f0db28152f96732224889348"),
     ),
 }
+SOURCES.update({
+    name: (_remote("train.txt", where, f"{folder}/train.txt", train_sha),
+           _remote("test.txt", where, f"{folder}/test.txt", test_sha))
+    for name, (where, folder, train_sha, test_sha) in REFERENCE_SPLITS.items()
+})
 
 
 @dataclass(frozen=True)
@@ -159,6 +179,14 @@ PRESETS: dict[str, DatasetPreset] = {
             shift="popularity", source="GitHub weitianxin/MACR data/addressa", licence="none stated",
             how_to_get=_download("adressa"),
         ),
+    ] + [
+        DatasetPreset(
+            name, "adjacency", "train.txt", None, {"test": "test.txt"},
+            shift="none (a baseline's own in-distribution split, for fidelity checks)",
+            source=f"GitHub {where[0]} {folder}", licence="none stated (Amazon review data, research use)",
+            how_to_get=_download(name),
+        )
+        for name, (where, folder, _, _) in REFERENCE_SPLITS.items()
     ]
 }
 

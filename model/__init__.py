@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from model.graph.LightGCN import LightGCN
+from model.graph.MF import MF
 from util.typing_coerce import ConfigError, suggest
 
-MODELS: dict[str, type] = {"LightGCN": LightGCN}
+MODELS: dict[str, type] = {"LightGCN": LightGCN, "MF": MF}
 
 
 def get_model_class(name: str) -> type:

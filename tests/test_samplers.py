@@ -19,7 +19,7 @@ from tests.test_end_to_end import _run
 from util.sampler import EpochSampler
 from util.seed import seed_everything
 
-REAL_ITEM = ["rns", "pns", "dns", "dns_mn", "dens", "ahns"]
+REAL_ITEM = ["rns", "pns", "dns", "dns_mn", "ahns"]  # DENS per layer (its default) mixes the layers of per-layer winners
 
 
 def _toy_data(seed=0, n_users=30, n_items=40, density=0.25):
@@ -161,13 +161,15 @@ def test_dns_takes_the_top_candidate_and_dns_mn_the_top_n():
     assert out.neg_emb.shape == (2, 2, 2)
 
 
-def test_dns_mn_trains_on_bpr_averaged_over_the_n_negatives():
+@pytest.mark.parametrize("reduce,weight", [("sum", 2.0), ("mean", 1.0)])
+def test_dns_mn_trains_on_bpr_summed_or_averaged_over_the_n_negatives(reduce, weight):
     from util.loss import bpr_loss
     user, pos = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.0]])
-    neg = torch.tensor([[[0.2, 0.0], [0.9, 0.0]]])
-    expected = (torch.nn.functional.softplus(torch.tensor(0.2 - 0.5)) +
-                torch.nn.functional.softplus(torch.tensor(0.9 - 0.5))) / 2
-    assert bpr_loss(user, pos, neg).item() == pytest.approx(expected.item())
+    cand = torch.tensor([[[0.2, 0.0], [0.9, 0.0], [0.1, 0.0]]])
+    out, _ = _batch_with_scores("dns_mn", user, pos, cand, n_candidates=3, n_negs=2, reduce=reduce)
+    terms = [torch.nn.functional.softplus(torch.tensor(s - 0.5)).item() for s in (0.9, 0.2)]
+    assert out.bpr_weight == weight
+    assert (out.bpr_weight * bpr_loss(user, pos, out.neg_emb)).item() == pytest.approx(sum(terms) * weight / 2)
 
 
 def test_ahns_takes_the_candidate_closest_to_its_target():
@@ -181,32 +183,126 @@ def test_ahns_takes_the_candidate_closest_to_its_target():
     assert sampler.target(torch.tensor([1.0, -0.5])).tolist() == pytest.approx([0.05, 0.2])
 
 
-def test_mixgcf_negative_equals_a_hand_computation_on_a_tiny_graph(tmp_path):
-    data, _ = _toy_data(n_users=4, n_items=6, density=0.5)
-    rec = _recommender(tmp_path, "mixgcf", data, **{"params.mixgcf.n_candidates": 2, "LightGCN.n_layer": 2})
-    users, pos = torch.tensor([0, 1]), torch.tensor([0, 0])
-    free = [np.flatnonzero(~np.isin(np.arange(6), data.train[u].indices))[:2] for u in (0, 1)]
-    cands = torch.tensor(np.stack(free))
-    torch.manual_seed(5)
-    out, _, _ = _negatives(rec, users, pos, cands)
-    # by hand: layer embeddings E_l = A^l E_0, per layer the candidate with the best user score,
-    # mixed with the positive by alpha_l (the same torch draw), averaged over the layers
+def _tiny_layers(data, rec, n_layer):
+    """Per-layer embeddings E_l = A^l E_0 of a recommender's graph, by hand (float64)."""
     adj = data.normalized_adjacency().toarray()
     e0 = torch.cat([rec.model.user_emb, rec.model.item_emb]).detach().double().numpy()
-    layers = [e0, adj @ e0, adj @ adj @ e0]
+    layers = [e0]
+    for _ in range(n_layer):
+        layers.append(adj @ layers[-1])
+    return layers
+
+
+def _free_candidates(data, users, n):
+    return torch.tensor(np.stack([np.flatnonzero(~np.isin(np.arange(data.n_items), data.train[u].indices))[:n]
+                                  for u in users]))
+
+
+@pytest.mark.parametrize("query", ["pooled", "layer"])
+def test_mixgcf_negative_equals_a_hand_computation_on_a_tiny_graph(tmp_path, query):
+    data, _ = _toy_data(n_users=4, n_items=6, density=0.5)
+    rec = _recommender(tmp_path, "mixgcf", data, **{"params.mixgcf.n_candidates": 2, "LightGCN.n_layer": 2,
+                                                      "params.mixgcf.query": query})
+    users, pos = torch.tensor([0, 1]), torch.tensor([0, 0])
+    cands = _free_candidates(data, (0, 1), 2)
+    torch.manual_seed(5)
+    out, _, _ = _negatives(rec, users, pos, cands)
+    # by hand: per layer the candidate with the best score against the query (the user's pooled embedding, or
+    # its layer-l one), mixed with the positive by alpha_l (the same torch draw), averaged over the layers
+    layers = _tiny_layers(data, rec, 2)
+    pooled = np.mean(layers, axis=0)
     torch.manual_seed(5)
     alpha = torch.rand(2, 3, 1, dtype=torch.float32).double().numpy()
-    expected = []
+    expected, reg = [], []
     for row, u in enumerate(users.tolist()):
         per_layer = []
         for lay in range(3):
             emb = layers[lay]
-            scores = [emb[u] @ emb[data.n_users + c] for c in cands[row].tolist()]
+            q = pooled[u] if query == "pooled" else emb[u]
+            scores = [q @ emb[data.n_users + c] for c in cands[row].tolist()]
             best = cands[row, int(np.argmax(scores))].item()
             a = alpha[row, lay, 0]
             per_layer.append(a * emb[data.n_users + pos[row].item()] + (1 - a) * emb[data.n_users + best])
         expected.append(np.mean(per_layer, axis=0))
+        reg.append(per_layer[0])  # the reference regularises the mixed layer-0 vector
     np.testing.assert_allclose(out.neg_emb.detach().numpy(), np.array(expected), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.reg_emb.detach().numpy(), np.array(reg), rtol=1e-4, atol=1e-6)
+
+
+def test_mixgcf_pooled_and_layer_queries_pick_different_winners_somewhere(tmp_path):
+    data, _ = _toy_data(seed=1)
+    winners = {}
+    for query in ("pooled", "layer"):
+        rec = _recommender(tmp_path, "mixgcf", data, **{"params.mixgcf.query": query, "LightGCN.n_layer": 3,
+                                                          "params.mixgcf.reg": "winner"})
+        torch.manual_seed(0)
+        out, _, _ = _negatives(rec, *_one_batch(rec))
+        assert out.reg_emb is None  # reg winner: the trainer regularises the layer-0 winner's row
+        winners[query] = out.neg_emb.detach()
+    assert not torch.allclose(winners["pooled"], winners["layer"])
+
+
+def _gates(sampler, u, p, c):
+    """The DENS gates by hand (numpy float64): relevant factor of the positive, and of the candidate."""
+    def lin(layer, x):
+        return x @ layer.weight.detach().double().numpy().T + layer.bias.detach().double().numpy()
+
+    def sig(x):
+        return 1 / (1 + np.exp(-x))
+    p_rel = p * sig(lin(sampler.item_gate, p) + lin(sampler.user_gate, u))
+    c_rel = c * sig(lin(sampler.neg_gate, c) + lin(sampler.pos_gate, p_rel))
+    return p_rel, c_rel
+
+
+@pytest.mark.parametrize("epoch", [0, 60])
+def test_dens_per_layer_gating_and_selection_equal_a_hand_computation(tmp_path, epoch):
+    data, _ = _toy_data(n_users=4, n_items=8, density=0.4)
+    rec = _recommender(tmp_path, "dens", data, **{"params.dens.n_candidates": 3, "LightGCN.n_layer": 2})
+    assert rec.sampler.needs_layers
+    users, pos = torch.tensor([0, 1, 2]), torch.tensor([0, 0, 0])
+    cands = _free_candidates(data, (0, 1, 2), 3)
+    out, user_all, _ = _negatives(rec, users, pos, cands, epoch=epoch)
+    layers = _tiny_layers(data, rec, 2)
+    n_u, w = data.n_users, 1 - min(1.0, epoch / 100.0)
+    expected, first, terms = [], [], []
+    for row, u in enumerate(users.tolist()):
+        per_layer, p_rels, n_rels = [], [], []
+        for lay in range(3):
+            emb = layers[lay]
+            e_u, e_p = emb[u], emb[n_u + pos[row].item()]
+            scores = []
+            for c in cands[row].tolist():
+                _, c_rel = _gates(rec.sampler, e_u, e_p, emb[n_u + c])
+                scores.append(e_u @ (w * emb[n_u + c] - c_rel))
+            best = cands[row, int(np.argmax(scores))].item()
+            per_layer.append(emb[n_u + best])
+            p_rel, n_rel = _gates(rec.sampler, e_u, e_p, emb[n_u + best])
+            p_rels.append(p_rel)
+            n_rels.append(n_rel)
+            if lay == 0:
+                first.append(best)
+        neg, p_rel, n_rel = np.mean(per_layer, 0), np.mean(p_rels, 0), np.mean(n_rels, 0)
+        e_u, e_p = np.mean(layers, 0)[u], np.mean(layers, 0)[n_u + pos[row].item()]
+        s_pr, s_pi, s_nr, s_ni = e_u @ p_rel, e_u @ (e_p - p_rel), e_u @ n_rel, e_u @ (neg - n_rel)
+        terms.append([s_pi - s_pr, s_nr - s_ni, s_nr - s_pr, s_pi - s_ni])
+        expected.append(neg)
+    np.testing.assert_allclose(out.neg_emb.detach().numpy(), np.array(expected), rtol=1e-4, atol=1e-6)
+    assert out.reg_items.tolist() == first and out.neg_items is None
+    softplus = np.log1p(np.exp(np.array(terms))).mean(0)
+    names = ["dens_pos_sep", "dens_neg_sep", "dens_rel", "dens_irr"]
+    np.testing.assert_allclose([out.diagnostics[n].item() for n in names], softplus, rtol=1e-4)
+    weight, gate_loss = out.losses["dens_gate"]
+    assert weight == 0.3 and gate_loss.item() == pytest.approx(softplus.mean(), rel=1e-4)
+
+
+def test_dens_without_per_layer_picks_one_real_item_on_the_final_embeddings(tmp_path):
+    data, dense = _toy_data()
+    rec = _recommender(tmp_path, "dens", data, **{"params.dens.per_layer": "false"})
+    assert not rec.sampler.needs_layers
+    users, pos, cands = _one_batch(rec)
+    out, _, item_all = _negatives(rec, users, pos, cands)
+    assert torch.allclose(item_all[out.neg_items], out.neg_emb)
+    assert not dense[users.numpy(), out.neg_items.numpy()].any()
 
 
 def test_pns_draws_follow_degree_to_the_exponent():

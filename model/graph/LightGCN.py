@@ -13,7 +13,7 @@ from base.torch_interface import symmetric_spmm, to_torch_csr
 class LGCNEncoder(nn.Module):
     """Xavier-initialised user/item tables propagated over D^-1/2 A D^-1/2; output = mean of layers 0..L."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int, n_layers: int, adj: torch.Tensor):
+    def __init__(self, n_users: int, n_items: int, dim: int, n_layers: int, adj: Optional[torch.Tensor]):
         super().__init__()
         self.n_users, self.n_items, self.n_layers = n_users, n_items, n_layers
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, dim)))

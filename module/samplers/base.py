@@ -59,6 +59,9 @@ class NegativeOutput:
     losses: dict[str, tuple[float, torch.Tensor]] = field(default_factory=dict)  # name -> (weight, value)
     diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)  # detached scalars, averaged per epoch
     bpr_weight: float = 1.0  # weight of the trainer's BPR term on neg_emb
+    # layer-0 vectors (B, d) that enter the L2 term in place of the rows of reg_items (MixGCF's reference
+    # regularises its mixed layer-0 vector); None = the rows of reg_items
+    reg_emb: Optional[torch.Tensor] = None
 
 
 class NegativeSampler(nn.Module):

@@ -4,13 +4,17 @@ User-conditioned gates split an item into a relevant factor (e * gate) and an ir
 (e - e * gate). The positive's gate is sigmoid(W_item e_i + W_user e_u); a candidate's gate is
 sigmoid(W_neg e_c + W_pos (relevant factor of e_i)). Candidates are scored by e_u . (w e_c - e_c * gate_c)
 with w = 1 - min(1, epoch / warmup): the irrelevant-factor similarity at the start, the negated
-relevant-factor score after the warm-up; the argmax is the negative (a real item). Four softplus
-terms (weight gamma) teach the gates to separate the factors: the positive's relevant part scores
-above its irrelevant part and above the negative's relevant part; the negative's irrelevant part
-scores above its relevant part and above the positive's irrelevant part.
+relevant-factor score after the warm-up; the argmax is the negative. Four softplus terms (weight gamma)
+teach the gates to separate the factors: the positive's relevant part scores above its irrelevant part
+and above the negative's relevant part; the negative's irrelevant part scores above its relevant part
+and above the positive's irrelevant part.
 
-Unlike the reference code, which gates and selects per LightGCN layer, we gate and select on the final
-(layer-mean) embeddings, so the negative is one real item (needed by the FHN probe)."""
+per_layer (the reference, Riwei-HEU/DENS modules/LightGCN.py): the gates act on every LightGCN layer
+(weights shared across layers) and each layer picks its own argmax with the user's layer-l embedding, so
+the negative is the layer-mean of per-layer winners' (ungated) rows, possibly of different items; the loss
+terms score the layer-mean of the per-layer factors against the final user embedding; the L2 row is the
+layer-0 winner's. With per_layer off, gating and selection use the final embeddings and the negative is
+one real item. On MF (one layer) the two agree."""
 from __future__ import annotations
 
 from typing import Any
@@ -32,11 +36,11 @@ class DENSSampler(NegativeSampler):
 
     def __init__(self, params: DENSParams, n_users: int, n_items: int, dim: int, device: torch.device):
         super().__init__(params, n_users, n_items, dim, device)
+        self.needs_layers = params.per_layer
         self.user_gate = nn.Linear(dim, dim)
         self.item_gate = nn.Linear(dim, dim)
         self.pos_gate = nn.Linear(dim, dim)
         self.neg_gate = nn.Linear(dim, dim)
-
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The four gates (lr gate_lr, or the run's learning rate when 0)."""
@@ -47,23 +51,41 @@ class DENSSampler(NegativeSampler):
 
     def factors(self, user_emb: torch.Tensor, pos_emb: torch.Tensor,
                 item_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(relevant factor of the positive, relevant factor of item_emb); item_emb is (B, d) or (B, M, d)."""
+        """(relevant factor of the positive, relevant factor of item_emb). user_emb and pos_emb are (..., d);
+        item_emb has their shape or one candidate axis more, just before the last (..., M, d)."""
         pos_rel = pos_emb * torch.sigmoid(self.item_gate(pos_emb) + self.user_gate(user_emb))
         cond = self.pos_gate(pos_rel)
-        if item_emb.dim() == 3:
-            cond = cond.unsqueeze(1)
+        if item_emb.dim() == pos_emb.dim() + 1:
+            cond = cond.unsqueeze(-2)
         return pos_rel, item_emb * torch.sigmoid(self.neg_gate(item_emb) + cond)
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
-        """The chosen real item, plus the gate-separation term."""
+        """The selected negative (a real item, or per layer), plus the gate-separation term."""
         weight = 1.0 - min(1.0, batch.epoch / self.params.warmup)
-        with torch.no_grad():
-            cand_emb = batch.items(batch.cands).detach()
-            _, cand_rel = self.factors(user_emb.detach(), pos_emb.detach(), cand_emb)
-            scores = torch.einsum("bd,bmd->bm", user_emb.detach(), weight * cand_emb - cand_rel)
-            items = pick(batch.cands, scores.argmax(dim=1))
-        neg = batch.items(items)
-        pos_rel, neg_rel = self.factors(user_emb, pos_emb, neg)
+        if self.params.per_layer:
+            # (B, L+1, d) per-layer user and positive, (B, M, L+1, d) candidates -> (B, L+1, M, d)
+            users_l = batch.user_layers().transpose(0, 1)
+            pos_l = batch.item_layers(batch.pos).transpose(0, 1)
+            with torch.no_grad():
+                cand_l = batch.item_layers(batch.cands).transpose(0, 1).detach()
+                _, cand_rel = self.factors(users_l.detach(), pos_l.detach(), cand_l)
+                scores = (users_l.detach().unsqueeze(-2) * (weight * cand_l - cand_rel)).sum(-1)  # (B, L+1, M)
+                winners = batch.cands.gather(1, scores.argmax(dim=2))  # (B, L+1) item id per layer
+            hops = torch.arange(users_l.shape[1], device=users_l.device)
+            neg_l = batch.layers[hops, batch.user_all.shape[0] + winners]  # (B, L+1, d), with gradient
+            pos_rel_l, neg_rel_l = self.factors(users_l, pos_l, neg_l)
+            neg = neg_l.mean(1)
+            pos_rel, neg_rel = pos_rel_l.mean(1), neg_rel_l.mean(1)
+            items, neg_items = winners[:, 0], None
+        else:
+            with torch.no_grad():
+                cand_emb = batch.items(batch.cands).detach()
+                _, cand_rel = self.factors(user_emb.detach(), pos_emb.detach(), cand_emb)
+                scores = torch.einsum("bd,bmd->bm", user_emb.detach(), weight * cand_emb - cand_rel)
+                items = pick(batch.cands, scores.argmax(dim=1))
+            neg = batch.items(items)
+            pos_rel, neg_rel = self.factors(user_emb, pos_emb, neg)
+            neg_items = items
         pos_irr, neg_irr = pos_emb - pos_rel, neg - neg_rel
 
         def score(x: torch.Tensor) -> torch.Tensor:
@@ -74,4 +96,4 @@ class DENSSampler(NegativeSampler):
         gate_loss = sum(terms.values()) / 4
         diagnostics = {k: v.detach() for k, v in terms.items()}
         diagnostics["dens_select_w"] = user_emb.new_full((), weight)
-        return NegativeOutput(neg, items, items, {"dens_gate": (self.params.gamma, gate_loss)}, diagnostics)
+        return NegativeOutput(neg, items, neg_items, {"dens_gate": (self.params.gamma, gate_loss)}, diagnostics)

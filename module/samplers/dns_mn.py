@@ -1,4 +1,5 @@
-"""DNS(M, N): the top N of M uniform candidates, BPR averaged over them (Shi et al. WWW 2023)."""
+"""DNS(M, N): the top N of M uniform candidates (Shi et al. WWW 2023); BPR summed over the N (the
+reference's loss) or averaged (params.dns_mn.reduce)."""
 from __future__ import annotations
 
 from conf.params import DNSMNParams
@@ -6,13 +7,14 @@ from module.samplers.base import NegativeOutput, NegativeSampler, pick
 
 
 class DNSMNSampler(NegativeSampler):
-    """topk over the candidates of e_u . e_j; the trainer averages BPR over the N negatives."""
+    """topk over the candidates of e_u . e_j; the trainer's BPR (a mean over the N) is weighted by N for `sum`."""
 
     name = "dns_mn"
     Params = DNSMNParams
-    description = "DNS(M,N): the top N=2 of M=200 uniform candidates, BPR averaged over the N"
+    description = "DNS(M,N): the top N=2 of M=200 uniform candidates, BPR summed over the N"
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """(B, N, d): the N highest-scoring candidates, best first."""
         items = pick(batch.cands, batch.cand_scores(user_emb).topk(self.params.n_negs, dim=1).indices)
-        return NegativeOutput(batch.items(items), items, items)
+        weight = float(self.params.n_negs) if self.params.reduce == "sum" else 1.0
+        return NegativeOutput(batch.items(items), items, items, bpr_weight=weight)
