@@ -399,8 +399,8 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def header(results: Path) -> str:
-    """Commit, command and hardware of the table."""
+def provenance(results: Path) -> tuple[str, str, str]:
+    """(the current commit, the commits the grid's runs were made at, a line on how far the grid is)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).resolve().parents[1]).stdout.strip() or "unknown"
@@ -414,7 +414,6 @@ def header(results: Path) -> str:
                 runs.add(json.loads((results / cell["run"] / "config.json").read_text()).get("commit", "not recorded"))
             except (OSError, ValueError):
                 pass
-    import torch
     states = [c["state"] for c in manifest["cells"]]
     waiting = sum(all(v is None for v in chosen.values()) for chosen in manifest["choices"].values())
     done = states.count("finished")
@@ -425,10 +424,22 @@ def header(results: Path) -> str:
                     + (f", {states.count('failed')} failed" if "failed" in states else "")
                     + (f"; the later seeds of {waiting} dataset/method pair(s) are not listed yet" if waiting else "")
                     + "; rows show the seeds finished so far (`seeds` column), methods without a finished choice are absent.")
+    return commit, ", ".join(sorted(runs)) or "none", progress
+
+
+def hardware() -> str:
+    """The machine and torch version a table was made on."""
+    import torch
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, device cpu"
+
+
+def header(results: Path) -> str:
+    """Commit, command and hardware of the table."""
+    manifest = json.loads((results / "grid.json").read_text())
+    commit, runs, progress = provenance(results)
     return (f"## Grid `{manifest['grid']}`\n\n{progress}\n\ntable made at commit `{commit}` by `python -m bench.table {repo_relative(results.resolve())}`; "
-            f"runs made at commit(s): {', '.join(sorted(runs)) or 'none'}; "
-            f"runs by `python -m bench.grid conf/grids/{manifest['grid']}.yaml`; hardware: {platform.machine()}, "
-            f"{os.cpu_count()} CPU cores, torch {torch.__version__}, device cpu. Mean ± sample std over seeds; "
+            f"runs made at commit(s): {runs}; "
+            f"runs by `python -m bench.grid conf/grids/{manifest['grid']}.yaml`; hardware: {hardware()}. Mean ± sample std over seeds; "
             f"each method at the hyperparameters chosen on its protocol's validation data (first seed). "
             f"Skipped datasets: {manifest.get('skipped_datasets') or 'none'}.")
 
