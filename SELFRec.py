@@ -72,7 +72,7 @@ class SELFRec:
         cfg = self.config
         writable_folder(cfg.log_dir, "log.dir")
         if self.resume is None:
-            run_dir = make_run_dir(writable_folder(cfg.output, "output"), cfg.run_tag())
+            run_dir = make_run_dir(writable_folder(cfg.output, "output"), self.model_class.run_tag(cfg))
         else:
             run_dir = self.resume
         writer = RunWriter(run_dir)

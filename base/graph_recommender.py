@@ -281,7 +281,7 @@ class GraphRecommender(Recommender):
         result = {
             "run": self.run_dir.name,
             "model": cfg.model_name,
-            "sampler": self.sampler.describe(),
+            "sampler": self.method_settings(),
             "dataset": cfg.dataset or str(cfg.training_set),
             "device": str(self.device),
             "seed": cfg.seed,
@@ -297,6 +297,14 @@ class GraphRecommender(Recommender):
         self.write_recommendations()
         self._log_final(result)
         return result
+
+    def method_settings(self) -> dict[str, Any]:
+        """What metrics.json records under "sampler": the negative sampler and its settings."""
+        return self.sampler.describe()
+
+    def method_tag(self) -> str:
+        """The part of the top-K file names after `model@`: the sampler's name."""
+        return self.sampler.name
 
     def _metric_names(self) -> list[str]:
         return [f"{m}@{k}" for k in sorted(self.config.top_n) for m in ("Hit Ratio", "Precision", "Recall", "NDCG", "ARP")]
@@ -317,7 +325,7 @@ class GraphRecommender(Recommender):
                 recs = " ".join(f"({self.data.item_ids[i]},{s:.6g}){'*' if i in held else ''}"
                                 for i, s in zip(items[row], scores[row]))
                 lines.append(f"{self.data.user_ids[u]}: {recs}\n")
-            path = self.writer.write_recommendations(f"{self.model_name}@{self.sampler.name}-{name}-top-{k}items.txt",
+            path = self.writer.write_recommendations(f"{self.model_name}@{self.method_tag()}-{name}-top-{k}items.txt",
                                                      lines)
             log.info("top-%d recommendations for %s written to %s", k, name, path)
 

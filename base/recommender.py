@@ -27,6 +27,11 @@ class Recommender:
         self.writer = RunWriter(self.run_dir)
         self.model_name = config.model_name
 
+    @classmethod
+    def run_tag(cls, config: RunConfig) -> str:
+        """The start of a run folder's name (model-sampler[.preset]-dataset-sSEED)."""
+        return config.run_tag()
+
     def execute(self) -> dict[str, Any]:
         """Build, train, and write the results; returns the content of metrics.json."""
         self.log_model_info()

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from model.graph.LightGCN import LightGCN
 from model.graph.MF import MF
+from model.simple.EASE import EASE
+from model.simple.ItemKNN import ItemKNN
+from model.simple.MostPop import MostPop
 from util.typing_coerce import ConfigError, suggest
 
-MODELS: dict[str, type] = {"LightGCN": LightGCN, "MF": MF}
+MODELS: dict[str, type] = {"LightGCN": LightGCN, "MF": MF, "MostPop": MostPop, "ItemKNN": ItemKNN, "EASE": EASE}
 
 
 def get_model_class(name: str) -> type:

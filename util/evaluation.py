@@ -11,6 +11,8 @@ With pop_penalty gamma > 0 items are ranked by score - gamma * log(1 + training 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -63,12 +65,14 @@ class RankingEvaluator:
             self.penalty = (pop_penalty * torch.log1p(self.popularity)).float()
 
     @torch.no_grad()
-    def topk(self, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int | None = None,
+    def topk(self, user_emb: torch.Tensor, item_emb: Optional[torch.Tensor], k: int | None = None,
              start: int = 0, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k (scores, items) of eval users start..end-1 with their masked items excluded."""
+        """Top-k (scores, items) of eval users start..end-1 with their masked items excluded. With item_emb
+        None, user_emb is the whole (n_users, n_items) score matrix (a closed-form model's)."""
         k = k or self.max_k
         end = len(self.users_np) if end is None else end
-        scores = user_emb[self.users[start:end]] @ item_emb.T
+        rows = user_emb[self.users[start:end]]
+        scores = rows @ item_emb.T if item_emb is not None else rows.clone()
         if self.penalty is not None:
             scores -= self.penalty.to(scores.dtype)
         rows, cols = self.mask.block(start, end)
@@ -76,8 +80,8 @@ class RankingEvaluator:
         return torch.topk(scores, min(k, self.n_items), dim=1)
 
     @torch.no_grad()
-    def evaluate(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, float]:
-        """Metrics '<name>@K' for every K in top_n over all eval users."""
+    def evaluate(self, user_emb: torch.Tensor, item_emb: Optional[torch.Tensor]) -> dict[str, float]:
+        """Metrics '<name>@K' for every K in top_n over all eval users (item_emb None: see topk)."""
         sums = torch.zeros(len(self.top_n), 4, dtype=torch.float64, device=self.device)
         n_users = len(self.users_np)
         for start in range(0, n_users, self.batch_users):

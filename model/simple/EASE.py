@@ -1,0 +1,34 @@
+"""EASE (Steck, WWW 2019): a closed-form item-item linear model with a zero diagonal (`EASE.lambda`)."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from base.closed_form_recommender import ClosedFormRecommender
+from util.typing_coerce import ConfigError
+
+
+def ease_weights(train: sp.csr_matrix, lam: float) -> np.ndarray:
+    """B = argmin ||X - X B||^2 + lam ||B||^2 subject to diag(B) = 0: with P = (X^T X + lam I)^-1,
+    B[i, j] = -P[i, j] / P[j, j] off the diagonal (Steck's closed form)."""
+    x = (train > 0).astype(np.float64).tocsc()
+    gram = (x.T @ x).toarray()
+    gram[np.diag_indices_from(gram)] += lam
+    p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+class EASE(ClosedFormRecommender):
+    """Scores X B."""
+
+    settings = ("EASE.lambda",)
+
+    def fit(self, train: sp.csr_matrix) -> np.ndarray:
+        """X B."""
+        if self.config.ease_lambda <= 0:
+            raise ConfigError("EASE.lambda: must be > 0 (X^T X alone is singular whenever two items share their users)")
+        b = ease_weights(train, self.config.ease_lambda)
+        return np.asarray((train > 0).astype(np.float64) @ b)

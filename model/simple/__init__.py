@@ -1,0 +1,1 @@
+"""Simple non-neural baselines fitted in closed form (MostPop, ItemKNN, EASE)."""
