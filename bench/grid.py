@@ -69,7 +69,7 @@ class Grid:
     def candidates(self, method: str) -> list[dict[str, Any]]:
         """Every combination of the method's search values (the grid's, updated by the method's own)."""
         space = {**self.search, **self.methods[method].get("search", {})}
-        names = sorted(space)
+        names = sorted(k for k, v in space.items() if v is not None)  # a method's `KEY: null` drops a grid search
         return [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))]
 
     def runs_on(self, dataset: str, method: str) -> bool:
@@ -409,6 +409,88 @@ class GridRunner:
                 "choices": choices, "cells": cells}
 
 
+# ---- cost estimate of the remaining cells (dry run) --------------------------------------
+def _kind(keys: dict[str, Any]) -> tuple[str, str, str]:
+    """What a run's cost depends on most: dataset, model, sampler (with CNSDiff's preset)."""
+    sampler = str(keys.get("negative.sampler", "cnsdiff"))
+    preset = keys.get("params.cnsdiff.preset") or keys.get("params.preset")
+    if sampler == "cnsdiff":
+        sampler += f".{preset or 'official'}"
+    model = str(keys.get("model.name", "LightGCN"))
+    if model in ("MostPop", "ItemKNN", "EASE"):
+        sampler = "-"
+    return str(keys.get("dataset", "")), model, sampler
+
+
+def run_records(root: Path) -> list[dict[str, Any]]:
+    """Every finished run under root/*/runs/: its kind and CPU seconds (the median epoch's sampling and
+    training times the epochs run, plus the median evaluation times the evaluations)."""
+    records = []
+    for metrics_path in sorted(Path(root).glob("*/runs/**/metrics.json")):
+        try:
+            metrics = json.loads(metrics_path.read_text())
+            config = json.loads((metrics_path.parent / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        keys = {**config, **(config.get("input") or {})}
+        t, epochs = metrics.get("median_epoch_seconds") or {}, metrics["selection"]["epochs_run"]
+        every = int(config.get("eval.every", 1) or 1)
+        evaluations = -(-epochs // every)
+        seconds = (t.get("sample_s", 0.0) + t.get("train_s", 0.0)) * epochs + t.get("eval_s", 0.0) * evaluations
+        records.append({"kind": _kind(keys), "seconds": seconds, "epochs": epochs,
+                        "epoch_s": seconds / max(1, epochs)})
+    return records
+
+
+def estimate_seconds(cell: Cell, records: list[dict[str, Any]]) -> Optional[float]:
+    """CPU seconds a cell is expected to take: the median seconds per epoch of the finished runs of its kind
+    times their median epochs run (at most its max.epoch; all of them without early stopping); None when no
+    run of its kind (dataset, model, sampler) has been recorded."""
+    kind = _kind(cell.keys)
+    similar = [r for r in records if r["kind"] == kind]
+    if not similar:
+        return None
+    per_epoch = float(np.median([r["epoch_s"] for r in similar]))
+    limit = int(cell.keys.get("max.epoch", 120))
+    stops = int(cell.keys.get("early_stop.patience", 10)) > 0
+    epochs = min(limit, float(np.median([r["epochs"] for r in similar]))) if stops else limit
+    return per_epoch * (1 if kind[2] == "-" else epochs)
+
+
+def cost_lines(runner: "GridRunner", datasets: list[str], retry_failed: bool, jobs: int,
+               records_root: Path = REPO / "results" / "grids") -> list[str]:
+    """The dry run's estimate of the CPU time the remaining cells need, from the committed run records."""
+    records = run_records(records_root)
+    first, later, choices = runner.plan(datasets)
+    known, unknown = 0.0, []
+    for c in first + later:
+        if not to_run(c.state(), retry_failed):
+            continue
+        seconds = estimate_seconds(c, records)
+        if seconds is None:
+            unknown.append(c.id)
+        else:
+            known += seconds
+    lines = [f"estimated CPU time of the listed cells to run: {known / 3600:.1f} h (about {known / 3600 / jobs:.1f} h "
+             f"at --jobs {jobs}), from {len(records)} finished run records under results/grids"]
+    if unknown:
+        lines.append(f"  {len(unknown)} cell(s) of a kind with no record are not counted, e.g. {unknown[0]}")
+    waiting = [k for k, v in choices.items() if all(x is None for x in v.values())]
+    if waiting:
+        extra_min = extra_max = 0.0
+        for key in waiting:
+            dataset, method = key.split("/", 1)
+            cells = [c for c in first if c.dataset == dataset and c.method == method]
+            seeds = len(runner.grid.seeds_of(dataset, method)) - 1
+            per = [estimate_seconds(c, records) or 0.0 for c in cells]
+            mean = float(np.mean(per)) if per else 0.0
+            extra_min += seeds * mean
+            extra_max += seeds * mean * min(len(cells), len(runner.grid.protocols))
+        lines.append(f"  the later seeds of {len(waiting)} pair(s) are not listed yet: +{extra_min / 3600:.1f} h "
+                     f"(one choice for every protocol) to +{extra_max / 3600:.1f} h (a different one per protocol)")
+    return lines
+
+
 def _format_rows(users: np.ndarray, items: np.ndarray, fmt: str) -> str:
     """Rows (sorted by user) in a dataset format: `u i 1` lines, or one `u i1 i2 ...` line per user."""
     if fmt != "adjacency":
@@ -468,6 +550,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         waiting = [k for k, v in manifest["choices"].items() if all(x is None for x in v.values())]
         print(f"{len(manifest['cells'])} cells listed, {remaining} to run; the later seeds of {len(waiting)} "
               f"dataset/method pair(s) are listed once their first-seed candidates have finished")
+        for line in cost_lines(runner, datasets, args.retry_failed, args.jobs):
+            print(line)
         return 0
     runner.write_manifest()
     runner.run_all(datasets)

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
+from conf.params import REFERENCE_REG_FORM
 from data.presets import get_preset
 from util.typing_coerce import ConfigError, coerce, suggest
 
@@ -54,9 +55,10 @@ class RunConfig:
     batch_size: int = _key("batch.size", 2048, minimum=1, doc="training pairs per batch")
     learning_rate: float = _key("learning.rate", 0.01, minimum=0.0, doc="Adam learning rate")
     reg_lambda: float = _key("reg.lambda", 1e-4, minimum=0.0, doc="L2 weight on the batch's layer-0 rows")
-    reg_form: str = _key("reg.form", "selfrec", choices=("selfrec", "lightgcn", "weight_decay"),
-                         doc="selfrec: non-squared batch norms / B / B; lightgcn: squared norms / 2 / B; "
-                             "weight_decay: Adam's weight_decay on the embedding tables (every row, every step)")
+    reg_form: str = _key("reg.form", "auto", choices=("auto", "selfrec", "lightgcn", "weight_decay"),
+                         doc="auto: the sampler's reference form (conf/params.py REFERENCE_REG_FORM: selfrec for "
+                             "cnsdiff, lightgcn otherwise); selfrec: non-squared batch norms / B / B; lightgcn: "
+                             "squared norms / 2 / B; weight_decay: Adam's weight_decay on every row, every step")
     lr_step: int = _key("learning.rate.step", 0, minimum=0,
                         doc="multiply the learning rate by learning.rate.decay every this many epochs; 0 = constant")
     lr_decay: float = _key("learning.rate.decay", 1.0, minimum=0.0, doc="factor of the step decay (StepLR's gamma)")
@@ -243,6 +245,8 @@ def resolve(flat: dict[str, Any]) -> RunConfig:
     if cfg.data_format is None:
         cfg.data_format = "triples"
     cfg.params, cfg.other_params = resolve_params(cfg.negative_sampler, param_values)
+    if cfg.reg_form == "auto":
+        cfg.reg_form = REFERENCE_REG_FORM.get(cfg.negative_sampler, "lightgcn")
     _check_selection(cfg)
     cfg.source = dict(flat)
     return cfg

@@ -10,6 +10,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 
+# The L2 form a sampler's reference code uses, for `reg.form: auto`: CNSDiff's released code is SELFRec's
+# (non-squared norms, user683/CNSDiff); the baselines' references (DENS, MixGCF, AHNS modules/LightGCN.py)
+# and LightGCN's paper use decay * squared layer-0 norms / 2 / B, which is every other sampler's default
+# (ADAR has no public code: it takes LightGCN's).
+REFERENCE_REG_FORM: dict[str, str] = {"cnsdiff": "selfrec"}
+
+
 @dataclass
 class RNSParams:
     """Uniform random negatives, rejecting the user's training items (BPR, Rendle et al. 2009)."""

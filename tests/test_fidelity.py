@@ -212,3 +212,13 @@ def test_the_fidelity_table_on_constructed_runs(tmp_path):
     assert len(own_rows) == 1 and "rns" in own_rows[0]
     assert fidelity_main([str(tmp_path / "nothing")]) == 2
     assert fidelity_main([str(results), "--reference-runs", str(tmp_path / "absent")]) == 2
+
+
+@pytest.mark.parametrize("sampler,form", [("rns", "lightgcn"), ("dns", "lightgcn"), ("adar", "lightgcn"),
+                                          ("cnsdiff", "selfrec")])
+def test_reg_form_auto_is_the_samplers_reference_form(sampler, form):
+    from conf.config import resolve
+    base = {"training.set": "t.txt", "test.set": {"test": "o.txt"}, "negative.sampler": sampler}
+    cfg = resolve(base)
+    assert cfg.reg_form == form and cfg.to_dict()["reg.form"] == form and cfg.source.get("reg.form") is None
+    assert resolve({**base, "reg.form": "selfrec"}).reg_form == "selfrec"  # an explicit form stays

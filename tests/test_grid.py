@@ -350,3 +350,50 @@ def test_a_dry_run_writes_the_manifest_and_runs_nothing(shared, tmp_path, capsys
     assert manifest["cells"] and {c["state"] for c in manifest["cells"]} == {"todo"}
     assert not list(out.rglob("config.json"))  # nothing ran
     assert "4 cells listed, 4 to run" in capsys.readouterr().out
+
+
+def _record(root, grid, dataset, method, keys, epoch_s, epochs, eval_s=0.0):
+    run = root / grid / "runs" / dataset / method / "default" / "s1" / "r"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"input": {"dataset": dataset, **keys}}))
+    (run / "metrics.json").write_text(json.dumps({"selection": {"epochs_run": epochs},
+                                                  "median_epoch_seconds": {"sample_s": 0.0, "train_s": epoch_s,
+                                                                           "eval_s": eval_s}}))
+
+
+def test_the_cost_estimate_on_constructed_records(tmp_path):
+    records = tmp_path / "records"
+    _record(records, "old", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 10, eval_s=1.0)  # 30 s over 10 epochs
+    _record(records, "old", "coat", "rns2", {"negative.sampler": "rns"}, 4.0, 30)  # 120 s over 30 epochs
+    _record(records, "old", "coat", "ease", {"model.name": "EASE"}, 7.0, 1)
+    _record(records, "old", "coat", "cns", {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "paper"}, 9.0, 5)
+    grid = G.Grid("t", ["coat"], ["valid", "ood_valid"], [1, 2, 3],
+                  {"rns": {"keys": {"negative.sampler": "rns", "max.epoch": 100}, "search": {"learning.rate": [0.1, 0.01]}},
+                   "short": {"keys": {"negative.sampler": "rns", "max.epoch": 5}},
+                   "ease": {"keys": {"model.name": "EASE"}, "search": {"learning.rate": None, "EASE.lambda": [1, 2, 3]}},
+                   "official": {"keys": {"negative.sampler": "cnsdiff"}},
+                   "dns": {"keys": {"negative.sampler": "dns"}}})
+    assert grid.candidates("ease") == [{"EASE.lambda": 1}, {"EASE.lambda": 2}, {"EASE.lambda": 3}]  # null drops lr
+    runner = G.GridRunner(grid, tmp_path / "out", tmp_path)
+    data = {"dataset": "coat"}
+    rns = runner.cell("coat", "rns", {"learning.rate": 0.1}, 1, data)
+    all_records = G.run_records(records)
+    assert len(all_records) == 4
+    # median seconds per epoch of (3, 4) = 3.5, times the median epochs of (10, 30) = 20
+    assert G.estimate_seconds(rns, all_records) == pytest.approx(70.0)
+    assert G.estimate_seconds(runner.cell("coat", "short", {}, 1, data), all_records) == pytest.approx(17.5)
+    assert G.estimate_seconds(runner.cell("coat", "ease", {"EASE.lambda": 1}, 1, data), all_records) == pytest.approx(7.0)
+    assert G.estimate_seconds(runner.cell("coat", "official", {}, 1, data), all_records) is None  # paper's is not official's
+    no_stop = runner.cell("coat", "rns", {}, 1, {**data, "early_stop.patience": 0})
+    assert G.estimate_seconds(no_stop, all_records) == pytest.approx(3.5 * 100)  # runs to max.epoch
+    runner.plan = lambda datasets: G.GridRunner.plan(runner, [])  # nothing listed: no dataset files needed
+    lines = G.cost_lines(runner, [], False, 2, records)
+    assert lines[0].startswith("estimated CPU time of the listed cells to run: 0.0 h")
+    cells_first = [rns, runner.cell("coat", "rns", {"learning.rate": 0.01}, 1, data), runner.cell("coat", "dns", {}, 1, data)]
+    runner.plan = lambda datasets: (cells_first, [], {"coat/rns": {"valid": None, "ood_valid": None}})
+    lines = G.cost_lines(runner, ["coat"], False, 2, records)
+    assert "0.0 h (about 0.0 h at --jobs 2)" in lines[0]  # 140 s
+    assert "1 cell(s) of a kind with no record" in lines[1] and "coat/dns" in lines[1]
+    # later seeds of coat/rns: 2 seeds x 70 s (one choice) to 2 x 70 x 2 (a choice per protocol)
+    assert "+0.0 h" in lines[2] and "1 pair(s)" in lines[2]
+    assert G.cost_lines.__defaults__[0] == REPO / "results" / "grids"
