@@ -437,24 +437,29 @@ def run_records(root: Path) -> list[dict[str, Any]]:
         every = int(config.get("eval.every", 1) or 1)
         evaluations = -(-epochs // every)
         seconds = (t.get("sample_s", 0.0) + t.get("train_s", 0.0)) * epochs + t.get("eval_s", 0.0) * evaluations
-        records.append({"kind": _kind(keys), "seconds": seconds, "epochs": epochs,
-                        "epoch_s": seconds / max(1, epochs)})
+        records.append({"kind": _kind(keys), "seconds": seconds, "epochs": epochs, "best": metrics["selection"]["epoch"],
+                        "epoch_s": seconds / max(1, epochs), "lr": float(keys.get("learning.rate", 0.01))})
     return records
 
 
 def estimate_seconds(cell: Cell, records: list[dict[str, Any]]) -> Optional[float]:
     """CPU seconds a cell is expected to take: the median seconds per epoch of the finished runs of its kind
-    times their median epochs run (at most its max.epoch; all of them without early stopping); None when no
-    run of its kind (dataset, model, sampler) has been recorded."""
+    (dataset, model, sampler; those at its learning rate where there are any) times the epochs it should run:
+    their median selected epoch plus its own patience (times eval.every), at most its max.epoch (all of them
+    without early stopping). None when no run of its kind has been recorded."""
     kind = _kind(cell.keys)
     similar = [r for r in records if r["kind"] == kind]
     if not similar:
         return None
+    lr = float(cell.keys.get("learning.rate", 0.01))
+    similar = [r for r in similar if r["lr"] == lr] or similar
     per_epoch = float(np.median([r["epoch_s"] for r in similar]))
+    if kind[2] == "-":
+        return per_epoch
     limit = int(cell.keys.get("max.epoch", 120))
-    stops = int(cell.keys.get("early_stop.patience", 10)) > 0
-    epochs = min(limit, float(np.median([r["epochs"] for r in similar]))) if stops else limit
-    return per_epoch * (1 if kind[2] == "-" else epochs)
+    patience = int(cell.keys.get("early_stop.patience", 10)) * int(cell.keys.get("eval.every", 1))
+    epochs = min(limit, float(np.median([r["best"] for r in similar])) + patience) if patience > 0 else limit
+    return per_epoch * epochs
 
 
 def cost_lines(runner: "GridRunner", datasets: list[str], retry_failed: bool, jobs: int,

@@ -356,15 +356,16 @@ def _record(root, grid, dataset, method, keys, epoch_s, epochs, eval_s=0.0):
     run = root / grid / "runs" / dataset / method / "default" / "s1" / "r"
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"input": {"dataset": dataset, **keys}}))
-    (run / "metrics.json").write_text(json.dumps({"selection": {"epochs_run": epochs},
+    (run / "metrics.json").write_text(json.dumps({"selection": {"epochs_run": epochs, "epoch": epochs - 10},
                                                   "median_epoch_seconds": {"sample_s": 0.0, "train_s": epoch_s,
                                                                            "eval_s": eval_s}}))
 
 
 def test_the_cost_estimate_on_constructed_records(tmp_path):
     records = tmp_path / "records"
-    _record(records, "old", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 10, eval_s=1.0)  # 30 s over 10 epochs
-    _record(records, "old", "coat", "rns2", {"negative.sampler": "rns"}, 4.0, 30)  # 120 s over 30 epochs
+    _record(records, "old", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 10, eval_s=1.0)  # 30 s, 10 epochs, best 0
+    _record(records, "old", "coat", "rns2", {"negative.sampler": "rns"}, 4.0, 30)  # 120 s over 30 epochs, best 20
+    _record(records, "old", "coat", "rns3", {"negative.sampler": "rns", "learning.rate": 0.5}, 100.0, 10)
     _record(records, "old", "coat", "ease", {"model.name": "EASE"}, 7.0, 1)
     _record(records, "old", "coat", "cns", {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "paper"}, 9.0, 5)
     grid = G.Grid("t", ["coat"], ["valid", "ood_valid"], [1, 2, 3],
@@ -378,14 +379,18 @@ def test_the_cost_estimate_on_constructed_records(tmp_path):
     data = {"dataset": "coat"}
     rns = runner.cell("coat", "rns", {"learning.rate": 0.1}, 1, data)
     all_records = G.run_records(records)
-    assert len(all_records) == 4
-    # median seconds per epoch of (3, 4) = 3.5, times the median epochs of (10, 30) = 20
-    assert G.estimate_seconds(rns, all_records) == pytest.approx(70.0)
-    assert G.estimate_seconds(runner.cell("coat", "short", {}, 1, data), all_records) == pytest.approx(17.5)
+    assert len(all_records) == 5
+    # at lr 0.1 (none recorded: every record of the kind): the median of (3, 4, 100) s per epoch, times the
+    # median selected epoch of (0, 20, 0) plus the default patience 10
+    assert G.estimate_seconds(rns, all_records) == pytest.approx(4.0 * 10)
+    # at lr 0.01 (the default of the first two records): 3.5 s per epoch, best epochs (0, 20) -> 10, + patience 10
+    at_default = runner.cell("coat", "rns", {"learning.rate": 0.01}, 1, data)
+    assert G.estimate_seconds(at_default, all_records) == pytest.approx(3.5 * 20)
+    assert G.estimate_seconds(runner.cell("coat", "short", {}, 1, data), all_records) == pytest.approx(3.5 * 5)
     assert G.estimate_seconds(runner.cell("coat", "ease", {"EASE.lambda": 1}, 1, data), all_records) == pytest.approx(7.0)
     assert G.estimate_seconds(runner.cell("coat", "official", {}, 1, data), all_records) is None  # paper's is not official's
     no_stop = runner.cell("coat", "rns", {}, 1, {**data, "early_stop.patience": 0})
-    assert G.estimate_seconds(no_stop, all_records) == pytest.approx(3.5 * 100)  # runs to max.epoch
+    assert G.estimate_seconds(no_stop, all_records) == pytest.approx(3.5 * 100)  # runs to its max.epoch
     runner.plan = lambda datasets: G.GridRunner.plan(runner, [])  # nothing listed: no dataset files needed
     lines = G.cost_lines(runner, [], False, 2, records)
     assert lines[0].startswith("estimated CPU time of the listed cells to run: 0.0 h")
@@ -397,3 +402,45 @@ def test_the_cost_estimate_on_constructed_records(tmp_path):
     # later seeds of coat/rns: 2 seeds x 70 s (one choice) to 2 x 70 x 2 (a choice per protocol)
     assert "+0.0 h" in lines[2] and "1 pair(s)" in lines[2]
     assert G.cost_lines.__defaults__[0] == REPO / "results" / "grids"
+
+
+def test_the_dose_response_table_on_constructed_runs(tmp_path):
+    from bench import dose
+    results = tmp_path / "dose"
+    methods = {"dns-m1": {"keys": {"negative.sampler": "dns", "params.dns.n_candidates": 1}},
+               "dns-m8": {"keys": {"negative.sampler": "dns", "params.dns.n_candidates": 8}},
+               "cnsdiff-r0.5": {"keys": {"negative.sampler": "cnsdiff", "params.cnsdiff.fixed_ratio": 0.5}},
+               "rns": {"keys": {"negative.sampler": "rns"}}}  # no dose knob: not in the table
+    cells = []
+    # per method: per seed, (fhn_true of epochs 1 and 2, valid R@20 of epochs 1 and 2, test_ood R@20 of 1 and 2)
+    curves = {"dns-m1": {1: ((0.01, 0.03), (0.1, 0.2), (0.05, 0.06)), 2: ((0.01, 0.01), (0.1, 0.2), (0.05, 0.08))},
+              "dns-m8": {1: ((0.10, 0.20), (0.3, 0.1), (0.04, 0.01)), 2: ((0.20, 0.20), (0.3, 0.2), (0.02, 0.01))},
+              "cnsdiff-r0.5": {1: ((0.02, 0.02), (0.1, 0.3), (0.0, 0.07))},
+              "rns": {1: ((0.01, 0.01), (0.1, 0.2), (0.05, 0.06))}}
+    for method, seeds in curves.items():
+        for seed, (fhn, valid, ood) in seeds.items():
+            run = f"runs/synthetic/{method}/default/s{seed}/r"
+            (results / run).mkdir(parents=True)
+            header = "epoch,fhn_true,fhn_true_base,neg_score,valid/Recall@20,test_ood/Recall@20,test_iid/Recall@20,test_ood/ARP@20\n"
+            body = "".join(f"{e + 1},{fhn[e]},0.01,{e + 0.5},{valid[e]},{ood[e]},{2 * ood[e]},{100 + e}\n" for e in range(2))
+            (results / run / "epochs.csv").write_text(header + body)
+            (results / run / "config.json").write_text(json.dumps({"commit": "abc"}))
+            cells.append({"id": f"synthetic/{method}/default/s{seed}", "dataset": "synthetic", "method": method,
+                          "candidate": {}, "seed": seed, "state": "finished", "run": run})
+    (results / "grid.json").write_text(json.dumps({
+        "grid": "dose", "protocols": ["valid"], "methods": methods, "cells": cells,
+        "choices": {f"synthetic/{m}": {"valid": {}} for m in methods}}))
+    assert dose.main([str(results), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "dose.md").read_text()
+    assert "FHN rate exact" in text and "| rns |" not in text
+    m1 = next(line for line in text.splitlines() if "M = 1 |" in line)
+    # seed 1 selects epoch 2 (fhn mean 0.02, ood 0.06), seed 2 epoch 2 (0.01, 0.08): means 0.015 and 0.07
+    assert "| DNS | M = 1 | 2 | 0.01500 ± 0.00707 | 1.50 ± 0.71 |" in m1 and "0.0700 ± 0.0141 |" in m1
+    m8 = next(line for line in text.splitlines() if "M = 8 |" in line)
+    # seed 1 selects epoch 1 (fhn 0.10, ood 0.04), seed 2 epoch 1 (the first best, 0.20, 0.02)
+    assert "0.15000 ± 0.07071" in m8 and "0.0300 ± 0.0141 |" in m8 and "100.0 ± 0.0" in m8
+    r = next(line for line in text.splitlines() if line.startswith("| CNSDiff official"))
+    assert "r = 0.5 | 1 | 0.02000 ± 0.00000" in r
+    rows = (tmp_path / "out" / "dose.csv").read_text().splitlines()
+    assert rows[0].startswith("protocol,dataset,sampler,knob,dose,seed") and len(rows) == 1 + 5
+    assert dose.main([str(tmp_path / "none")]) == 2

@@ -1,0 +1,180 @@
+"""The hardness dose-response: python -m bench.dose [RESULTS_DIR] [--out DIR]
+
+Reads a dose grid's records (default results/grids/dose; conf/grids/dose.yaml) whose methods differ only in
+one hardness knob: DNS's `params.dns.n_candidates` M (M = 1 is a random negative) and CNSDiff's fixed mix
+ratio `params.cnsdiff.fixed_ratio` r (the synthetic share of the mixed negative, curriculum fixed). Per
+protocol, dataset and dose, over seeds at the protocol's selected epoch (mean ± sample std): the FHN rate
+of the negatives trained on, averaged over the epochs up to the selected one (exact against the ground
+truth where the dataset has one, `fhn_true`, else the held-out rate `fhn_heldout`), its lift over chance
+(rate / the same rate of a uniform random item), the mean negative score, ARP@20 of the test_ood
+recommendations, and test_iid / test_ood Recall@20. Writes dose.md, dose.csv and (with matplotlib)
+figures/dose-PROTOCOL-DATASET.png: OOD Recall@20 against the FHN rate, one line per sampler, points
+labelled by M or r.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import statistics
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from bench.grid import read_rows, selected_index
+from bench.table import collect, hardware, mean_std, provenance
+from conf.config import REPO
+from util.io import atomic_write_text
+
+log = logging.getLogger("bench.dose")
+# config key -> (sampler line, the knob's letter)
+DOSE_KEYS = {"params.dns.n_candidates": ("DNS", "M"), "params.cnsdiff.fixed_ratio": ("CNSDiff", "r")}
+COLUMNS = ("fhn", "lift", "neg_score", "arp20", "iid", "ood")
+
+
+def dose_of(keys: dict[str, Any]) -> Optional[tuple[str, str, float]]:
+    """(sampler line, knob letter, value) of a method's keys, or None if it sets no dose knob."""
+    for key, (line, letter) in DOSE_KEYS.items():
+        if key in keys:
+            if line == "CNSDiff":
+                line = f"CNSDiff {keys.get('params.cnsdiff.preset', 'official')}"
+            return line, letter, float(keys[key])
+    return None
+
+
+def records(results: Path) -> list[dict[str, Any]]:
+    """One record per protocol, dataset and dosed method, with each seed's values."""
+    manifest = json.loads((results / "grid.json").read_text())
+    out = []
+    for protocol, per_dataset in collect(results).items():
+        for dataset, per_method in per_dataset.items():
+            for method, entry in per_method.items():
+                dose = dose_of(manifest["methods"][method].get("keys", {}))
+                if dose is None:
+                    continue
+                seeds = {}
+                for seed, run in entry["runs"].items():
+                    cell = next(c for c in manifest["cells"] if c["dataset"] == dataset and c["method"] == method
+                                and c["seed"] == seed and c["candidate"] == entry["candidate"])
+                    rows = read_rows(results / cell["run"])
+                    upto = rows[: selected_index(rows, protocol, results / cell["run"]) + 1]
+                    exact = all("fhn_true" in r for r in upto)
+                    rate, base = ("fhn_true", "fhn_true_base") if exact else ("fhn_heldout", "fhn_heldout_base")
+                    fhn = statistics.mean(r[rate] for r in upto)
+                    chance = statistics.mean(r[base] for r in upto)
+                    row = run["row"]
+                    seeds[seed] = {"fhn": fhn, "lift": fhn / chance if chance > 0 else float("nan"),
+                                   "neg_score": statistics.mean(r["neg_score"] for r in upto),
+                                   "arp20": row.get("test_ood/ARP@20", float("nan")),
+                                   "iid": row.get("test_iid/Recall@20", float("nan")),
+                                   "ood": row["test_ood/Recall@20"], "exact": exact}
+                out.append({"protocol": protocol, "dataset": dataset, "method": method, "line": dose[0],
+                            "letter": dose[1], "dose": dose[2], "seeds": seeds})
+    return sorted(out, key=lambda r: (r["protocol"], r["dataset"], r["line"], r["dose"]))
+
+
+def _cell(values: list[float], digits: int = 4) -> str:
+    if any(v != v for v in values):
+        return "n/a"
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown(recs: list[dict[str, Any]], results: Path) -> str:
+    """dose.md: one table per protocol and dataset."""
+    commit, made_at, progress = provenance(results)
+    lines = ["# Hardness dose-response", "", progress, "",
+             f"Table made at commit `{commit}` by `python -m bench.dose`; runs made at commit(s): {made_at}; "
+             f"hardware: {hardware()}. Mean ± sample std over seeds at the protocol's selected epoch. FHN rate: the "
+             "share of trained-on negatives that are positives of the same user, averaged over the epochs up to the "
+             "selected one (exact = against the ground truth; held-out = validation and test files); lift = rate / "
+             "the rate of a uniform random item."]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in recs:
+        groups.setdefault((r["protocol"], r["dataset"]), []).append(r)
+    for (protocol, dataset), rows in groups.items():
+        exact = all(s["exact"] for r in rows for s in r["seeds"].values())
+        lines += ["", f"## {dataset}, protocol `{protocol}` (FHN rate {'exact' if exact else 'held-out'})", "",
+                  "| sampler | knob | seeds | FHN rate | lift | neg score | ARP@20 (OOD) | test_iid R@20 | test_ood R@20 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            v = {c: [s[c] for s in r["seeds"].values()] for c in COLUMNS}
+            lines.append(f"| {r['line']} | {r['letter']} = {r['dose']:g} | {len(r['seeds'])} | {_cell(v['fhn'], 5)} | "
+                         f"{_cell(v['lift'], 2)} | {_cell(v['neg_score'], 3)} | {_cell(v['arp20'], 1)} | "
+                         f"{_cell(v['iid'])} | {_cell(v['ood'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(recs: list[dict[str, Any]]) -> str:
+    """One line per record and seed."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["protocol", "dataset", "sampler", "knob", "dose", "seed", *COLUMNS, "fhn_exact"])
+    for r in recs:
+        for seed, s in sorted(r["seeds"].items()):
+            writer.writerow([r["protocol"], r["dataset"], r["line"], r["letter"], r["dose"], seed,
+                             *(f"{s[c]:.6g}" for c in COLUMNS), s["exact"]])
+    return buf.getvalue()
+
+
+def figures(recs: list[dict[str, Any]], out: Path) -> list[Path]:
+    """OOD Recall@20 against the FHN rate per protocol and dataset (matplotlib, optional)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in recs:
+        groups.setdefault((r["protocol"], r["dataset"]), []).append(r)
+    for (protocol, dataset), rows in groups.items():
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for line in sorted({r["line"] for r in rows}):
+            pts = [r for r in rows if r["line"] == line]
+            x = [statistics.mean(s["fhn"] for s in r["seeds"].values()) for r in pts]
+            y = [statistics.mean(s["ood"] for s in r["seeds"].values()) for r in pts]
+            ax.plot(x, y, marker="o", label=line)
+            for r, xi, yi in zip(pts, x, y):
+                ax.annotate(f"{r['letter']}={r['dose']:g}", (xi, yi), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)
+        exact = all(s["exact"] for r in rows for s in r["seeds"].values())
+        ax.set_xlabel(f"FHN rate of the trained-on negatives ({'exact' if exact else 'held-out'})")
+        ax.set_ylabel("test_ood Recall@20")
+        ax.set_title(f"{dataset}, {protocol}: hardness dose-response")
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        fig.tight_layout()
+        path = out / f"dose-{protocol}-{dataset}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="?", type=Path, default=REPO / "results" / "grids" / "dose")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "tables" / "dose")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if not (args.results / "grid.json").is_file():
+        log.error("%s has no grid.json: run python -m bench.grid conf/grids/dose.yaml first", args.results)
+        return 2
+    recs = records(args.results)
+    atomic_write_text(args.out / "dose.md", markdown(recs, args.results))
+    atomic_write_text(args.out / "dose.csv", to_csv(recs))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        warnings.warn("matplotlib is not installed: no figures (pip install matplotlib)")
+    else:
+        figures(recs, args.out / "figures")
+    log.info("wrote %s (%d dose points)", args.out / "dose.md", len(recs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
