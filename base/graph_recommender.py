@@ -22,6 +22,7 @@ from util.evaluation import RankingEvaluator
 from util.logger import Progress
 from util.loss import bpr_loss, l2_lightgcn, l2_selfrec
 from util.io import atomic_write
+from util.results import read_checkpoint
 from util.sampler import EpochSampler
 from util.seed import random_state, set_random_state
 from util.typing_coerce import ConfigError
@@ -34,6 +35,8 @@ class DivergedError(RuntimeError):
 
     user_error = True
 
+# the largest embedding value that still scores: 64 dims of (1e15)^2 stay far below float32's 3.4e38
+SCORABLE = 1e15
 SHORT = {"Recall": "R", "NDCG": "N", "Precision": "P", "Hit Ratio": "HR", "ARP": "ARP"}
 
 
@@ -146,6 +149,7 @@ class GraphRecommender(Recommender):
         """Metrics of every eval file for the current model, and the embeddings they came from."""
         self.model.eval()
         user_all, item_all = self.model()
+        self.check_scorable(len(self.epoch_rows), (("final user", user_all), ("final item", item_all)))
         progress = Progress("evaluating", len(self.evaluators))
         metrics = {}
         for n, (name, ev) in enumerate(self.evaluators.items()):
@@ -192,6 +196,7 @@ class GraphRecommender(Recommender):
                 log.info("early stop after epoch %d: no %s improvement for %d evaluations", epoch + 1,
                          cfg.selection_metric, cfg.patience)
             self.save_checkpoint(epoch, improved)
+            self.writer.write_status("running", epoch=epoch + 1)  # the heartbeat: epoch and time after each epoch
             if self.stopped_early:
                 break
 
@@ -217,13 +222,22 @@ class GraphRecommender(Recommender):
                                     f"(lower learning.rate?)")
         if not math.isfinite(stats.get("loss", 0.0)):
             raise DivergedError(f"training diverged in epoch {epoch + 1}: the total loss is {stats['loss']}")
-        for name, table in (("user", self.model.user_emb), ("item", self.model.item_emb)):
+        self.check_scorable(epoch, (("user", self.model.user_emb), ("item", self.model.item_emb)))
+
+    def check_scorable(self, epoch: int, tables: tuple[tuple[str, torch.Tensor], ...]) -> None:
+        """DivergedError when an embedding table is not finite or too large for its inner products to be finite."""
+        for name, table in tables:
             if not bool(torch.isfinite(table).all()):
-                raise DivergedError(f"training diverged in epoch {epoch + 1}: the {name} embeddings are not finite")
+                raise DivergedError(f"training diverged in epoch {epoch + 1}: the {name} embeddings are not finite "
+                                    f"(lower learning.rate?)")
+            largest = float(table.detach().abs().max()) if table.numel() else 0.0
+            if largest > SCORABLE:
+                raise DivergedError(f"training diverged in epoch {epoch + 1}: the {name} embeddings reach {largest:.3g}, "
+                                    f"too large to score (limit {SCORABLE:.0e}; lower learning.rate?)")
 
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
         """Everything needed to continue after `epoch` exactly as an uninterrupted run would."""
-        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"epoch": epoch, "config": self.config.to_dict(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "sampler": self.sampler.state_dict(), "selection": dict(vars(self.selection)),
                 "best_epoch": self.best_epoch, "best_emb": tuple(t.detach().cpu() for t in self.best_emb),
                 "epoch_rows": self.epoch_rows, "stopped_early": self.stopped_early, "random": random_state()}
@@ -244,7 +258,7 @@ class GraphRecommender(Recommender):
         if not path.is_file():
             raise ConfigError(f"--resume: {self.run_dir} has no checkpoint.pt (it stopped before its first epoch "
                               f"ended); start it again instead")
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = read_checkpoint(path, self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])

@@ -171,7 +171,7 @@ def phase_split(rec: LightGCN, n_batches: int) -> dict[str, float]:
 def build(name: str, base: dict, device: torch.device) -> LightGCN:
     """A recommender of one sampler configuration, seeded, after a warm-up epoch (numba compilation, allocator)."""
     cfg = resolve({**base, **CONFIGS[name]})
-    data = load_data(cfg)
+    data = load_data(**cfg.data_arguments())
     seed_everything(cfg.seed)
     rec = LightGCN(cfg, data, device, Path("."))
     rec.build()
@@ -237,7 +237,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         base.update(parse_override(text) for text in args.overrides)
         for name in args.configs:
             resolve({**base, **CONFIGS[name]})
-        load_data(resolve({**base, **CONFIGS["rns"]}))
+        load_data(**resolve({**base, **CONFIGS["rns"]}).data_arguments())
     except (ConfigError, DataFileError, FileNotFoundError) as exc:
         logging.getLogger(__name__).error("%s", exc)
         return 2

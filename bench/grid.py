@@ -43,7 +43,7 @@ from conf.config import REPO, read_yaml, repo_relative
 from data.loader import read_interactions
 from data.presets import get_preset
 from util.io import atomic_write_json, atomic_write_text
-from util.results import machine_id, read_status
+from util.results import read_status, writer_alive
 from util.typing_coerce import ConfigError
 
 log = logging.getLogger("bench.grid")
@@ -199,7 +199,7 @@ class Cell:
         status = read_status(run)
         state = status.get("state", "todo")
         # a running status written on another machine or boot (a record committed mid-run) is stale here
-        if state == "running" and (status.get("host", machine_id()) != machine_id() or not _alive(status.get("pid"))):
+        if state == "running" and not writer_alive(status):
             return "stale"
         return state
 
@@ -210,16 +210,6 @@ class Cell:
             return read_status(run)["message"]
         path = self.folder / "error.txt"
         return path.read_text().strip() if path.is_file() else ""
-
-
-def _alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class GridRunner:

@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from conf.params import REFERENCE_REG_FORM
+from conf.params import PARAMS, REFERENCE_REG_FORM
 from data.presets import get_preset
 from util.typing_coerce import ConfigError, coerce, suggest
 
@@ -27,9 +27,9 @@ SELECTION_RULES = ("auto", "valid", "test_all4", "reference")
 
 
 def _key(name: str, default: Any = None, *, choices: Sequence[str] = (), minimum: float | None = None,
-         doc: str = "") -> Any:
-    """Declare one YAML key of RunConfig with its default, allowed values and help text."""
-    meta = {"key": name, "choices": tuple(choices), "min": minimum, "doc": doc}
+         positive: bool = False, doc: str = "") -> Any:
+    """Declare one YAML key of RunConfig with its default, allowed values (choices, a minimum, or > 0) and help."""
+    meta = {"key": name, "choices": tuple(choices), "min": minimum, "positive": positive, "doc": doc}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -44,7 +44,9 @@ class RunConfig:
     training_set: Optional[Path] = _key("training.set", None, doc="training file")
     valid_set: Optional[Path] = _key("valid.set", None, doc="validation file (enables validation selection)")
     test_set: dict[str, Path] = _key("test.set", {}, doc="test files: a path, a list, or a mapping name: path")
-    data_format: Optional[str] = _key("data.format", None, choices=FORMATS, doc="file format of all data files")
+    data_format: Optional[str] = _key("data.format", None, choices=FORMATS,
+                                      doc="file format of all data files (a preset's own; with your files: detected "
+                                          "when the content leaves no doubt, else required)")
     min_weight: float = _key("data.min_weight", 0.0,
                              doc="rows whose weight column is <= this (or not finite) are dropped and counted")
     model_name: str = _key("model.name", "LightGCN", doc="model registry name (model/__init__.py)")
@@ -53,7 +55,7 @@ class RunConfig:
     embedding_size: int = _key("embedding.size", 64, minimum=1, doc="embedding dimension d")
     max_epoch: int = _key("max.epoch", 120, minimum=1, doc="training epochs at most")
     batch_size: int = _key("batch.size", 2048, minimum=1, doc="training pairs per batch")
-    learning_rate: float = _key("learning.rate", 0.01, minimum=0.0, doc="Adam learning rate")
+    learning_rate: float = _key("learning.rate", 0.01, positive=True, doc="Adam learning rate (> 0)")
     reg_lambda: float = _key("reg.lambda", 1e-4, minimum=0.0, doc="L2 weight on the batch's layer-0 rows")
     reg_form: str = _key("reg.form", "auto", choices=("auto", "selfrec", "lightgcn", "weight_decay"),
                          doc="auto: the sampler's reference form (conf/params.py REFERENCE_REG_FORM: selfrec for "
@@ -110,6 +112,12 @@ class RunConfig:
         files = {"valid": self.valid_set} if self.valid_set else {}
         files.update(self.test_set)
         return files
+
+    def data_arguments(self) -> dict[str, Any]:
+        """The arguments of data.dataset.load_data: paths and reading options (data/ takes no config object)."""
+        return {"training_set": self.training_set, "eval_files": self.eval_files(), "data_format": self.data_format,
+                "min_weight": self.min_weight, "eval_mask": self.eval_mask, "preset": self.dataset,
+                "dataset_root": self.dataset_root}
 
     def selection_rule(self) -> str:
         """The rule that will select the reported epoch ('valid' or 'test_all4')."""
@@ -200,11 +208,17 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return tree
 
 
+SHIPPED = REPO / "conf" / "LightGCN.yaml"
+
+
 def load_config(path: Optional[Path], overrides: Sequence[str] = ()) -> RunConfig:
     """Read the YAML file (if any), apply KEY=VALUE overrides, and resolve a RunConfig."""
     flat = flatten(read_yaml(path)) if path is not None else {}
+    # what the user chose: the overrides, and every key of a config file other than the shipped one
+    chosen = set(flat) if path is not None and Path(path).resolve() != SHIPPED.resolve() else set()
     for text in overrides:
         key, value = parse_override(text)
+        chosen.add(key)
         if key.startswith("test.set."):
             current = flat.get("test.set") or {}
             if not isinstance(current, dict):
@@ -214,11 +228,12 @@ def load_config(path: Optional[Path], overrides: Sequence[str] = ()) -> RunConfi
             flat["test.set"] = current
         else:
             flat[key] = value
-    return resolve(flat)
+    return resolve(flat, chosen)
 
 
-def resolve(flat: dict[str, Any]) -> RunConfig:
-    """Validate and coerce a flat key -> value mapping into a RunConfig."""
+def resolve(flat: dict[str, Any], chosen: Optional[set[str]] = None) -> RunConfig:
+    """Validate and coerce a flat key -> value mapping into a RunConfig. chosen: the keys the user gave
+    (None: all of them); a preset next to training.set is warned about only when the user chose it."""
     values: dict[str, Any] = {}
     param_values: dict[str, Any] = {}
     for key, raw in flat.items():
@@ -236,14 +251,12 @@ def resolve(flat: dict[str, Any]) -> RunConfig:
         _check(key, value, f)
         values[f.name] = value
     cfg = RunConfig(**values)
-    _apply_preset(cfg, explicit=set(values))
+    _apply_preset(cfg, explicit=set(values), chosen=chosen is None or "dataset" in chosen)
     _anchor_paths(cfg)
     if cfg.training_set is None:
         raise ConfigError("no training data: set `dataset` to a preset or `training.set` to a file")
     if not cfg.test_set:
         raise ConfigError("no test file: set `test.set` (a path, a list, or a mapping name: path)")
-    if cfg.data_format is None:
-        cfg.data_format = "triples"
     cfg.params, cfg.other_params = resolve_params(cfg.negative_sampler, param_values)
     if cfg.reg_form == "auto":
         cfg.reg_form = REFERENCE_REG_FORM.get(cfg.negative_sampler, "lightgcn")
@@ -273,17 +286,21 @@ def _check(key: str, value: Any, f: dataclasses.Field) -> None:
         for v in value if isinstance(value, list) else [value]:
             if v is not None and v < minimum:
                 raise ConfigError(f"{key}: {v!r} is below the minimum {minimum}")
+    if f.metadata.get("positive") and value is not None and not value > 0:
+        raise ConfigError(f"{key}: {value!r} must be > 0")
 
 
-def _apply_preset(cfg: RunConfig, explicit: set[str]) -> None:
+def _apply_preset(cfg: RunConfig, explicit: set[str], chosen: bool = True) -> None:
     """Fill the file keys from the dataset preset. When training.set is given the preset supplies
-    nothing (it is ignored, with a warning); other file keys given next to a preset replace its own."""
+    nothing (it is ignored: a warning when the user chose the preset, else a log line); other file keys
+    given next to a preset replace its own."""
     if cfg.dataset is None:
         return
     preset = get_preset(cfg.dataset)
     if "training_set" in explicit:
-        log.warning("dataset: preset %r ignored because training.set is given (the preset supplies no file, "
-                    "format or name; give valid.set, test.set and data.format yourself)", preset.name)
+        (log.warning if chosen else log.info)(
+            "dataset: preset %r ignored because training.set is given (the preset supplies no file, "
+            "format or name; give valid.set, test.set and data.format yourself)", preset.name)
         cfg.dataset = None
         return
     cfg.dataset = preset.name
@@ -343,13 +360,14 @@ def _check_selection(cfg: RunConfig) -> None:
 
 def resolve_params(sampler: str, param_values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """Build the active sampler's params dataclass (and any explicitly set other ones)."""
-    from module.samplers import get_sampler_class, sampler_names
-
-    active = get_sampler_class(sampler).Params
+    if sampler not in PARAMS:
+        raise ConfigError(f"negative.sampler: unknown sampler {sampler!r}{suggest(sampler, PARAMS)}; "
+                          f"valid: {', '.join(PARAMS)}")
+    active = PARAMS[sampler]
     grouped: dict[str, dict[str, Any]] = {}
     for key, raw in param_values.items():
         parts = key.split(".")[1:]
-        if len(parts) == 2 and parts[0] in sampler_names():
+        if len(parts) == 2 and parts[0] in PARAMS:
             owner, name = parts
         elif len(parts) == 1:
             owner, name = sampler, parts[0]
@@ -358,7 +376,7 @@ def resolve_params(sampler: str, param_values: dict[str, Any]) -> tuple[Any, dic
         grouped.setdefault(owner, {})[name] = raw
     built: dict[str, Any] = {}
     for owner, kv in grouped.items():
-        built[owner] = build_params(owner, get_sampler_class(owner).Params, kv)
+        built[owner] = build_params(owner, PARAMS[owner], kv)
     params = built.pop(sampler, None) or build_params(sampler, active, {})
     return params, built
 

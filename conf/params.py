@@ -260,3 +260,11 @@ class CNSDiffParams:
     def start_steps(self) -> list[int]:
         """The start steps s of the candidate chains."""
         return list(range(self.sample_start, self.num_steps + 1, self.stride))
+
+
+# negative.sampler name -> its settings class: what config resolution needs of a sampler (the sampler
+# registry, module/samplers/__init__.py, maps the same names to their classes; a test keeps the two equal)
+PARAMS: dict[str, type] = {
+    "rns": RNSParams, "pns": PNSParams, "dns": DNSParams, "dns_mn": DNSMNParams, "mixgcf": MixGCFParams,
+    "dens": DENSParams, "ahns": AHNSParams, "adar": ADARParams, "cnsdiff": CNSDiffParams,
+}

@@ -1,29 +1,34 @@
-"""Turn a RunConfig's file keys into an Interaction (generating the synthetic dataset if needed)."""
+"""Turn file paths and reading options into an Interaction (generating the synthetic dataset if needed, and
+detecting the file format when none is given and the content leaves no doubt)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Optional
 
 from data import synthetic
 from data.interaction import Interaction
-from data.loader import DataFileError, read_interactions
+from data.loader import DataFileError, detect_format, read_interactions
 from data.presets import get_preset
-from conf.config import RunConfig
 
 log = logging.getLogger(__name__)
 
 
-def load_data(cfg: RunConfig) -> Interaction:
-    """Read the training file and every eval file of cfg; a missing preset file names its fetch command."""
-    folder = cfg.dataset_root / "synthetic"
-    if cfg.dataset == "synthetic" and cfg.training_set.parent == folder:  # not when files were overridden
-        synthetic.ensure(folder)
-    files = {"train": cfg.training_set, **cfg.eval_files()}
+def load_data(training_set: Path, eval_files: dict[str, Path], data_format: Optional[str], min_weight: float = 0.0,
+              eval_mask: str = "train_valid", preset: Optional[str] = None,
+              dataset_root: Optional[Path] = None) -> Interaction:
+    """Read the training file and every eval file; a missing preset file names its fetch command. data_format
+    None: detected from the training file (data.loader.detect_format) or a DataFileError saying to set it."""
+    if preset == "synthetic" and dataset_root is not None and training_set.parent == dataset_root / "synthetic":
+        synthetic.ensure(dataset_root / "synthetic")  # not when files were overridden
+    files = {"train": training_set, **eval_files}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
-        hint = ""
-        if cfg.dataset is not None:
-            hint = f"; get the {cfg.dataset} files with: {get_preset(cfg.dataset).how_to_get}"
+        hint = f"; get the {preset} files with: {get_preset(preset).how_to_get}" if preset is not None else ""
         raise DataFileError(f"data file(s) not found: {', '.join(missing)}{hint}")
-    train = read_interactions(cfg.training_set, cfg.data_format, cfg.min_weight)
-    evals = {name: read_interactions(path, cfg.data_format, cfg.min_weight) for name, path in cfg.eval_files().items()}
-    return Interaction(train, evals, cfg.eval_mask)
+    if data_format is None:
+        data_format, why = detect_format(training_set)
+        log.info("data.format not given: read as %s (%s)", data_format, why)
+    train = read_interactions(training_set, data_format, min_weight)
+    evals = {name: read_interactions(path, data_format, min_weight) for name, path in eval_files.items()}
+    return Interaction(train, evals, eval_mask)

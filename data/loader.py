@@ -56,6 +56,37 @@ def _fits(tokens: list[str], fmt: str) -> bool:
     return len(tokens) == 2 or (len(tokens) == 3 and _number(tokens[2]) is not None)
 
 
+def detect_format(path: Path, max_lines: int = 200_000) -> tuple[str, str]:
+    """(format, why) of a data file when its content leaves no doubt, else a DataFileError asking for
+    data.format. A line of 4+ columns is only adjacency; a file of two-column lines reads the same as pairs or
+    adjacency; three columns whose third is not an integer are a weight (triples). A line like `0 5 1` is
+    user 0 with items 5 and 1 (adjacency) or user 0, item 5, weight 1 (triples): no guess."""
+    widths: dict[int, int] = {}
+    wide_at, fraction_at = 0, 0
+    with Path(path).open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number > max_lines:
+                break
+            tokens = raw.split()
+            if not tokens:
+                continue
+            widths[len(tokens)] = widths.get(len(tokens), 0) + 1
+            if len(tokens) >= 4 and not wide_at:
+                wide_at = number
+            if len(tokens) == 3 and not fraction_at and _number(tokens[2].decode("utf-8", "replace")) is not None \
+                    and not tokens[2].decode("utf-8", "replace").lstrip("+-").isdigit():
+                fraction_at = number
+    if wide_at:
+        return "adjacency", f"line {wide_at} has 4 or more columns; triples and pairs have at most 3"
+    if set(widths) == {2}:
+        return "pairs", "every line has two columns, a user and an item (pairs and adjacency read them alike)"
+    if fraction_at and set(widths) <= {2, 3}:
+        fmt = "triples" if set(widths) == {3} else "pairs"
+        return fmt, f"line {fraction_at} has a weight that is not an integer in its third column"
+    raise DataFileError(f"{path}: data.format is required (triples, pairs or adjacency): lines like `0 5 1` are "
+                        f"either user 0 with items 5 and 1 (adjacency) or user 0, item 5, weight 1 (triples)")
+
+
 def read_interactions(path: Path, fmt: str, min_weight: float = 0.0) -> RawInteractions:
     """Parse one data file in the given format ('triples', 'pairs' or 'adjacency')."""
     path = Path(path)

@@ -18,7 +18,7 @@ def _recommender(shared, tmp_path, preset):
     cfg = resolve({"dataset": "coat", "dataset.root": str(shared), "negative.sampler": "cnsdiff",
                    "params.cnsdiff.preset": preset, "max.epoch": 2, "device": "cpu"})
     seed_everything(1)
-    rec = LightGCN(cfg, load_data(cfg), torch.device("cpu"), tmp_path)
+    rec = LightGCN(cfg, load_data(**cfg.data_arguments()), torch.device("cpu"), tmp_path)
     rec.build()
     return rec
 

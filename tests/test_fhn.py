@@ -71,8 +71,8 @@ def test_ground_truth_columns_on_the_synthetic_dataset(tmp_path):
     from data.dataset import load_data
     syn = tmp_path / "syn"
     cfg = resolve({"training.set": str(syn / "train.txt"), "valid.set": str(syn / "valid_iid.txt"),
-                   "test.set": {"test_ood": str(syn / "test_ood.txt")}, "device": "cpu"})
-    data = load_data(cfg)
+                   "test.set": {"test_ood": str(syn / "test_ood.txt")}, "device": "cpu", "data.format": "triples"})
+    data = load_data(**cfg.data_arguments())
     truth = truth_matrix(data, tmp_path / "syn")
     assert truth is not None and truth.shape == (data.n_users, data.n_items)
     liked = np.unpackbits(np.load(tmp_path / "syn" / "truth.npz")["liked"], axis=1, count=50).astype(bool)

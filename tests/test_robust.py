@@ -90,14 +90,24 @@ def test_status_name_log_and_modes_of_a_finished_run(tmp_path, shared):
         assert path.stat().st_mode & 0o777 == 0o644, path.name
 
 
-def test_nan_learning_rate_fails_with_status_and_no_metrics(tmp_path, shared, caplog):
-    status, runs = _run(tmp_path, "dataset=coat", f"dataset.root={shared}", "max.epoch=3", "learning.rate=nan",
-                        "batch.size=256")
+@pytest.mark.parametrize("rate,message", [("nan", "learning.rate: expected a finite number, got 'nan'"),
+                                          ("inf", "learning.rate: expected a finite number, got 'inf'"),
+                                          ("0", "learning.rate: 0.0 must be > 0"),
+                                          ("-0.1", "learning.rate: -0.1 must be > 0")])
+def test_a_bad_learning_rate_is_a_config_error_naming_the_key(tmp_path, caplog, rate, message):
+    status, runs = _run(tmp_path, "max.epoch=1", f"learning.rate={rate}")
+    assert status == 2 and runs == [] and message in caplog.text
+
+
+def test_a_huge_learning_rate_is_caught_as_divergence_not_reported(tmp_path, shared, caplog):
+    status, runs = _run(tmp_path, "dataset=coat", f"dataset.root={shared}", "max.epoch=3", "learning.rate=1e30")
     assert status == 3
     state = read_status(runs[0])
     assert state["state"] == "failed" and "diverged in epoch 1" in state["message"]
+    # one batch: the loss stays finite, the embeddings reach 1e30 (every score would be inf)
+    assert "embeddings reach 1e+30, too large to score" in state["message"] and "lower learning.rate" in state["message"]
     assert not (runs[0] / "metrics.json").exists()
-    assert "training diverged in epoch 1: loss term 'bpr' is nan" in (runs[0] / "run.log").read_text()
+    assert not list(runs[0].glob("*top-20items.txt"))
 
 
 @pytest.mark.parametrize("override,message", [

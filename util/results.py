@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from util.io import atomic_write_json, atomic_write_text
+from util.typing_coerce import ConfigError
 
 STATES = ("running", "finished", "failed", "interrupted")
 
@@ -47,6 +48,72 @@ def machine_id() -> str:
     except OSError:
         boot = ""
     return f"{socket.gethostname()}/{boot}" if boot else socket.gethostname()
+
+
+def process_alive(pid: Any) -> bool:
+    """Whether a process with this pid exists on this machine (False for a missing or malformed pid)."""
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def writer_alive(status: dict[str, Any]) -> bool:
+    """Whether the process a `running` status.json names is still alive (on this machine and boot)."""
+    return (status.get("state") == "running" and status.get("host") == machine_id()
+            and process_alive(status.get("pid")))
+
+
+class RunLock:
+    """An exclusive lock on a run folder (RUN/.lock, flock) held while a process trains it: one trainer per
+    run folder. acquire() raises ConfigError naming the holder (from status.json) when another process has it."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.handle: Any = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ConfigError."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (status.json's pid check still applies)
+            return
+        self.handle = self.path.open("a")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.close()
+            self.handle = None
+            status = read_status(self.path.parent)
+            raise ConfigError(f"{self.path.parent} is being trained by process {status.get('pid', '?')} on "
+                              f"{status.get('host', 'this machine')} (status.json updated {status.get('updated', '?')}, "
+                              f"epoch {status.get('epoch', '?')}): one trainer per run folder; wait for it to end "
+                              f"or stop it first") from None
+
+    def release(self) -> None:
+        """Let go of the lock."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def read_checkpoint(path: Path, map_location: Any) -> dict[str, Any]:
+    """torch.load of a checkpoint; an unreadable (truncated, corrupt) file is a ConfigError saying what to do."""
+    import torch
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, pickle errors... for a damaged file
+        kept = sorted(p.name for p in Path(path).parent.glob("epoch-*.pt")) + (
+            ["best.pt"] if (Path(path).parent / "best.pt").is_file() else [])
+        way = (f"copy one of the checkpoints checkpoint.keep kept ({', '.join(kept[-3:])}) over checkpoint.pt to "
+               f"resume from its epoch, or start the run again" if kept else "start the run again")
+        raise ConfigError(f"--resume: {path} is unreadable (truncated or corrupt: {type(exc).__name__}); {way}") from None
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise ConfigError(f"--resume: {path} is not a checkpoint of this program; start the run again")
+    return state
 
 
 class RunWriter:

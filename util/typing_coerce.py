@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import typing
 from pathlib import Path
@@ -89,22 +90,29 @@ def _to_int(key: str, value: Any) -> int:
 def _to_float(key: str, value: Any) -> float:
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a number, got boolean {value!r}")
+    number = None
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+        number = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value.strip())
+            number = float(value.strip())
         except ValueError:
             pass
-    raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if number is None:
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return number
 
 
 def _to_list(key: str, value: Any) -> list:
     if isinstance(value, (list, tuple)):
         items = list(value)
-    elif isinstance(value, str):
-        text = value.strip().strip("[]")
-        items = [t for t in re.split(r"[,\s]+", text) if t]
+    elif isinstance(value, str):  # a comma-separated list (spaces inside an item stay: paths may have them)
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        items = [t.strip() for t in text.split(",") if t.strip()]
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         items = [value]
     else:
@@ -118,6 +126,8 @@ def _to_path_map(key: str, value: Any) -> dict:
     """A mapping name -> path; a single path or a list of paths is named by file stem."""
     if isinstance(value, dict):
         pairs = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, (str, Path)) and Path(str(value).strip()).exists():
+        pairs = [(Path(str(value).strip()).stem, str(value).strip())]  # an existing path is never split
     else:
         pairs = [(Path(str(v)).stem, v) for v in _to_list(key, value)]
     out: dict[str, Path] = {}
