@@ -126,6 +126,9 @@ class SELFRec:
                 check_record(run_dir)
             writer.write_status("running")
             data = load_data(**cfg.data_arguments())
+            if max(cfg.top_n) > data.n_items:
+                raise ConfigError(f"item.ranking.topN: {max(cfg.top_n)} is more than the {data.n_items} items of the "
+                                  f"data; use cut-offs up to {data.n_items}")
             seed_everything(cfg.seed)
             recommender = self.model_class(cfg, data, self.device, run_dir, resume=self.resume is not None)
             result = recommender.execute()

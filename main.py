@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any
 import torch
 
 from base.graph_recommender import DivergedError
-from conf.config import KEYS, REPO, RunConfig, config_of_run, load_config
+from conf.config import KEYS, REPO, RunConfig, config_of_run, flatten, load_config, read_yaml, repo_relative
+from model import MODELS
 from data.loader import DataFileError
 from data.presets import PRESETS
 from module.samplers import SAMPLERS
@@ -53,10 +55,15 @@ def _config_path(path: Path) -> Path:
     return REPO / path
 
 
-def listing() -> str:
-    """Samplers, dataset presets (with whether their files are present) and every config key."""
+def listing(config_path: Path) -> str:
+    """Models, samplers, dataset presets (with whether their files are present) and every config key with the
+    default a run gets: the config file's value where it sets one, else the built-in default."""
     defaults = RunConfig()
-    lines = ["samplers (negative.sampler):"]
+    try:
+        from_file = flatten(read_yaml(config_path))
+    except ConfigError:
+        from_file = {}
+    lines = ["models (model.name):", f"  {', '.join(MODELS)}", "samplers (negative.sampler):"]
     lines += [f"  {name:<8} {cls.description}" for name, cls in SAMPLERS.items()]
     lines.append(f"dataset presets (dataset; files under {defaults.dataset_root}/NAME, relative to the repository):")
     for name, preset in PRESETS.items():
@@ -65,17 +72,20 @@ def listing() -> str:
         state = "present" if present else ("generated on first use" if name == "synthetic" else
                                            f"absent: {preset.how_to_get}")
         lines.append(f"  {name:<10} {preset.shift[:60]:<60} {state}")
-    lines.append("config keys (conf/LightGCN.yaml or --set KEY=VALUE):")
+    lines.append(f"config keys ({repo_relative(Path(config_path).resolve())} or --set KEY=VALUE; default = the file's "
+                 f"value, marked *, else the built-in one):")
     for key, f in KEYS.items():
         choices = f" [{'|'.join(f.metadata['choices'])}]" if f.metadata["choices"] else ""
-        value = getattr(defaults, f.name)
-        lines.append(f"  {key:<22} {_type_name(f.type):<16} default {value!s:<14}{choices} {f.metadata['doc']}")
-    lines.append("sampler settings (conf/params.py; --set params.SAMPLER.FIELD=VALUE):")
+        value = from_file.get(key, getattr(defaults, f.name))
+        mark = "*" if key in from_file else " "
+        lines.append(f"  {key:<22} {_type_name(f.type):<16} default {value!s:<14}{mark}{choices} {f.metadata['doc']}")
+    lines.append("sampler settings (conf/params.py; --set params.SAMPLER.FIELD=VALUE; * = the config file's):")
     for name, cls in SAMPLERS.items():
         params = cls.Params()
         for field in params.__dataclass_fields__.values():
-            lines.append(f"  params.{name}.{field.name:<22} {_type_name(field.type):<16} "
-                         f"default {getattr(params, field.name)!s}")
+            key = f"params.{name}.{field.name}"
+            value = from_file.get(key, getattr(params, field.name))
+            lines.append(f"  {key:<30} {_type_name(field.type):<16} default {value!s}{'*' if key in from_file else ''}")
     return "\n".join(lines)
 
 
@@ -96,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         set_threads(args.threads)
     if args.list:
-        _print(listing())
+        _print(listing(_config_path(args.config)))
         return 0
     if args.resume is not None:
         if args.overrides:
@@ -112,11 +122,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(text: str) -> None:
+    """Print to stdout; a reader that stops early (`| head`) is not an error: the rest is dropped, exit 0."""
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        sys.stdout = open("/dev/null", "w")  # nothing more can be written; do not fail again at exit
-        raise ConfigError("the output pipe closed before everything was printed (e.g. `| head`)") from None
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more can be written; do not fail again at exit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ import torch
 
 from data.dataset import load_data
 from data.loader import DataFileError
+from model import get_model_class
 from model.graph.LightGCN import LightGCN
 from conf.config import parse_override, resolve
 from util.typing_coerce import ConfigError
@@ -168,12 +169,13 @@ def phase_split(rec: LightGCN, n_batches: int) -> dict[str, float]:
     return result
 
 
-def build(name: str, base: dict, device: torch.device) -> LightGCN:
-    """A recommender of one sampler configuration, seeded, after a warm-up epoch (numba compilation, allocator)."""
-    cfg = resolve({**base, **CONFIGS[name]})
+def build(name: str, base: dict, device: torch.device, extra: Optional[dict] = None) -> LightGCN:
+    """A recommender of one sampler configuration (the model `model.name` names, LightGCN by default), seeded,
+    after a warm-up epoch (numba compilation, allocator)."""
+    cfg = resolve({**base, **CONFIGS[name], **(extra or {})})
     data = load_data(**cfg.data_arguments())
     seed_everything(cfg.seed)
-    rec = LightGCN(cfg, data, device, Path("."))
+    rec = get_model_class(cfg.model_name)(cfg, data, device, Path("."))
     rec.build()
     rec.train_epoch(0)
     return rec
@@ -192,7 +194,7 @@ def bench_config(name: str, base: dict, repeats: int, device: torch.device, refe
         sample_s.append(e["sample_s"])
         reference_s.append(ref["train_s"] + ref["sample_s"])
         ratios.append(epochs[-1] / reference_s[-1])
-    evaluator = rec.evaluators["test_ood"]
+    evaluator = rec.evaluators.get("test_ood") or list(rec.evaluators.values())[-1]
     with torch.no_grad():
         user_all, item_all = rec.model()
     eval_s = _median_time(lambda: evaluator.evaluate(user_all, item_all), repeats, device)

@@ -163,7 +163,7 @@ def render(runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
     if own:
         lines += ["", "## The reference code itself on this machine", "",
                   "The reference's own runs (its code with only the device, seed and NumPy-2 lines changed; see the",
-                  "README), read with its own rule, beside ours.", "",
+                  "docs/fidelity.md), read with its own rule, beside ours.", "",
                   "| dataset | sampler | reference code R@20 | ours R@20 | ratio | reference code N@20 | ours N@20 | ratio "
                   "| reference code epochs |", "|---|---|---|---|---|---|---|---|---|"]
         for key in sorted(own):

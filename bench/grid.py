@@ -29,6 +29,8 @@ import itertools
 import json
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -39,7 +41,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from conf.config import REPO, read_yaml, repo_relative
+from conf.config import REPO, load_config, read_yaml, repo_relative
 from data.loader import read_interactions
 from data.presets import get_preset
 from util.io import atomic_write_json, atomic_write_text
@@ -88,8 +90,25 @@ class Grid:
         return seeds + [s for s in self.extra_seeds.get(dataset, {}).get(method, []) if s not in seeds]
 
 
+def _expect(path: Path, where: str, value: Any, kind: str) -> Any:
+    """value if it has the grid file's type `kind` (str, int, number, mapping, strings, ints, list), else a
+    ConfigError naming the file, the field and what was found."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+    ok = {"str": lambda v: isinstance(v, str), "int": is_int,
+          "number": lambda v: (is_int(v) or isinstance(v, float)) and not isinstance(v, bool),
+          "mapping": lambda v: isinstance(v, dict), "list": lambda v: isinstance(v, list),
+          "strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+          "ints": lambda v: isinstance(v, list) and all(is_int(x) for x in v)}[kind](value)
+    if not ok:
+        wanted = {"str": "a string", "int": "an integer", "number": "a number", "mapping": "a mapping",
+                  "list": "a list", "strings": "a list of names", "ints": "a list of integers"}[kind]
+        raise ConfigError(f"{path}: `{where}` must be {wanted}, got {value!r}")
+    return value
+
+
 def load_grid(path: Path) -> Grid:
-    """Read and check a grid file; a bad one is a ConfigError naming the problem."""
+    """Read and check a grid file (every field's type too); a bad one is a ConfigError naming the problem."""
     tree = read_yaml(path)
     known = {"name", "datasets", "protocols", "seeds", "methods", "keys", "search", "extra_seeds",
              "ood_valid_fraction"}
@@ -99,6 +118,19 @@ def load_grid(path: Path) -> Grid:
     for required in ("datasets", "protocols", "seeds", "methods"):
         if not tree.get(required):
             raise ConfigError(f"{path}: `{required}` is missing or empty")
+    for field_name, kind in (("name", "str"), ("datasets", "strings"), ("protocols", "strings"), ("seeds", "ints"),
+                             ("methods", "mapping"), ("keys", "mapping"), ("search", "mapping"),
+                             ("extra_seeds", "mapping"), ("ood_valid_fraction", "number")):
+        if tree.get(field_name) is not None:
+            _expect(path, field_name, tree[field_name], kind)
+    for key, values in (tree.get("search") or {}).items():
+        _expect(path, f"search.{key}", values, "list")
+    for dataset, per_method in (tree.get("extra_seeds") or {}).items():
+        for method, seeds in _expect(path, f"extra_seeds.{dataset}", per_method, "mapping").items():
+            _expect(path, f"extra_seeds.{dataset}.{method}", seeds, "ints")
+    fraction = tree.get("ood_valid_fraction", 0.3)
+    if not 0 < fraction < 1:
+        raise ConfigError(f"{path}: `ood_valid_fraction` must be between 0 and 1, got {fraction!r}")
     protocols = list(tree["protocols"])
     if any(p not in PROTOCOLS for p in protocols):
         raise ConfigError(f"{path}: protocols must be among {PROTOCOLS}, got {protocols}")
@@ -107,7 +139,16 @@ def load_grid(path: Path) -> Grid:
             raise ConfigError(f"{path}: `{own}` runs differ from the others; put it in a grid of its own")
     methods = {}
     for name, spec in tree["methods"].items():
-        spec = dict(spec or {})
+        spec = dict(_expect(path, f"methods.{name}", spec, "mapping") if spec is not None else {})
+        for entry, kind in (("keys", "mapping"), ("search", "mapping"), ("seeds", "ints"), ("datasets", "strings"),
+                            ("dataset_keys", "mapping")):
+            if spec.get(entry) is not None:
+                _expect(path, f"methods.{name}.{entry}", spec[entry], kind)
+        for key, values in (spec.get("search") or {}).items():
+            if values is not None:
+                _expect(path, f"methods.{name}.search.{key}", values, "list")
+        for dataset, keys in (spec.get("dataset_keys") or {}).items():
+            _expect(path, f"methods.{name}.dataset_keys.{dataset}", keys, "mapping")
         bad = set(spec) - {"keys", "search", "seeds", "datasets", "dataset_keys"}
         if bad:
             raise ConfigError(f"{path}: method {name!r}: unknown entries {sorted(bad)} "
@@ -220,7 +261,19 @@ class GridRunner:
         self.jobs, self.retry_failed = jobs, retry_failed
         self.datasets: list[str] = []  # the datasets being run and those skipped (for grid.json)
         self.skipped: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self.children: set[subprocess.Popen] = set()  # the main.py processes running now
+        self.stopping = 0  # the signal number once SIGINT or SIGTERM arrived
+
+    def stop(self, signum: int) -> None:
+        """Start nothing new and pass the signal on to every running cell (each checkpoints and exits)."""
+        self.stopping = signum
+        with self._lock:
+            for proc in list(self.children):
+                try:
+                    proc.send_signal(signum)
+                except ProcessLookupError:
+                    pass
 
     # data: presets present, and the OOD split of the ood_valid protocol
     def root_of(self, dataset: str) -> Path:
@@ -331,6 +384,23 @@ class GridRunner:
             return {self.grid.protocols[0]: done[0]}
         return {p: max(done, key=lambda c: validation_score(read_rows(c.run_dir()), p)) for p in self.grid.protocols}
 
+    def command_keys(self, cell: Cell) -> dict[str, Any]:
+        """The config keys a new run of the cell gets on its command line."""
+        return {**cell.keys, "output": repo_relative(cell.folder.resolve()),
+                "log.dir": repo_relative((cell.folder / "log").resolve())}
+
+    def invalid_cells(self, datasets: list[str]) -> list[tuple[str, str]]:
+        """(cell id, error) of every listed cell whose configuration does not resolve as main.py would resolve it."""
+        first, later, _ = self.plan(datasets)
+        out = []
+        for c in first + later:
+            try:
+                load_config(REPO / "conf" / "LightGCN.yaml",
+                            [f"{k}={_value(v)}" for k, v in self.command_keys(c).items()])
+            except ConfigError as exc:
+                out.append((c.id, str(exc)))
+        return out
+
     def run_cell(self, cell: Cell) -> str:
         """Run (or resume) one cell; returns its final state."""
         state = cell.state()
@@ -342,18 +412,31 @@ class GridRunner:
             cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads, "--resume", str(cell.run_dir())]
             log.info("resume %s", cell.id)
         else:
-            keys = {**cell.keys, "output": repo_relative(cell.folder.resolve()),
-                    "log.dir": repo_relative((cell.folder / "log").resolve())}
+            keys = self.command_keys(cell)
             cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads]
             for key, value in keys.items():
                 cmd += ["--set", f"{key}={_value(value)}"]
             log.info("run %s", cell.id)
         (cell.folder / "error.txt").unlink(missing_ok=True)
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        with self._lock:
+            if self.stopping:  # a signal arrived: start nothing new
+                return state
+            # a session of its own: a terminal's Ctrl-C reaches the grid only, which forwards it once
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    start_new_session=True)
+            self.children.add(proc)
+        try:
+            _, stderr = proc.communicate()
+        finally:
+            with self._lock:
+                self.children.discard(proc)
         atomic_write_text(cell.folder / "last_command.txt", " ".join(cmd) + "\n")
-        if proc.returncode != 0:
-            lines = [line for line in proc.stderr.splitlines() if line.strip()]
-            message = lines[-1] if lines else f"exit status {proc.returncode}"
+        if proc.returncode in (130, 143) and self.stopping:
+            log.warning("cell %s interrupted (its last finished epoch is checkpointed)", cell.id)
+        elif proc.returncode != 0:
+            lines = [line for line in stderr.splitlines() if line.strip()]
+            message = re.sub(r"^\d\d:\d\d:\d\d (ERROR|WARNING|CRITICAL) ", "", lines[-1]) if lines else \
+                f"exit status {proc.returncode}"
             if cell.run_dir() is None or read_status(cell.run_dir()).get("state") != "failed":
                 atomic_write_text(cell.folder / "error.txt", message + "\n")
             log.warning("cell %s failed: %s", cell.id, message)
@@ -370,13 +453,13 @@ class GridRunner:
             while True:
                 first, later, _ = self.plan(datasets)
                 for c in first + later:
-                    if c.id in queued or not to_run(c.state(), self.retry_failed):
+                    if self.stopping or c.id in queued or not to_run(c.state(), self.retry_failed):
                         continue
                     queued.add(c.id)
                     running.add(pool.submit(self.run_cell, c))
                 if not running:
                     return
-                done, running = wait(running, return_when=FIRST_COMPLETED)
+                done, running = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
                     future.result()  # an error of the runner itself (not of a cell) stops the grid
 
@@ -537,6 +620,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             datasets.append(name)
     runner.datasets, runner.skipped = datasets, skipped
     if args.dry_run:  # runs nothing; grid.json is written, so that a table can be made from the records
+        invalid = runner.invalid_cells(datasets)
+        for cell_id, message in invalid:
+            print(f"invalid     {cell_id}: {message}")
         manifest = runner.write_manifest()
         remaining = 0
         for c in manifest["cells"]:
@@ -547,16 +633,32 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"dataset/method pair(s) are listed once their first-seed candidates have finished")
         for line in cost_lines(runner, datasets, args.retry_failed, args.jobs):
             print(line)
+        if invalid:
+            log.error("%d cell(s) have an invalid configuration (listed above as `invalid`); fix the grid file",
+                      len(invalid))
+            return 2
         return 0
     runner.write_manifest()
-    runner.run_all(datasets)
+    previous = {sig: signal.signal(sig, lambda signum, _frame: runner.stop(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runner.run_all(datasets)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     manifest = runner.write_manifest()
     failed = [c for c in manifest["cells"] if c["state"] == "failed"]
     log.info("grid %s: %d cells, %d finished, %d failed; manifest %s", grid.name, len(manifest["cells"]),
              sum(c["state"] == "finished" for c in manifest["cells"]), len(failed), out / "grid.json")
     for c in failed:
         log.warning("failed: %s: %s", c["id"], c["error"])
-    return 0
+    if runner.stopping:
+        interrupted = sum(c["state"] == "interrupted" for c in manifest["cells"])
+        command = " ".join(["python -m bench.grid", *(argv if argv is not None else sys.argv[1:])])
+        log.error("grid stopped by %s: %d cell(s) interrupted with their checkpoints; continue with: %s",
+                  signal.Signals(runner.stopping).name, interrupted, command)
+        return 128 + runner.stopping
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

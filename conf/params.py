@@ -127,7 +127,7 @@ class AHNSParams:
 class ADARParams:
     """ADAR (Li et al., arXiv 2601.01448), a reconstruction: the positive is noised until its expected
     score falls to the user's negative level (the transition point t*) and a negative is generated there.
-    Every default below is ours (the paper's formulas are not public); see the README."""
+    Every default below is ours (the paper's formulas are not public); see docs/adar.md."""
 
     standardize: bool = True  # diffuse z0 = e_i / sigma_e (sigma_e: detached std of the batch's item vectors)
     schedule: str = "cosine"  # cosine (reaches alpha_bar_T ~ 0) | linear (DDPM's 1e-4..0.02)

@@ -5,7 +5,6 @@ import csv
 import json
 import os
 import statistics
-import subprocess
 import threading
 
 import numpy as np
@@ -73,17 +72,18 @@ def test_a_failing_cell_is_recorded_and_the_rest_go_on(shared, tmp_path):
     path = write(tmp_path / "g.yaml", "name: g\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\n"
                  "keys: {max.epoch: 1, fhn.probe: 0, batch.size: 256}\nmethods:\n"
                  "  ok: {keys: {negative.sampler: rns}}\n"
-                 "  broken: {keys: {negative.sampler: rns, learning.rate: nan}}\n"
+                 "  broken: {keys: {negative.sampler: rns, learning.rate: 1e30}}\n"
                  "  typo: {keys: {negative.sampler: rns, max.epochs: 2}}\n")
     out = tmp_path / "out"
-    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out)]) == 0
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out)]) == 1  # some cells failed
     cells = {c["method"]: c for c in json.loads((out / "grid.json").read_text())["cells"]}
     assert cells["ok"]["state"] == "finished"
     record = next((out / "runs").rglob("config.json")).read_text()
     assert str(REPO) not in record and '"commit"' in record  # a record to commit: no machine's path
     assert cells["broken"]["state"] == "failed" and "diverged" in cells["broken"]["error"]
     assert cells["typo"]["state"] == "failed" and "max.epochs" in cells["typo"]["error"]
-    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out), "--dry-run"]) == 0
+    assert not cells["typo"]["error"][:1].isdigit()  # the message, without the log line's time and level
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out), "--dry-run"]) == 2  # the typo
 
 
 def test_grid_json_is_written_after_every_cell(tmp_path, monkeypatch):
@@ -91,7 +91,15 @@ def test_grid_json_is_written_after_every_cell(tmp_path, monkeypatch):
     runner = G.GridRunner(grid, tmp_path, tmp_path)
     runner.datasets = []  # no dataset files needed: the manifest lists the cells of these datasets
     cell = runner.cell("coat", "a", {}, 1, {})
-    monkeypatch.setattr(G.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "boom\n"))
+    class Failing:  # a main.py that fails at once
+        returncode = 1
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def communicate(self):
+            return "", "boom\n"
+    monkeypatch.setattr(G.subprocess, "Popen", Failing)
     assert runner.run_cell(cell) == "failed"
     assert json.loads((tmp_path / "grid.json").read_text())["grid"] == "t"  # written before the grid ends
     assert (cell.folder / "error.txt").read_text().strip() == "boom"
@@ -444,3 +452,24 @@ def test_the_dose_response_table_on_constructed_runs(tmp_path):
     rows = (tmp_path / "out" / "dose.csv").read_text().splitlines()
     assert rows[0].startswith("protocol,dataset,sampler,knob,dose,seed") and len(rows) == 1 + 5
     assert dose.main([str(tmp_path / "none")]) == 2
+
+
+def test_a_grid_with_simple_baselines_and_a_candidate_search_resolves_runs_and_tables(shared, tmp_path, capsys):
+    path = write(tmp_path / "g.yaml", "name: s\ndatasets: [coat]\nprotocols: [valid, ood_valid]\nseeds: [1, 2]\n"
+                 "keys: {max.epoch: 2, fhn.probe: 256}\nsearch: {learning.rate: [0.01]}\nmethods:\n"
+                 "  dns: {keys: {negative.sampler: dns}, search: {params.dns.n_candidates: [2, 8]}}\n"
+                 "  mostpop: {keys: {model.name: MostPop}, search: {learning.rate: null}}\n"
+                 "  ease: {keys: {model.name: EASE}, search: {learning.rate: null, EASE.lambda: [10, 1000]}}\n")
+    out = tmp_path / "out"
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out), "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "coat/dns/rate=0.01_n_candidates=2/s1" in listed and "coat/ease/lambda=10/s1" in listed
+    assert "coat/mostpop/default/s1" in listed and "invalid" not in listed
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out), "--jobs", "2"]) == 0
+    manifest = json.loads((out / "grid.json").read_text())
+    assert {c["state"] for c in manifest["cells"]} == {"finished"}
+    chosen = manifest["choices"]["coat/ease"]
+    assert set(chosen) == {"valid", "ood_valid"} and all(c["EASE.lambda"] in (10, 1000) for c in chosen.values())
+    assert T.main([str(out), "--out", str(tmp_path / "tables")]) == 0
+    table = (tmp_path / "tables" / "table.md").read_text()
+    assert "| mostpop |" in table and "| ease |" in table and "| dns |" in table

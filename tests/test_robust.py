@@ -158,13 +158,27 @@ def _cli(*args, cwd=REPO, **kw):
                           text=True, **kw)
 
 
-def test_closed_pipe_on_show_config_is_one_line(tmp_path):
-    proc = subprocess.run(f"{sys.executable} {REPO / 'main.py'} --show-config | head -n 1", shell=True, cwd=tmp_path,
-                          capture_output=True, text=True)
-    assert proc.stdout.strip() == "{"
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) <= 1 and (not lines or "output pipe closed" in lines[0])
+@pytest.mark.parametrize("flag", ["--show-config", "--list"])
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path, flag):
+    proc = subprocess.run(f"{sys.executable} {REPO / 'main.py'} {flag} | head -n 1; echo \"status ${{PIPESTATUS[0]}}\"",
+                          shell=True, executable="/bin/bash", cwd=tmp_path, capture_output=True, text=True)
+    first, status = proc.stdout.splitlines()[0], proc.stdout.splitlines()[-1]
+    assert first == ("{" if flag == "--show-config" else "models (model.name):")
+    assert status == "status 0" and proc.stderr.strip() == ""
+
+
+def test_list_shows_the_defaults_a_run_gets_from_the_config_file(tmp_path):
+    proc = _cli("--list")
+    assert proc.returncode == 0
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("  negative.sampler "))
+    assert "default cnsdiff" in line and "*" in line  # conf/LightGCN.yaml's value, not the built-in rns
+    assert "default synthetic" in next(x for x in proc.stdout.splitlines() if x.startswith("  dataset "))
+    assert "LightGCN, MF, MostPop, ItemKNN, EASE" in proc.stdout
+    other = write(tmp_path / "c.yaml", "negative.sampler: dns\nparams:\n  dns:\n    n_candidates: 8\n")
+    proc = _cli("-c", str(other), "--list")
+    assert "default dns" in next(x for x in proc.stdout.splitlines() if x.startswith("  negative.sampler "))
+    assert "default 8*" in next(x for x in proc.stdout.splitlines() if x.startswith("  params.dns.n_candidates "))
+    assert "default None " in next(x for x in proc.stdout.splitlines() if x.startswith("  dataset "))
 
 
 def test_main_works_from_any_directory_and_lists_everything(tmp_path):

@@ -19,7 +19,7 @@ class ConfigError(ValueError):
 
 def suggest(name: str, valid: Iterable[str]) -> str:
     """Return ' (did you mean X?)' for the nearest valid name, or ''."""
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)  # 0.5 matched netflix to synthetic
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -43,7 +43,7 @@ class NoiseNet(nn.Module):
         user_part, time_part = self.fixed_parts(user)
         d = z.shape[-1]
         # F.embedding rather than time_part[t]: the same rows, but its backward is a scatter-add into the T+1
-        # rows instead of indexing's accumulate-put, much cheaper on the CPU (README: Speed)
+        # rows instead of indexing's accumulate-put, much cheaper on the CPU (docs/speed.md)
         hidden = F.linear(z, self.net[0].weight[:, :d]) + user_part + F.embedding(t, time_part)
         return self.net[1:](hidden)
 
