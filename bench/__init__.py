@@ -1,0 +1,1 @@
+"""Benchmarks, experiment grids, tables and figures (run as python -m bench.NAME)."""

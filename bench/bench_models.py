@@ -77,9 +77,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     base = {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": "cpu", "max.epoch": 120,
-            "fhn.probe": 0}
-    try:
+            "fhn.probe": 0, "selection": "reference"}  # no file is evaluated: a rule every dataset allows
+    try:  # every configuration resolves before anything is timed
         base.update(parse_override(text) for text in args.overrides)
+        for name in args.configs:
+            resolve({**base, **CONFIGS[name], "model.name": "MF"})
         load_data(**resolve({**base, **CONFIGS["rns"]}).data_arguments())
     except (ConfigError, DataFileError, FileNotFoundError) as exc:
         log.error("%s", exc)

@@ -225,6 +225,7 @@ class Cell:
 
     @property
     def id(self) -> str:
+        """dataset/method/candidate/sSEED: the cell's name in logs, grid.json and tables."""
         return f"{self.dataset}/{self.method}/{tag(self.candidate)}/s{self.seed}"
 
     def run_dir(self) -> Optional[Path]:
@@ -410,7 +411,8 @@ class GridRunner:
         threads = "1" if self.jobs > 1 else str(os.cpu_count() or 1)
         if state in ("interrupted", "stale") and (cell.run_dir() / "checkpoint.pt").is_file():
             cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads, "--resume", str(cell.run_dir())]
-            log.info("resume %s", cell.id)
+            log.info("resume %s%s", cell.id, " (its writer is gone: killed, or another machine's record)"
+                     if state == "stale" else "")
         else:
             keys = self.command_keys(cell)
             cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads]

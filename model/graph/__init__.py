@@ -1,0 +1,1 @@
+"""Graph recommenders trained with BPR and a negative sampler: LightGCN and MF."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 import scipy.sparse as sp
 
 from base.closed_form_recommender import ClosedFormRecommender
@@ -15,7 +16,15 @@ def ease_weights(train: sp.csr_matrix, lam: float) -> np.ndarray:
     x = (train > 0).astype(np.float64).tocsc()
     gram = (x.T @ x).toarray()
     gram[np.diag_indices_from(gram)] += lam
-    p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+    # X^T X + lam I is symmetric positive definite: Cholesky (potrf) and its inverse (potri), about half the
+    # work of a general inverse; potri fills the upper triangle
+    factor, info = scipy.linalg.lapack.dpotrf(gram, lower=False, overwrite_a=True)
+    if info != 0:
+        raise ValueError(f"EASE: X^T X + lambda I is not positive definite (LAPACK info {info})")
+    p, info = scipy.linalg.lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise ValueError(f"EASE: the Cholesky inverse failed (LAPACK info {info})")
+    p = np.triu(p) + np.triu(p, 1).T
     b = -p / np.diag(p)[None, :]
     np.fill_diagonal(b, 0.0)
     return b
