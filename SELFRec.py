@@ -2,7 +2,6 @@
 status (running, finished, failed, interrupted) true whatever happens."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -14,7 +13,7 @@ from conf.config import RunConfig
 from model import get_model_class
 from util.device import resolve_device
 from util.logger import add_log_file, remove_log_file
-from util.results import RunLock, RunWriter, make_run_dir, read_checkpoint, read_status
+from util.results import RunLock, RunWriter, make_run_dir, read_status
 from util.seed import seed_everything
 from util.typing_coerce import ConfigError
 
@@ -34,38 +33,6 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (head + ("+changes" if dirty else "")) if head else "unknown"
-
-
-RECORD_ONLY = ("device.resolved", "commit")  # config.json keys written beside the resolved config
-
-
-def _normal(value: Any) -> Any:
-    """A config value as config.json holds it (tuples as lists, paths as strings)."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def check_record(run_dir: Path) -> None:
-    """--resume: config.json is a record, not a way to change a run. It must equal the copy the checkpoint
-    keeps (every resolved key and its `input` section); a ConfigError names what was edited."""
-    checkpoint = run_dir / "checkpoint.pt"
-    if not checkpoint.is_file():
-        return  # the recommender says there is nothing to resume
-    state = read_checkpoint(checkpoint, "cpu")
-    if "config" not in state:
-        log.info("the checkpoint predates its config copy: config.json is not compared")
-        return
-    stored = _normal(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
-    kept = _normal(state["config"])
-    changed = [k for k in sorted(set(kept) | set(stored)) if k not in RECORD_ONLY + ("input",)
-               and stored.get(k) != kept.get(k)]
-    given, was = stored.get("input", {}), kept.get("input", {})
-    changed += [f"input.{k}" for k in sorted(set(given) | set(was)) if given.get(k) != was.get(k)]
-    if changed:
-        key = changed[0]
-        old = was.get(key[6:]) if key.startswith("input.") else kept.get(key)
-        raise ConfigError(f"--resume: {run_dir / 'config.json'} was edited after the run started "
-                          f"({', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}; {key} was {old!r}): it is "
-                          f"the run's record; put it back, or start a new run with the new settings")
 
 
 class Interrupted(Exception):
@@ -123,7 +90,6 @@ class SELFRec:
                 gone = " (its process is gone: killed, or its machine stopped)" if status.get("state") == "running" else ""
                 log.info("resuming run %s (status was %s, epoch %s%s)", run_dir.name, status.get("state"),
                          status.get("epoch", "?"), gone)
-                check_record(run_dir)
             writer.write_status("running")
             data = load_data(**cfg.data_arguments())
             if max(cfg.top_n) > data.n_items:

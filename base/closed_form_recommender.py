@@ -12,9 +12,7 @@ import scipy.sparse as sp
 import torch
 
 from base.graph_recommender import GraphRecommender
-from base.selection import make_selection
 from conf.config import KEYS, RunConfig
-from util.evaluation import RankingEvaluator
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +25,7 @@ class ClosedFormRecommender(GraphRecommender):
     @classmethod
     def run_tag(cls, config: RunConfig) -> str:
         """model-dataset-sSEED (no sampler: these models train on no negatives)."""
-        data_name = config.dataset or (config.training_set.parent.name if config.training_set else "") or "data"
-        return f"{config.model_name}-{data_name}-s{config.seed}"
+        return f"{config.model_name}-{config.data_name()}-s{config.seed}"
 
     def fit(self, train: sp.csr_matrix) -> np.ndarray:
         """The (n_users, n_items) score matrix, or (n_items,) scores shared by every user."""
@@ -36,16 +33,8 @@ class ClosedFormRecommender(GraphRecommender):
 
     def build(self) -> None:
         """Evaluators and the selection rule, as for every model (no encoder, sampler or optimiser)."""
-        cfg = self.config
-        degree = self.data.item_degree()
-        self.evaluators = {name: RankingEvaluator(es.users, es.truth, es.mask, cfg.top_n, self.device,
-                                                  cfg.eval_batch_users, degree.astype(np.float64), cfg.pop_penalty)
-                           for name, es in self.data.eval_sets.items()}
+        self.build_evaluation()
         self.fhn = None
-        self.selection = make_selection(cfg.selection_rule(), cfg.selection_metric, cfg.patience,
-                                        cfg.selection_test, cfg.stop_watch)
-        self.start_epoch, self.best_epoch, self.stopped_early = 0, None, False
-        self.epoch_rows: list[dict[str, Any]] = []
         log.info("model %s fitted in closed form (%s); negative.sampler is not used", self.model_name,
                  ", ".join(f"{k} {v}" for k, v in self.method_settings().items() if k != "model") or "no settings")
 

@@ -22,7 +22,7 @@ from util.evaluation import RankingEvaluator
 from util.logger import Progress
 from util.loss import bpr_loss, l2_lightgcn, l2_selfrec
 from util.io import atomic_write
-from util.results import read_checkpoint
+from util.results import check_record, read_checkpoint
 from util.sampler import EpochSampler
 from util.seed import random_state, set_random_state
 from util.typing_coerce import ConfigError
@@ -60,20 +60,13 @@ class GraphRecommender(Recommender):
         self.optimizer = torch.optim.Adam(groups)
         for group in self.optimizer.param_groups:  # the rates learning.rate.decay scales
             group["base_lr"] = group["lr"]
-        degree = self.data.item_degree()
         self.epoch_sampler = EpochSampler(self.data.train, self.sampler.n_candidates,
-                                          self.sampler.candidate_weights(degree))
-        self.evaluators = {name: RankingEvaluator(es.users, es.truth, es.mask, cfg.top_n, self.device,
-                                                  cfg.eval_batch_users, degree.astype(np.float64), cfg.pop_penalty)
-                           for name, es in self.data.eval_sets.items()}
+                                          self.sampler.candidate_weights(self.data.item_degree()))
+        self.build_evaluation()
         self.fhn: Optional[FHNProbe] = None
         if cfg.fhn_probe > 0:
             self.fhn = FHNProbe(self.data, cfg.fhn_probe, cfg.seed, cfg.batch_size,
                                 truth_matrix(self.data, cfg.training_set.parent))
-        self.selection = make_selection(cfg.selection_rule(), cfg.selection_metric, cfg.patience,
-                                        cfg.selection_test, cfg.stop_watch)
-        self.start_epoch, self.best_epoch, self.stopped_early = 0, None, False
-        self.epoch_rows: list[dict[str, Any]] = []
         log.info("negative sampler: %s", self.sampler.describe())
         if self.selection.rule in ("test_all4", "reference"):
             whose = "the released code's" if self.selection.rule == "test_all4" else "the baselines' reference code's"
@@ -83,6 +76,18 @@ class GraphRecommender(Recommender):
         else:
             log.info("model selection: best %s on the validation file, patience %d", cfg.selection_metric,
                      cfg.patience)
+
+    def build_evaluation(self) -> None:
+        """One evaluator per eval file, the selection rule and the empty epoch record (every model's)."""
+        cfg = self.config
+        degree = self.data.item_degree().astype(np.float64)
+        self.evaluators = {name: RankingEvaluator(es.users, es.truth, es.mask, cfg.top_n, self.device,
+                                                  cfg.eval_batch_users, degree, cfg.pop_penalty)
+                           for name, es in self.data.eval_sets.items()}
+        self.selection = make_selection(cfg.selection_rule(), cfg.selection_metric, cfg.patience,
+                                        cfg.selection_test, cfg.stop_watch)
+        self.start_epoch, self.best_epoch, self.stopped_early = 0, None, False
+        self.epoch_rows: list[dict[str, Any]] = []
 
     def l2_term(self, users: torch.Tensor, pos: torch.Tensor, out: NegativeOutput) -> torch.Tensor:
         """The L2 term on layer-0 rows (the sampler's reg_emb in place of the negatives' rows if it gives one),
@@ -259,6 +264,7 @@ class GraphRecommender(Recommender):
             raise ConfigError(f"--resume: {self.run_dir} has no checkpoint.pt (it stopped before its first epoch "
                               f"ended); start it again instead")
         state = read_checkpoint(path, self.device)
+        check_record(self.run_dir, state)  # config.json must still be the run's record
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])

@@ -218,30 +218,44 @@ def bench_config(name: str, base: dict, repeats: int, device: torch.device, refe
     }
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="food")
+def add_common_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
+    """The options every epoch benchmark takes (dataset, configurations, repeats, threads, out, --set)."""
+    parser.add_argument("--dataset", default=dataset)
     parser.add_argument("--dataset-root", default="dataset")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config key for every configuration (e.g. params.adar.reverse_stride=10); repeatable")
+
+
+def checked_base(args: argparse.Namespace, base: dict, extra: Optional[dict] = None) -> Optional[dict]:
+    """base with the --set keys, once every configuration (with `extra`) resolves and the data loads; else None
+    after one logged line (a bad key, value or dataset is exit status 2, before anything is timed)."""
+    try:
+        base = {**base, **dict(parse_override(text) for text in args.overrides)}
+        for name in args.configs:
+            resolve({**base, **CONFIGS[name], **(extra or {})})
+        load_data(**resolve({**base, **CONFIGS["rns"]}).data_arguments())
+    except (ConfigError, DataFileError, FileNotFoundError) as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        return None
+    return base
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser, "food")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    base = {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": args.device, "max.epoch": 120}
-    try:  # a bad key, value or dataset is one line and exit status 2, before anything is timed
-        base.update(parse_override(text) for text in args.overrides)
-        for name in args.configs:
-            resolve({**base, **CONFIGS[name]})
-        load_data(**resolve({**base, **CONFIGS["rns"]}).data_arguments())
-    except (ConfigError, DataFileError, FileNotFoundError) as exc:
-        logging.getLogger(__name__).error("%s", exc)
+    base = checked_base(args, {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": args.device,
+                               "max.epoch": 120})
+    if base is None:
         return 2
     gflops = matmul_gflops(device)
     results = {"device": str(device), "threads": torch.get_num_threads(), "dataset": args.dataset,

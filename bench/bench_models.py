@@ -18,13 +18,11 @@ from typing import Optional
 
 import torch
 
-from bench.bench_epoch import CONFIGS, build
-from conf.config import parse_override, resolve
+from bench.bench_epoch import add_common_arguments, build, checked_base
+from conf.config import resolve
 from data.dataset import load_data
-from data.loader import DataFileError
 from model import get_model_class
 from util.io import atomic_write_json
-from util.typing_coerce import ConfigError
 
 log = logging.getLogger("bench.bench_models")
 SIMPLE = ("MostPop", "ItemKNN", "EASE")
@@ -64,27 +62,15 @@ def fit_seconds(model: str, base: dict, device: torch.device, repeats: int) -> f
 def main(argv: Optional[list[str]] = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="ahns-phone")
-    parser.add_argument("--dataset-root", default="dataset")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("results/bench"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config key for every configuration; repeatable")
+    add_common_arguments(parser, "ahns-phone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
-    base = {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": "cpu", "max.epoch": 120,
-            "fhn.probe": 0, "selection": "reference"}  # no file is evaluated: a rule every dataset allows
-    try:  # every configuration resolves before anything is timed
-        base.update(parse_override(text) for text in args.overrides)
-        for name in args.configs:
-            resolve({**base, **CONFIGS[name], "model.name": "MF"})
-        load_data(**resolve({**base, **CONFIGS["rns"]}).data_arguments())
-    except (ConfigError, DataFileError, FileNotFoundError) as exc:
-        log.error("%s", exc)
+    base = checked_base(args, {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": "cpu",
+                               "max.epoch": 120, "fhn.probe": 0, "selection": "reference"},  # no file is evaluated
+                        extra={"model.name": "MF"})
+    if base is None:
         return 2
     lightgcn = build("rns", base, device)
     mf_rns = build("rns", base, device, {"model.name": "MF"})

@@ -24,7 +24,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.grid import read_rows, selected_index
 from bench.table import collect, hardware, mean_std, provenance
 from conf.config import REPO
 from util.io import atomic_write_text
@@ -57,10 +56,7 @@ def records(results: Path) -> list[dict[str, Any]]:
                     continue
                 seeds = {}
                 for seed, run in entry["runs"].items():
-                    cell = next(c for c in manifest["cells"] if c["dataset"] == dataset and c["method"] == method
-                                and c["seed"] == seed and c["candidate"] == entry["candidate"])
-                    rows = read_rows(results / cell["run"])
-                    upto = rows[: selected_index(rows, protocol, results / cell["run"]) + 1]
+                    upto = run["rows"][: run["epoch"]]  # the epochs up to the selected one
                     exact = all("fhn_true" in r for r in upto)
                     rate, base = ("fhn_true", "fhn_true_base") if exact else ("fhn_heldout", "fhn_heldout_base")
                     fhn = statistics.mean(r[rate] for r in upto)

@@ -99,8 +99,11 @@ def reference_runs(folder: Optional[Path]) -> dict[tuple[str, str], dict[int, tu
         return out
     for path in sorted(Path(folder).glob("*-s*.log")):
         m = re.fullmatch(r"(.+)-([a-z_]+)-s(\d+)\.log", path.name)
-        choice = reference_log_choice(path.read_text(errors="replace")) if m else None
-        if m and choice and "early stopping at" in path.read_text(errors="replace"):
+        if not m:
+            continue
+        text = path.read_text(errors="replace")
+        choice = reference_log_choice(text)
+        if choice and "early stopping at" in text:  # only runs that ended
             out.setdefault((m.group(1), m.group(2)), {})[int(m.group(3))] = choice
     return out
 

@@ -41,9 +41,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from base.closed_form_recommender import ClosedFormRecommender
 from conf.config import REPO, load_config, read_yaml, repo_relative
 from data.loader import read_interactions
 from data.presets import get_preset
+from model import MODELS
 from util.io import atomic_write_json, atomic_write_text
 from util.results import read_status, writer_alive
 from util.typing_coerce import ConfigError
@@ -90,19 +92,26 @@ class Grid:
         return seeds + [s for s in self.extra_seeds.get(dataset, {}).get(method, []) if s not in seeds]
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# the field types of a grid file: kind -> (what the error says it must be, the check)
+GRID_TYPES = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "number": ("a number", lambda v: _is_int(v) or isinstance(v, float)),
+    "mapping": ("a mapping", lambda v: isinstance(v, dict)),
+    "list": ("a list", lambda v: isinstance(v, list)),
+    "strings": ("a list of names", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "ints": ("a list of integers", lambda v: isinstance(v, list) and all(_is_int(x) for x in v)),
+}
+
+
 def _expect(path: Path, where: str, value: Any, kind: str) -> Any:
-    """value if it has the grid file's type `kind` (str, int, number, mapping, strings, ints, list), else a
-    ConfigError naming the file, the field and what was found."""
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-    ok = {"str": lambda v: isinstance(v, str), "int": is_int,
-          "number": lambda v: (is_int(v) or isinstance(v, float)) and not isinstance(v, bool),
-          "mapping": lambda v: isinstance(v, dict), "list": lambda v: isinstance(v, list),
-          "strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-          "ints": lambda v: isinstance(v, list) and all(is_int(x) for x in v)}[kind](value)
-    if not ok:
-        wanted = {"str": "a string", "int": "an integer", "number": "a number", "mapping": "a mapping",
-                  "list": "a list", "strings": "a list of names", "ints": "a list of integers"}[kind]
+    """value if it has the grid file's type `kind` (a key of GRID_TYPES), else a ConfigError naming the file,
+    the field and what was found."""
+    wanted, ok = GRID_TYPES[kind]
+    if not ok(value):
         raise ConfigError(f"{path}: `{where}` must be {wanted}, got {value!r}")
     return value
 
@@ -492,7 +501,7 @@ def _kind(keys: dict[str, Any]) -> tuple[str, str, str]:
     if sampler == "cnsdiff":
         sampler += f".{preset or 'official'}"
     model = str(keys.get("model.name", "LightGCN"))
-    if model in ("MostPop", "ItemKNN", "EASE"):
+    if issubclass(MODELS.get(model, object), ClosedFormRecommender):  # fitted once: no sampler, no epochs
         sampler = "-"
     return str(keys.get("dataset", "")), model, sampler
 

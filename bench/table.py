@@ -89,7 +89,7 @@ def collect(results: Path) -> dict[str, Any]:
                 # the best Recall@20 of each test file over all epochs (an oracle, for reading)
                 peak = {f: max(r[f"{f}/Recall@20"] for r in rows) for f in ("test_iid", "test_ood")
                         if all(f"{f}/Recall@20" in r for r in rows)}
-                runs[cell["seed"]] = {"row": row, "epochs": len(rows), "epoch": index + 1, "peak": peak,
+                runs[cell["seed"]] = {"row": row, "rows": rows, "epochs": len(rows), "epoch": index + 1, "peak": peak,
                                       "sec": statistics.median(r.get("train_s", 0) + r.get("sample_s", 0) for r in rows)}
             if runs:
                 out.setdefault(protocol, {}).setdefault(dataset, {})[method] = {"candidate": candidate, "runs": runs}

@@ -97,14 +97,17 @@ class RunConfig:
     other_params: dict[str, Any] = field(default_factory=dict)  # explicitly overridden, inactive samplers
     source: dict[str, Any] = field(default_factory=dict)  # the flat key -> value input it was resolved from
 
+    def data_name(self) -> str:
+        """The preset's name, else the training file's folder: the dataset part of a run folder's name."""
+        return self.dataset or (self.training_set.parent.name if self.training_set else "") or "data"
+
     def run_tag(self) -> str:
         """model-sampler[.preset]-dataset-sSEED: the start of a run folder's name."""
         sampler = self.negative_sampler
         preset = getattr(self.params, "preset", None)
         if preset:
             sampler = f"{sampler}.{preset}"
-        data_name = self.dataset or (self.training_set.parent.name if self.training_set else "") or "data"
-        return f"{self.model_name}-{sampler}-{data_name}-s{self.seed}"
+        return f"{self.model_name}-{sampler}-{self.data_name()}-s{self.seed}"
 
     # ---- derived helpers -------------------------------------------------------------
     def eval_files(self) -> dict[str, Path]:

@@ -73,9 +73,10 @@ def detect_format(path: Path, max_lines: int = 200_000) -> tuple[str, str]:
             widths[len(tokens)] = widths.get(len(tokens), 0) + 1
             if len(tokens) >= 4 and not wide_at:
                 wide_at = number
-            if len(tokens) == 3 and not fraction_at and _number(tokens[2].decode("utf-8", "replace")) is not None \
-                    and not tokens[2].decode("utf-8", "replace").lstrip("+-").isdigit():
-                fraction_at = number
+            if len(tokens) == 3 and not fraction_at:
+                third = tokens[2].decode("utf-8", "replace")
+                if _number(third) is not None and not third.lstrip("+-").isdigit():
+                    fraction_at = number
     if wide_at:
         return "adjacency", f"line {wide_at} has 4 or more columns; triples and pairs have at most 3"
     if set(widths) == {2}:

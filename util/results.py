@@ -116,6 +116,33 @@ def read_checkpoint(path: Path, map_location: Any) -> dict[str, Any]:
     return state
 
 
+RECORD_ONLY = ("device.resolved", "commit")  # config.json keys written beside the resolved config
+
+
+def _normal(value: Any) -> Any:
+    """A config value as config.json holds it (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def check_record(run_dir: Path, state: dict[str, Any]) -> None:
+    """--resume: config.json is a record, not a way to change a run. It must equal the copy the checkpoint
+    `state` keeps (every resolved key and its `input` section); a ConfigError names what was edited."""
+    if "config" not in state:
+        return  # a checkpoint from before the copy was kept: nothing to compare
+    stored = _normal(json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8")))
+    kept = _normal(state["config"])
+    changed = [k for k in sorted(set(kept) | set(stored)) if k not in RECORD_ONLY + ("input",)
+               and stored.get(k) != kept.get(k)]
+    given, was = stored.get("input", {}), kept.get("input", {})
+    changed += [f"input.{k}" for k in sorted(set(given) | set(was)) if given.get(k) != was.get(k)]
+    if changed:
+        key = changed[0]
+        old = was.get(key[6:]) if key.startswith("input.") else kept.get(key)
+        raise ConfigError(f"--resume: {Path(run_dir) / 'config.json'} was edited after the run started "
+                          f"({', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}; {key} was {old!r}): it is "
+                          f"the run's record; put it back, or start a new run with the new settings")
+
+
 class RunWriter:
     """Writes the files of one run folder; every write replaces the file atomically."""
 

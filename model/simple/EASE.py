@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 import scipy.linalg.lapack
 import scipy.sparse as sp
 

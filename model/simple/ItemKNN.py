@@ -20,7 +20,7 @@ def knn_similarity(train: sp.csr_matrix, k: int, shrink: float) -> np.ndarray:
     if k < n:
         drop = np.argpartition(-sim, k, axis=0)[k:]  # per column, the rows beyond its k largest
         np.put_along_axis(sim, drop, 0.0, axis=0)
-    return sim.astype(np.float32)
+    return sim  # float32: co-occurrences and norms are
 
 
 class ItemKNN(ClosedFormRecommender):
