@@ -7,13 +7,15 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from data.dataset import load_data
 from data.loader import DataFileError
 from conf.config import RunConfig
 from model import get_model_class
-from util.device import resolve_device
+from util.device import resolve_device, set_threads
 from util.logger import add_log_file, remove_log_file
-from util.results import RunLock, RunWriter, make_run_dir, read_status
+from util.results import RunLock, RunWriter, make_run_dir, read_status, recorded_threads
 from util.seed import seed_everything
 from util.typing_coerce import ConfigError
 
@@ -61,11 +63,25 @@ def writable_folder(path: Path, key: str) -> Path:
 class SELFRec:
     """One run: a resolved config in, a run folder (results/<run>/, with run.log) and log/<run>.log out."""
 
-    def __init__(self, config: RunConfig, resume: Optional[Path] = None):
+    def __init__(self, config: RunConfig, resume: Optional[Path] = None, threads: Optional[int] = None):
         self.config = config
         self.resume = Path(resume) if resume is not None else None
+        self.threads = threads  # --threads when given: a resume without it uses the count the run started with
         self.model_class = get_model_class(config.model_name)
         self.device = resolve_device(config.device)
+
+    def _resume_threads(self, run_dir: Path) -> None:
+        """Resume with the CPU thread count the run started with: a different count changes the order of
+        torch's parallel sums, and so the last digits of what follows."""
+        recorded = recorded_threads(run_dir)
+        if recorded is None or recorded == torch.get_num_threads():
+            return
+        if self.threads is None:
+            set_threads(recorded)
+            log.info("resuming with %d CPU thread(s), as the run started (--threads N to change)", recorded)
+        else:
+            log.warning("the run started with %d CPU thread(s) and resumes with %d (--threads): the rest of the run "
+                        "may differ from an uninterrupted one in its last digits", recorded, self.threads)
 
     def execute(self) -> dict[str, Any]:
         """Train and evaluate; returns what metrics.json holds."""
@@ -84,12 +100,14 @@ class SELFRec:
         try:
             if self.resume is None:
                 log.info("run %s | log %s", run_dir.name, logs[0])
-                writer.write_config({**cfg.to_dict(), "device.resolved": str(self.device), "commit": git_commit()})
+                writer.write_config({**cfg.to_dict(), "device.resolved": str(self.device), "commit": git_commit(),
+                                     "threads": torch.get_num_threads()})
             else:
                 status = read_status(run_dir)
                 gone = " (its process is gone: killed, or its machine stopped)" if status.get("state") == "running" else ""
                 log.info("resuming run %s (status was %s, epoch %s%s)", run_dir.name, status.get("state"),
                          status.get("epoch", "?"), gone)
+                self._resume_threads(run_dir)
             writer.write_status("running")
             data = load_data(**cfg.data_arguments())
             if max(cfg.top_n) > data.n_items:

@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from base.graph_recommender import DivergedError
 from conf.config import KEYS, REPO, RunConfig, config_of_run, flatten, load_config, read_yaml, repo_relative
 from model import MODELS
@@ -24,8 +22,8 @@ from data.loader import DataFileError
 from data.presets import PRESETS
 from module.samplers import SAMPLERS
 from SELFRec import SELFRec, Interrupted
+from util.device import set_threads
 from util.logger import setup_logging
-from util.sampler import set_threads
 from util.typing_coerce import ConfigError
 
 log = logging.getLogger("main")
@@ -101,9 +99,6 @@ def _on_signal(signum: int, _frame: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Everything after argument parsing; errors propagate to main()."""
     if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads: {args.threads} must be >= 1")
-        torch.set_num_threads(args.threads)
         set_threads(args.threads)
     if args.list:
         _print(listing(_config_path(args.config)))
@@ -117,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.show_config:
         _print(json.dumps(config.to_dict(), indent=2, default=str))
         return 0
-    SELFRec(config, resume=args.resume).execute()
+    SELFRec(config, resume=args.resume, threads=args.threads).execute()
     return 0
 
 

@@ -47,7 +47,7 @@ from data.loader import read_interactions
 from data.presets import get_preset
 from model import MODELS
 from util.io import atomic_write_json, atomic_write_text
-from util.results import read_status, writer_alive
+from util.results import read_status, recorded_threads, writer_alive
 from util.typing_coerce import ConfigError
 
 log = logging.getLogger("bench.grid")
@@ -419,7 +419,9 @@ class GridRunner:
         cell.folder.mkdir(parents=True, exist_ok=True)
         threads = "1" if self.jobs > 1 else str(os.cpu_count() or 1)
         if state in ("interrupted", "stale") and (cell.run_dir() / "checkpoint.pt").is_file():
-            cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads, "--resume", str(cell.run_dir())]
+            # a run that recorded its thread count resumes with it (an identical continuation); older ones get the grid's
+            own = [] if recorded_threads(cell.run_dir()) else ["--threads", threads]
+            cmd = [sys.executable, str(REPO / "main.py"), *own, "--resume", str(cell.run_dir())]
             log.info("resume %s%s", cell.id, " (its writer is gone: killed, or another machine's record)"
                      if state == "stale" else "")
         else:

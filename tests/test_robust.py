@@ -34,13 +34,8 @@ def _rows(run):
     return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in csv.DictReader((run / "epochs.csv").open())]
 
 
-@pytest.mark.parametrize("sampler", [["negative.sampler=rns"],
-                                     ["negative.sampler=cnsdiff", "params.preset=paper"],
-                                     ["negative.sampler=dens"]])
-def test_interrupt_and_resume_ends_with_the_metrics_of_an_uninterrupted_run(tmp_path, shared, monkeypatch, sampler):
-    common = [*COAT, f"dataset.root={shared}", *sampler]
-    status, runs = _run(tmp_path / "whole", *common)
-    assert status == 0
+def _cut_after_second_epoch(path, monkeypatch, common):
+    """A run interrupted (as by Ctrl-C) after its second epoch's checkpoint: its run folder."""
     original = gr.GraphRecommender.save_checkpoint
 
     def stop_after_second(self, epoch, improved):
@@ -48,20 +43,57 @@ def test_interrupt_and_resume_ends_with_the_metrics_of_an_uninterrupted_run(tmp_
         if epoch == 1:
             raise Interrupted(130, "Ctrl-C (SIGINT)")
     monkeypatch.setattr(gr.GraphRecommender, "save_checkpoint", stop_after_second)
-    status, cut = _run(tmp_path / "cut", *common)
+    status, cut = _run(path, *common)
+    monkeypatch.setattr(gr.GraphRecommender, "save_checkpoint", original)
     assert status == 130
     assert read_status(cut[0])["state"] == "interrupted" and not (cut[0] / "metrics.json").exists()
     assert (cut[0] / "checkpoint.pt").is_file() and len(_rows(cut[0])) == 2
-    monkeypatch.setattr(gr.GraphRecommender, "save_checkpoint", original)
-    assert main(["--resume", str(cut[0])]) == 0
-    assert read_status(cut[0])["state"] == "finished"
-    assert _metrics(cut[0]) == _metrics(runs[0])  # bit for bit: the floats are compared exactly
-    for a, b in zip(_rows(cut[0]), _rows(runs[0]), strict=True):
-        assert {k: v for k, v in a.items() if "/" in k} == {k: v for k, v in b.items() if "/" in k}  # metrics: exact
-        # loss terms and diagnostics: equal up to float32 summation order (reductions may vary with alignment)
-        assert {k: float(v) for k, v in a.items() if "/" not in k} == pytest.approx(
-            {k: float(v) for k, v in b.items() if "/" not in k}, rel=1e-4)
-    assert "resumed after epoch 2 of 4" in (cut[0] / "run.log").read_text()
+    return cut[0]
+
+
+def _same_run(resumed, whole):
+    """Every metric, loss term and diagnostic of every epoch, and metrics.json: equal bit for bit."""
+    assert read_status(resumed)["state"] == "finished"
+    assert _metrics(resumed) == _metrics(whole)  # the floats are compared exactly
+    assert _rows(resumed) == _rows(whole)
+
+
+@pytest.mark.parametrize("sampler", [["negative.sampler=rns"],
+                                     ["negative.sampler=cnsdiff", "params.preset=paper"],
+                                     ["negative.sampler=dens"]])
+def test_interrupt_and_resume_ends_with_the_metrics_of_an_uninterrupted_run(tmp_path, shared, monkeypatch, sampler):
+    common = [*COAT, f"dataset.root={shared}", *sampler]
+    status, runs = _run(tmp_path / "whole", *common)
+    assert status == 0
+    cut = _cut_after_second_epoch(tmp_path / "cut", monkeypatch, common)
+    assert main(["--resume", str(cut)]) == 0
+    _same_run(cut, runs[0])
+    assert "resumed after epoch 2 of 4" in (cut / "run.log").read_text()
+
+
+def test_resume_in_a_fresh_process_uses_the_threads_the_run_started_with(tmp_path, shared, monkeypatch):
+    common = [*COAT, f"dataset.root={shared}", "negative.sampler=cnsdiff", "params.preset=paper"]
+    status, runs = _run(tmp_path / "whole", *common)  # one torch thread (conftest), recorded in config.json
+    assert status == 0 and json.loads((runs[0] / "config.json").read_text())["threads"] == 1
+    cut = _cut_after_second_epoch(tmp_path / "cut", monkeypatch, common)
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}  # a new process that would otherwise use 2 threads
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "--resume", str(cut)], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming with 1 CPU thread(s), as the run started (--threads N to change)" in proc.stderr
+    _same_run(cut, runs[0])
+
+
+def test_resume_with_other_threads_says_the_last_digits_may_differ(tmp_path, shared, monkeypatch, caplog):
+    from util.device import set_threads
+    common = [*COAT, f"dataset.root={shared}", "negative.sampler=rns", "max.epoch=3"]
+    cut = _cut_after_second_epoch(tmp_path / "cut", monkeypatch, common)
+    try:
+        assert main(["--threads", "2", "--resume", str(cut)]) == 0
+    finally:
+        set_threads(1)
+    assert "the run started with 1 CPU thread(s) and resumes with 2 (--threads): the rest of the run may differ " \
+           "from an uninterrupted one in its last digits" in caplog.text
 
 
 def test_checkpoint_keep_options(tmp_path, shared):

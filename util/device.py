@@ -1,10 +1,11 @@
-"""Resolve the one torch.device of a run from `auto|cpu|cuda|cuda:N`."""
+"""Resolve the one torch.device of a run from `auto|cpu|cuda|cuda:N`, and set its CPU threads."""
 from __future__ import annotations
 
 import re
 
 import torch
 
+from util.sampler import set_draw_threads
 from util.typing_coerce import ConfigError
 
 
@@ -24,3 +25,11 @@ def resolve_device(spec: str) -> torch.device:
     if index >= torch.cuda.device_count():
         raise ConfigError(f"device: {spec!r} but only {torch.cuda.device_count()} GPU(s) exist")
     return torch.device(f"cuda:{index}")
+
+
+def set_threads(n: int) -> None:
+    """Use n CPU threads for torch and for the parallel candidate draws (main.py's --threads)."""
+    if n < 1:
+        raise ConfigError(f"--threads: {n} must be >= 1")
+    torch.set_num_threads(n)
+    set_draw_threads(n)

@@ -9,7 +9,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from util.io import atomic_write_json, atomic_write_text
 from util.typing_coerce import ConfigError
@@ -116,7 +116,16 @@ def read_checkpoint(path: Path, map_location: Any) -> dict[str, Any]:
     return state
 
 
-RECORD_ONLY = ("device.resolved", "commit")  # config.json keys written beside the resolved config
+RECORD_ONLY = ("device.resolved", "commit", "threads")  # config.json keys written beside the resolved config
+
+
+def recorded_threads(run_dir: Path) -> Optional[int]:
+    """The CPU thread count config.json says the run started with (None for a run from before it was kept)."""
+    try:
+        value = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8")).get("threads")
+    except (OSError, ValueError, AttributeError):
+        return None  # config_of_run has already said what is wrong with an unreadable config.json
+    return value if isinstance(value, int) and value >= 1 else None
 
 
 def _normal(value: Any) -> Any:

@@ -94,8 +94,8 @@ def _permutation(n: int) -> np.ndarray:
     return np.random.permutation(n)
 
 
-def set_threads(n: int) -> None:
-    """Use at most n threads for the parallel draws (main.py passes --threads)."""
+def set_draw_threads(n: int) -> None:
+    """Use at most n threads for the parallel draws (util.device.set_threads sets torch's too)."""
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
