@@ -168,7 +168,7 @@ def render(runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
                   "The reference's own runs (its code with only the device, seed and NumPy-2 lines changed; see the",
                   "docs/fidelity.md), read with its own rule, beside ours.", "",
                   "| dataset | sampler | reference code R@20 | ours R@20 | ratio | reference code N@20 | ours N@20 | ratio "
-                  "| reference code epochs |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| reference code epochs | reference code / log R@20 |", "|---|---|---|---|---|---|---|---|---|---|"]
         for key in sorted(own):
             theirs = own[key]
             ours = runs.get(key, {})
@@ -176,8 +176,11 @@ def render(runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
             r_o, n_o = [v["recall"] for v in ours.values()], [v["ndcg"] for v in ours.values()]
             ratio_r = _ratio(statistics.mean(r_o), statistics.mean(r_t)) if r_o else ""
             ratio_n = _ratio(statistics.mean(n_o), statistics.mean(n_t)) if n_o else ""
+            ref = REFERENCE.get(key)
+            to_log = _ratio(statistics.mean(r_t), ref.recall) if ref else ""
             lines.append(f"| {key[0]} | {key[1]} | {_pm(r_t)} | {_pm(r_o) if r_o else ''} | {ratio_r} | {_pm(n_t)} | "
-                         f"{_pm(n_o) if n_o else ''} | {ratio_n} | {', '.join(str(v[0]) for _, v in sorted(theirs.items()))} |")
+                         f"{_pm(n_o) if n_o else ''} | {ratio_n} | {', '.join(str(v[0]) for _, v in sorted(theirs.items()))} "
+                         f"| {to_log} |")
     return "\n".join(lines) + "\n"
 
 

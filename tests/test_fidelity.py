@@ -180,7 +180,7 @@ early stopping at 15, recall@20:0.0300"""
 
 
 def test_the_fidelity_table_on_constructed_runs(tmp_path):
-    from bench.fidelity import main as fidelity_main
+    from bench.fidelity import REFERENCE, main as fidelity_main
     results = tmp_path / "grid"
     cells = []
     values = {("dens-toy", "rns"): [0.0444, 0.0448], ("dens-toy", "dns"): [0.0400, 0.0410],
@@ -210,6 +210,8 @@ def test_the_fidelity_table_on_constructed_runs(tmp_path):
     assert "| ahns-tool | mf32-dns_mn | mf32-rns | 0.0600 | 0.0500 | +20.0% |" in text
     own_rows = [line for line in text.splitlines() if line.startswith("| dens-toy |") and "0.0450" in line]
     assert len(own_rows) == 1 and "rns" in own_rows[0]
+    logged = REFERENCE[("dens-toy", "rns")].recall  # the reference code's own value against its log
+    assert own_rows[0].endswith(f"| {0.0450 / logged:.3f} |") and abs(0.0450 / logged - 1) < 0.05
     assert fidelity_main([str(tmp_path / "nothing")]) == 2
     assert fidelity_main([str(results), "--reference-runs", str(tmp_path / "absent")]) == 2
 
