@@ -1,5 +1,8 @@
 """Command line: python main.py [-c conf/LightGCN.yaml] [--set KEY=VALUE ...] | --resume RUN_DIR | --list
 
+--resume RUN_DIR --set early_stop.min_epochs=N (or early_stop.patience=N) continues a run that stopped early
+under a longer stopping rule, exactly as a run started with it would have gone on.
+
 Exit status: 0 done; 2 a problem with the configuration, the data or the environment (one line, also in
 the run's log when the run folder exists); 3 training diverged; 130 / 143 interrupted by Ctrl-C / SIGTERM
 (the last finished epoch is checkpointed: resume it). Any other error is a bug and shows its traceback.
@@ -37,7 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set max.epoch=5 --set params.n_negs=2 (repeatable)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                        help="continue an interrupted or failed run from its last finished epoch")
+                        help="continue an interrupted or failed run from its last finished epoch (with --set "
+                             "early_stop.min_epochs=N / early_stop.patience=N: a longer stopping rule, even for a "
+                             "finished run)")
     parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--list", action="store_true", help="list samplers, dataset presets and config keys")
     parser.add_argument("--threads", type=int, default=None,
@@ -104,9 +109,7 @@ def run(args: argparse.Namespace) -> int:
         _print(listing(_config_path(args.config)))
         return 0
     if args.resume is not None:
-        if args.overrides:
-            raise ConfigError("--resume continues a run with its own config; --set cannot be combined with it")
-        config = config_of_run(args.resume)
+        config = config_of_run(args.resume, args.overrides)  # --set only lengthens the stopping rule
     else:
         config = load_config(_config_path(args.config), args.overrides)
     if args.show_config:

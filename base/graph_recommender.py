@@ -22,7 +22,7 @@ from util.evaluation import RankingEvaluator
 from util.logger import Progress
 from util.loss import bpr_loss, l2_lightgcn, l2_selfrec
 from util.io import atomic_write
-from util.results import check_record, read_checkpoint
+from util.results import STOP_KEYS, check_record, read_checkpoint
 from util.sampler import EpochSampler
 from util.seed import random_state, set_random_state
 from util.typing_coerce import ConfigError
@@ -196,7 +196,7 @@ class GraphRecommender(Recommender):
             self.epoch_rows.append(row)
             self.writer.add_epoch(row)
             log.info("%s", self._epoch_line(epoch, stats, metrics, improved))
-            if metrics and self.selection.should_stop():
+            if metrics and self.stop_due(epoch):
                 self.stopped_early = True
                 log.info("early stop after epoch %d: no %s improvement for %d evaluations", epoch + 1,
                          cfg.selection_metric, cfg.patience)
@@ -204,6 +204,11 @@ class GraphRecommender(Recommender):
             self.writer.write_status("running", epoch=epoch + 1)  # the heartbeat: epoch and time after each epoch
             if self.stopped_early:
                 break
+
+    def stop_due(self, epoch: int) -> bool:
+        """Whether training stops after evaluated 0-based `epoch`: the selection's patience ran out and at least
+        early_stop.min_epochs epochs have run."""
+        return epoch + 1 >= self.config.min_epochs and self.selection.should_stop()
 
     def set_learning_rate(self, epoch: int) -> None:
         """Step decay (learning.rate.decay every learning.rate.step epochs; torch's StepLR), stateless so a
@@ -269,6 +274,7 @@ class GraphRecommender(Recommender):
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         vars(self.selection).update(state["selection"])
+        self.selection.patience = self.config.patience  # a lengthened stopping rule (--resume --set) applies
         self.best_epoch = state["best_epoch"]
         self.best_emb = tuple(t.to(self.device) for t in state["best_emb"])
         self.epoch_rows = state["epoch_rows"]
@@ -277,6 +283,22 @@ class GraphRecommender(Recommender):
         self.start_epoch = state["epoch"] + 1
         set_random_state(state["random"])
         log.info("resumed after epoch %d of %d", self.start_epoch, self.config.max_epoch)
+        self.lengthen(state)
+
+    def lengthen(self, state: dict[str, Any]) -> None:
+        """A resumed run whose stopping rule was lengthened (STOP_KEYS, checked by config_of_run): it stops
+        early only if the new rule stops it at its last epoch, and config.json records the change."""
+        now = self.config.to_dict()
+        before = state.get("config") or {}
+        changed = {k: (before.get(k, 0), now[k]) for k in STOP_KEYS if before.get(k, 0) != now[k]}
+        if not changed:
+            return
+        last = state["epoch"]
+        self.stopped_early = bool(state["stopped_early"]) and self.stop_due(last)
+        note = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+        self.writer.lengthen_config(now, f"after epoch {last + 1}: {note}")
+        log.info("stopping rule lengthened after epoch %d (%s): %s", last + 1, note,
+                 "it stops there again" if self.stopped_early else "training continues")
 
     def _epoch_line(self, epoch: int, stats: dict[str, float], metrics: dict[str, dict[str, float]],
                     improved: bool) -> str:

@@ -47,7 +47,7 @@ from data.loader import read_interactions
 from data.presets import get_preset
 from model import MODELS
 from util.io import atomic_write_json, atomic_write_text
-from util.results import read_status, recorded_threads, writer_alive
+from util.results import STOP_KEYS, read_status, recorded_threads, rule_length, writer_alive
 from util.typing_coerce import ConfigError
 
 log = logging.getLogger("bench.grid")
@@ -243,7 +243,8 @@ class Cell:
         return runs[-1] if runs else None
 
     def state(self) -> str:
-        """finished | failed | interrupted | running | stale (a running status whose process is gone) | todo."""
+        """finished | failed | interrupted | running | stale (a running status whose process is gone) | todo |
+        short (finished under a shorter stopping rule than the grid's: it continues under the grid's)."""
         run = self.run_dir()
         if run is None:
             return "failed" if (self.folder / "error.txt").is_file() else "todo"
@@ -252,7 +253,22 @@ class Cell:
         # a running status written on another machine or boot (a record committed mid-run) is stale here
         if state == "running" and not writer_alive(status):
             return "stale"
+        if state == "finished" and self.longer_rule():
+            return "short"
         return state
+
+    def longer_rule(self) -> dict[str, Any]:
+        """The stopping-rule keys (STOP_KEYS) the grid sets longer than the newest run's config.json has them
+        (none for a run without a checkpoint to continue from, e.g. a closed-form model)."""
+        run = self.run_dir()
+        if run is None or not (run / "checkpoint.pt").is_file():
+            return {}
+        try:
+            record = json.loads((run / "config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: self.keys[k] for k in STOP_KEYS
+                if k in self.keys and rule_length(k, self.keys[k]) > rule_length(k, record.get(k, 0))}
 
     def error(self) -> str:
         """The recorded error message of a failed cell."""
@@ -418,12 +434,14 @@ class GridRunner:
             return state
         cell.folder.mkdir(parents=True, exist_ok=True)
         threads = "1" if self.jobs > 1 else str(os.cpu_count() or 1)
-        if state in ("interrupted", "stale") and (cell.run_dir() / "checkpoint.pt").is_file():
+        if state in ("interrupted", "stale", "short") and (cell.run_dir() / "checkpoint.pt").is_file():
             # a run that recorded its thread count resumes with it (an identical continuation); older ones get the grid's
             own = [] if recorded_threads(cell.run_dir()) else ["--threads", threads]
             cmd = [sys.executable, str(REPO / "main.py"), *own, "--resume", str(cell.run_dir())]
-            log.info("resume %s%s", cell.id, " (its writer is gone: killed, or another machine's record)"
-                     if state == "stale" else "")
+            for key, value in cell.longer_rule().items():  # a lengthened stopping rule (main.py checks it)
+                cmd += ["--set", f"{key}={_value(value)}"]
+            log.info("%s %s%s", "lengthen" if state == "short" else "resume", cell.id,
+                     " (its writer is gone: killed, or another machine's record)" if state == "stale" else "")
         else:
             keys = self.command_keys(cell)
             cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads]
@@ -531,8 +549,9 @@ def run_records(root: Path) -> list[dict[str, Any]]:
 def estimate_seconds(cell: Cell, records: list[dict[str, Any]]) -> Optional[float]:
     """CPU seconds a cell is expected to take: the median seconds per epoch of the finished runs of its kind
     (dataset, model, sampler; those at its learning rate where there are any) times the epochs it should run:
-    their median selected epoch plus its own patience (times eval.every), at most its max.epoch (all of them
-    without early stopping). None when no run of its kind has been recorded."""
+    their median selected epoch plus its own patience (times eval.every), at least its early_stop.min_epochs, at
+    most its max.epoch (all of them without early stopping); a `short` cell only the epochs after its last
+    (from its own selected epoch). None when no run of its kind has been recorded."""
     kind = _kind(cell.keys)
     similar = [r for r in records if r["kind"] == kind]
     if not similar:
@@ -544,8 +563,12 @@ def estimate_seconds(cell: Cell, records: list[dict[str, Any]]) -> Optional[floa
         return per_epoch
     limit = int(cell.keys.get("max.epoch", 120))
     patience = int(cell.keys.get("early_stop.patience", 10)) * int(cell.keys.get("eval.every", 1))
-    epochs = min(limit, float(np.median([r["best"] for r in similar])) + patience) if patience > 0 else limit
-    return per_epoch * epochs
+    best, done = float(np.median([r["best"] for r in similar])), 0
+    if cell.state() == "short":  # continues from its last epoch: its own selected epoch so far
+        selection = json.loads((cell.run_dir() / "metrics.json").read_text())["selection"]
+        best, done = float(selection["epoch"]), int(selection["epochs_run"])
+    epochs = min(limit, max(float(cell.keys.get("early_stop.min_epochs", 0)), best + patience)) if patience > 0 else limit
+    return per_epoch * max(0.0, epochs - done)
 
 
 def cost_lines(runner: "GridRunner", datasets: list[str], retry_failed: bool, jobs: int,

@@ -17,6 +17,7 @@ import yaml
 
 from conf.params import PARAMS, REFERENCE_REG_FORM
 from data.presets import get_preset
+from util.results import STOP_KEYS, rule_length
 from util.typing_coerce import ConfigError, coerce, suggest
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ class RunConfig:
     selection_test: Optional[str] = _key("selection.test", None, doc="test file of test_all4 and reference (default test_ood, else the first)")
     patience: int = _key("early_stop.patience", 10, minimum=0,
                          doc="evaluations without improvement before stopping (valid, reference); 0 = off")
+    min_epochs: int = _key("early_stop.min_epochs", 0, minimum=0,
+                           doc="no early stop before this many epochs (an earlier epoch can still be selected); "
+                               "0 = off")
     eval_every: int = _key("eval.every", 1, minimum=1, doc="evaluate after epochs 1, 1+N, 1+2N, ... and the last "
                            "(the reference code's `epoch % N == 0`); selection and patience see only these")
     stop_watch: list[str] = _key("early_stop.files", [], doc="more eval files whose selection.metric must also "
@@ -268,17 +272,31 @@ def resolve(flat: dict[str, Any], chosen: Optional[set[str]] = None) -> RunConfi
     return cfg
 
 
-def config_of_run(run_dir: Path) -> RunConfig:
-    """The RunConfig a run folder was started with (re-resolved from the input stored in its config.json)."""
+def config_of_run(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """The RunConfig a run folder was started with (re-resolved from the input stored in its config.json).
+    overrides: KEY=VALUE of STOP_KEYS only, each at least the run's value, to continue a run that stopped
+    early under a longer stopping rule (what it computed so far is what a run with that rule computes)."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"--resume: {run_dir} is not a run folder (no config.json)")
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
-        flat = stored["input"]
+        flat = dict(stored["input"])
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"--resume: {path} is unreadable or has no 'input' section ({exc})") from None
-    return resolve(flat)
+    for text in overrides:
+        key, value = parse_override(text)
+        if key not in STOP_KEYS:
+            raise ConfigError(f"--resume continues a run with its own config; --set can only lengthen its stopping "
+                              f"rule ({', '.join(STOP_KEYS)}), not {key}")
+        flat[key] = value
+    config = resolve(flat)
+    for key in STOP_KEYS:
+        old, new = stored.get(key, 0), config.to_dict()[key]
+        if rule_length(key, new) < rule_length(key, old):
+            raise ConfigError(f"--resume --set {key}={new}: below the run's {old}; a stopping rule can only be "
+                              f"lengthened (a shorter one would have stopped the run earlier)")
+    return config
 
 
 def _check(key: str, value: Any, f: dataclasses.Field) -> None:

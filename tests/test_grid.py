@@ -412,6 +412,28 @@ def test_the_cost_estimate_on_constructed_records(tmp_path):
     assert G.cost_lines.__defaults__[0] == REPO / "results" / "grids"
 
 
+def test_a_finished_cell_under_a_shorter_stopping_rule_is_short_and_costs_only_its_remaining_epochs(tmp_path):
+    records = tmp_path / "records"
+    _record(records, "old", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 30)
+    grid = G.Grid("t", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns", "max.epoch": 100,
+                                                                   "early_stop.patience": 10, "early_stop.min_epochs": 50}}})
+    runner = G.GridRunner(grid, tmp_path / "out", tmp_path)
+    cell = runner.cell("coat", "rns", {}, 1, {"dataset": "coat"})
+    run = cell.folder / "r1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"early_stop.patience": 10, "input": {}}))  # min_epochs 0 then
+    (run / "status.json").write_text(json.dumps({"state": "finished"}))
+    (run / "metrics.json").write_text(json.dumps({"selection": {"epoch": 5, "epochs_run": 20}}))
+    assert cell.state() == "finished" and cell.longer_rule() == {}  # no checkpoint: nothing to continue from
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert cell.state() == "short" and cell.longer_rule() == {"early_stop.min_epochs": 50}
+    assert G.to_run("short", retry_failed=False)
+    # 2 s per epoch for the epochs 21..50 (its own best 5 + patience 10 is below the minimum)
+    assert G.estimate_seconds(cell, G.run_records(records)) == pytest.approx(2.0 * 30)
+    (run / "config.json").write_text(json.dumps({"early_stop.patience": 0, "early_stop.min_epochs": 60}))
+    assert cell.state() == "finished"  # patience 0 (never stops) and 60 epochs are longer than the grid's rule
+
+
 def test_the_dose_response_table_on_constructed_runs(tmp_path):
     from bench import dose
     results = tmp_path / "dose"
@@ -452,6 +474,27 @@ def test_the_dose_response_table_on_constructed_runs(tmp_path):
     rows = (tmp_path / "out" / "dose.csv").read_text().splitlines()
     assert rows[0].startswith("protocol,dataset,sampler,knob,dose,seed") and len(rows) == 1 + 5
     assert dose.main([str(tmp_path / "none")]) == 2
+
+
+def test_a_grid_lengthens_the_stopping_rule_of_its_finished_cells(shared, tmp_path, capsys):
+    text = ("name: s\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\nkeys: {max.epoch: 40, early_stop.patience: 1, "
+            "learning.rate: 0.05, fhn.probe: 0%s}\nmethods:\n  rns: {keys: {negative.sampler: rns}}\n")
+    out = tmp_path / "out"
+    path = write(tmp_path / "g.yaml", text % "")
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out)]) == 0
+    run = next((out / "runs" / "coat" / "rns" / "default" / "s1").glob("*/config.json")).parent
+    ran = json.loads((run / "metrics.json").read_text())["selection"]["epochs_run"]
+    assert ran < 30
+    path = write(tmp_path / "g.yaml", text % f", early_stop.min_epochs: {ran + 3}")
+    capsys.readouterr()
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out), "--dry-run"]) == 0
+    assert "short       coat/rns/default/s1" in capsys.readouterr().out
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out)]) == 0
+    assert [p.parent for p in (out / "runs" / "coat" / "rns" / "default" / "s1").glob("*/config.json")] == [run]
+    assert json.loads((run / "metrics.json").read_text())["selection"]["epochs_run"] >= ran + 3
+    assert json.loads((run / "config.json").read_text())["lengthened"] == [
+        f"after epoch {ran}: early_stop.min_epochs 0 -> {ran + 3}"]
+    assert json.loads((out / "grid.json").read_text())["cells"][0]["state"] == "finished"
 
 
 def test_a_grid_with_simple_baselines_and_a_candidate_search_resolves_runs_and_tables(shared, tmp_path, capsys):

@@ -96,6 +96,61 @@ def test_resume_with_other_threads_says_the_last_digits_may_differ(tmp_path, sha
            "from an uninterrupted one in its last digits" in caplog.text
 
 
+SHORT = [*COAT, "max.epoch=40", "early_stop.patience=1", "learning.rate=0.05"]
+
+
+def _stopped_early(tmp_path, shared, *more):
+    """A coat run that early stopping ended before max.epoch: (run folder, epochs it ran)."""
+    status, runs = _run(tmp_path, *SHORT, f"dataset.root={shared}", *more)
+    assert status == 0
+    selection = json.loads((runs[0] / "metrics.json").read_text())["selection"]
+    assert selection["stopped_early"] and selection["epochs_run"] < 35, selection  # the setting must stop early
+    return runs[0], selection["epochs_run"]
+
+
+def test_min_epochs_defers_the_early_stop_and_changes_nothing_before_it(tmp_path, shared):
+    short, ran = _stopped_early(tmp_path / "short", shared)
+    status, runs = _run(tmp_path / "long", *SHORT, f"dataset.root={shared}", f"early_stop.min_epochs={ran + 2}")
+    assert status == 0
+    selection = json.loads((runs[0] / "metrics.json").read_text())["selection"]
+    assert selection["epochs_run"] >= ran + 2
+    assert _rows(runs[0])[:ran] == _rows(short)  # the rule decides when to stop, not what is computed
+
+
+def test_a_finished_run_lengthened_by_resume_equals_a_run_started_with_the_longer_rule(tmp_path, shared, caplog):
+    short, ran = _stopped_early(tmp_path / "short", shared)
+    longer = f"early_stop.min_epochs={ran + 2}"
+    status, fresh = _run(tmp_path / "fresh", *SHORT, f"dataset.root={shared}", longer)
+    assert status == 0
+    assert main(["--resume", str(short), "--set", longer]) == 0
+    _same_run(short, fresh[0])
+    record = json.loads((short / "config.json").read_text())
+    assert record["early_stop.min_epochs"] == ran + 2 and record["input"]["early_stop.min_epochs"] == str(ran + 2)
+    assert record["lengthened"] == [f"after epoch {ran}: early_stop.min_epochs 0 -> {ran + 2}"]
+    assert "stopping rule lengthened after epoch" in caplog.text and "training continues" in caplog.text
+    # lengthening it once more by patience, after it finished again, also continues from the checkpoint
+    assert main(["--resume", str(short), "--set", "early_stop.patience=3"]) == 0
+    assert len(json.loads((short / "config.json").read_text())["lengthened"]) == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("max.epoch=20", "--set can only lengthen its stopping rule (early_stop.min_epochs, early_stop.patience), "
+                     "not max.epoch"),
+    ("early_stop.min_epochs=1", "--resume --set early_stop.min_epochs=1: below the run's 3"),
+    ("early_stop.min_epochs=x", "early_stop.min_epochs"),
+])
+def test_resume_refuses_other_keys_and_shorter_rules_and_keeps_the_run(tmp_path, shared, capsys, override, message):
+    status, runs = _run(tmp_path, *SHORT, f"dataset.root={shared}", "early_stop.min_epochs=3", "max.epoch=3")
+    assert status == 0
+    before = {p.name: p.read_bytes() for p in runs[0].iterdir() if p.is_file() and p.name != "run.log"}
+    capsys.readouterr()
+    assert main(["--resume", str(runs[0]), "--set", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    after = {p.name: p.read_bytes() for p in runs[0].iterdir() if p.is_file() and p.name != "run.log"}
+    assert after == before  # a refused resume changes nothing
+
+
 def test_checkpoint_keep_options(tmp_path, shared):
     _run(tmp_path / "last", *COAT, f"dataset.root={shared}", "max.epoch=2")
     _run(tmp_path / "all", *COAT, f"dataset.root={shared}", "max.epoch=2", "checkpoint.keep=all")

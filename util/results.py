@@ -116,7 +116,15 @@ def read_checkpoint(path: Path, map_location: Any) -> dict[str, Any]:
     return state
 
 
-RECORD_ONLY = ("device.resolved", "commit", "threads")  # config.json keys written beside the resolved config
+RECORD_ONLY = ("device.resolved", "commit", "threads", "lengthened")  # config.json keys written beside the resolved config
+# the keys that only decide when training stops: a finished run continues under larger values (--resume --set)
+STOP_KEYS = ("early_stop.min_epochs", "early_stop.patience")
+
+
+def rule_length(key: str, value: Any) -> float:
+    """How long a STOP_KEYS value lets a run go on, comparably (patience 0 never stops: the longest)."""
+    value = int(value or 0)
+    return float("inf") if key == "early_stop.patience" and value == 0 else float(value)
 
 
 def recorded_threads(run_dir: Path) -> Optional[int]:
@@ -140,10 +148,11 @@ def check_record(run_dir: Path, state: dict[str, Any]) -> None:
         return  # a checkpoint from before the copy was kept: nothing to compare
     stored = _normal(json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8")))
     kept = _normal(state["config"])
-    changed = [k for k in sorted(set(kept) | set(stored)) if k not in RECORD_ONLY + ("input",)
-               and stored.get(k) != kept.get(k)]
+    # a lengthened stopping rule rewrites config.json just before the next checkpoint: those keys may differ
+    free = RECORD_ONLY + ("input",) + (STOP_KEYS if "lengthened" in stored else ())
+    changed = [k for k in sorted(set(kept) | set(stored)) if k not in free and stored.get(k) != kept.get(k)]
     given, was = stored.get("input", {}), kept.get("input", {})
-    changed += [f"input.{k}" for k in sorted(set(given) | set(was)) if given.get(k) != was.get(k)]
+    changed += [f"input.{k}" for k in sorted(set(given) | set(was)) if k not in free and given.get(k) != was.get(k)]
     if changed:
         key = changed[0]
         old = was.get(key[6:]) if key.startswith("input.") else kept.get(key)
@@ -162,6 +171,15 @@ class RunWriter:
     def write_config(self, config: dict[str, Any]) -> None:
         """config.json: the resolved configuration (and the input it was resolved from)."""
         atomic_write_json(self.dir / "config.json", config)
+
+    def lengthen_config(self, config: dict[str, Any], note: str) -> None:
+        """config.json after a lengthened stopping rule: the new resolved keys and input, the run's own record
+        keys kept, and the change appended to `lengthened`."""
+        path = self.dir / "config.json"
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        kept = {k: stored[k] for k in RECORD_ONLY if k in stored}
+        kept["lengthened"] = list(stored.get("lengthened", [])) + [note]
+        atomic_write_json(path, {**config, **kept})
 
     def write_status(self, state: str, **info: Any) -> None:
         """status.json: running | finished | failed | interrupted, with a message, the pid and the machine."""
