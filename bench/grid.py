@@ -244,7 +244,8 @@ class Cell:
 
     def state(self) -> str:
         """finished | failed | interrupted | running | stale (a running status whose process is gone) | todo |
-        short (finished under a shorter stopping rule than the grid's: it continues under the grid's)."""
+        short (stopped early under a shorter stopping rule than the grid's: it continues from its checkpoint
+        under the grid's, or runs again where the checkpoint is not here, e.g. in a clone of committed records)."""
         run = self.run_dir()
         if run is None:
             return "failed" if (self.folder / "error.txt").is_file() else "todo"
@@ -258,17 +259,23 @@ class Cell:
         return state
 
     def longer_rule(self) -> dict[str, Any]:
-        """The stopping-rule keys (STOP_KEYS) the grid sets longer than the newest run's config.json has them
-        (none for a run without a checkpoint to continue from, e.g. a closed-form model)."""
+        """The stopping-rule keys (STOP_KEYS) the grid sets longer than the newest run had them, where that could
+        have changed the run: it stopped early, and (for early_stop.min_epochs) before that many epochs. None for
+        a model fitted in closed form (no epochs)."""
         run = self.run_dir()
-        if run is None or not (run / "checkpoint.pt").is_file():
+        if run is None or issubclass(MODELS.get(str(self.keys.get("model.name", "LightGCN")), object),
+                                     ClosedFormRecommender):
             return {}
         try:
             record = json.loads((run / "config.json").read_text())
-        except (OSError, ValueError):
+            selection = json.loads((run / "metrics.json").read_text())["selection"]
+        except (OSError, ValueError, KeyError):
+            return {}
+        if not selection.get("stopped_early"):
             return {}
         return {k: self.keys[k] for k in STOP_KEYS
-                if k in self.keys and rule_length(k, self.keys[k]) > rule_length(k, record.get(k, 0))}
+                if k in self.keys and rule_length(k, self.keys[k]) > rule_length(k, record.get(k, 0))
+                and not (k == "early_stop.min_epochs" and selection["epochs_run"] >= int(self.keys[k]))}
 
     def error(self) -> str:
         """The recorded error message of a failed cell."""
@@ -447,7 +454,8 @@ class GridRunner:
             cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads]
             for key, value in keys.items():
                 cmd += ["--set", f"{key}={_value(value)}"]
-            log.info("run %s", cell.id)
+            log.info("run %s%s", cell.id, " again (stopped under a shorter stopping rule; no checkpoint here to "
+                     "continue from)" if state == "short" else "")
         (cell.folder / "error.txt").unlink(missing_ok=True)
         with self._lock:
             if self.stopping:  # a signal arrived: start nothing new

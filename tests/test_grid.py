@@ -423,15 +423,27 @@ def test_a_finished_cell_under_a_shorter_stopping_rule_is_short_and_costs_only_i
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"early_stop.patience": 10, "input": {}}))  # min_epochs 0 then
     (run / "status.json").write_text(json.dumps({"state": "finished"}))
-    (run / "metrics.json").write_text(json.dumps({"selection": {"epoch": 5, "epochs_run": 20}}))
-    assert cell.state() == "finished" and cell.longer_rule() == {}  # no checkpoint: nothing to continue from
-    (run / "checkpoint.pt").write_bytes(b"")
+
+    def selection(**values):
+        (run / "metrics.json").write_text(json.dumps({"selection": {"epoch": 5, "epochs_run": 20, **values}}))
+    selection(stopped_early=False)
+    assert cell.state() == "finished"  # it ran to its end: no stopping rule changed it
+    selection(stopped_early=True)
     assert cell.state() == "short" and cell.longer_rule() == {"early_stop.min_epochs": 50}
     assert G.to_run("short", retry_failed=False)
     # 2 s per epoch for the epochs 21..50 (its own best 5 + patience 10 is below the minimum)
     assert G.estimate_seconds(cell, G.run_records(records)) == pytest.approx(2.0 * 30)
+    selection(stopped_early=True, epochs_run=55)
+    assert cell.state() == "finished"  # it stopped after epoch 50: the minimum would not have changed it
+    selection(stopped_early=True)
     (run / "config.json").write_text(json.dumps({"early_stop.patience": 0, "early_stop.min_epochs": 60}))
     assert cell.state() == "finished"  # patience 0 (never stops) and 60 epochs are longer than the grid's rule
+    ease = G.GridRunner(G.Grid("t", ["coat"], ["valid"], [1], {"ease": {"keys": {
+        "model.name": "EASE", "early_stop.min_epochs": 50}}}), tmp_path / "out", tmp_path).cell("coat", "ease", {}, 1, {})
+    (ease.folder / "r1").mkdir(parents=True)
+    for name in ("config.json", "status.json", "metrics.json"):
+        (ease.folder / "r1" / name).write_bytes((run / name).read_bytes())
+    assert ease.state() == "finished"  # fitted in closed form: no epochs for a stopping rule to change
 
 
 def test_the_dose_response_table_on_constructed_runs(tmp_path):
@@ -491,10 +503,18 @@ def test_a_grid_lengthens_the_stopping_rule_of_its_finished_cells(shared, tmp_pa
     assert "short       coat/rns/default/s1" in capsys.readouterr().out
     assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out)]) == 0
     assert [p.parent for p in (out / "runs" / "coat" / "rns" / "default" / "s1").glob("*/config.json")] == [run]
-    assert json.loads((run / "metrics.json").read_text())["selection"]["epochs_run"] >= ran + 3
+    lengthened = json.loads((run / "metrics.json").read_text())["selection"]["epochs_run"]
+    assert lengthened >= ran + 3
     assert json.loads((run / "config.json").read_text())["lengthened"] == [
         f"after epoch {ran}: early_stop.min_epochs 0 -> {ran + 3}"]
     assert json.loads((out / "grid.json").read_text())["cells"][0]["state"] == "finished"
+    # where the checkpoint is not (a clone of the committed records), a cell stopped too early runs again
+    path = write(tmp_path / "g.yaml", text % f", early_stop.min_epochs: {lengthened + 2}")
+    (run / "checkpoint.pt").unlink()
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out)]) == 0
+    runs = sorted(p.parent for p in (out / "runs" / "coat" / "rns" / "default" / "s1").glob("*/config.json"))
+    assert len(runs) == 2 and runs[0] == run
+    assert json.loads((runs[1] / "metrics.json").read_text())["selection"]["epochs_run"] >= lengthened + 2
 
 
 def test_a_grid_with_simple_baselines_and_a_candidate_search_resolves_runs_and_tables(shared, tmp_path, capsys):
