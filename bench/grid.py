@@ -437,7 +437,7 @@ class GridRunner:
     def run_cell(self, cell: Cell) -> str:
         """Run (or resume) one cell; returns its final state."""
         state = cell.state()
-        if not to_run(state, self.retry_failed):
+        if not to_run(state, self.retry_failed) or self.stopping:  # after a signal: no folder, no log line
             return state
         cell.folder.mkdir(parents=True, exist_ok=True)
         threads = "1" if self.jobs > 1 else str(os.cpu_count() or 1)

@@ -536,3 +536,17 @@ def test_a_grid_with_simple_baselines_and_a_candidate_search_resolves_runs_and_t
     assert T.main([str(out), "--out", str(tmp_path / "tables")]) == 0
     table = (tmp_path / "tables" / "table.md").read_text()
     assert "| mostpop |" in table and "| ease |" in table and "| dns |" in table
+
+
+def test_a_stopped_grid_starts_nothing_and_leaves_no_trace_of_queued_cells(tmp_path, monkeypatch, caplog):
+    grid = G.Grid("t", ["coat"], ["valid"], [1], {"a": {}})
+    runner = G.GridRunner(grid, tmp_path, tmp_path)
+    cell = runner.cell("coat", "a", {}, 1, {})
+
+    def no_process(*args, **kwargs):
+        raise AssertionError("a stopped grid started a cell")
+    monkeypatch.setattr(G.subprocess, "Popen", no_process)
+    runner.stop(15)
+    with caplog.at_level("INFO"):
+        assert runner.run_cell(cell) == "todo"
+    assert not cell.folder.exists() and "run coat/a" not in caplog.text
