@@ -83,6 +83,10 @@ class SELFRec:
             log.warning("the run started with %d CPU thread(s) and resumes with %d (--threads): the rest of the run "
                         "may differ from an uninterrupted one in its last digits", recorded, self.threads)
 
+    def _untouched(self, recommender: Any) -> bool:
+        """Whether this is a resume that stopped before its checkpoint was restored (its run is as it was)."""
+        return self.resume is not None and not getattr(recommender, "restored", False)
+
     def execute(self) -> dict[str, Any]:
         """Train and evaluate; returns what metrics.json holds."""
         cfg = self.config
@@ -91,12 +95,17 @@ class SELFRec:
             run_dir = make_run_dir(writable_folder(cfg.output, "output"), self.model_class.run_tag(cfg))
         else:
             run_dir = self.resume
+            if self.model_class.checkpointed and not (run_dir / "checkpoint.pt").is_file():
+                raise ConfigError(f"--resume: {run_dir} has no checkpoint.pt (it stopped before its first epoch ended, "
+                                  f"or it is a copy without its checkpoints); start it again instead")
         writer = RunWriter(run_dir)
         lock = RunLock(run_dir)
         lock.acquire()  # one trainer per run folder (raises, naming the holder, before anything is written)
         logs = [run_dir / "run.log", cfg.log_dir / f"{run_dir.name}.log"]
         for path in logs:
             add_log_file(path)
+        before = writer.status_bytes() if self.resume is not None else None
+        recommender = None
         try:
             if self.resume is None:
                 log.info("run %s | log %s", run_dir.name, logs[0])
@@ -121,11 +130,17 @@ class SELFRec:
         except Interrupted as exc:
             log.warning("interrupted by %s; the last finished epoch is checkpointed: resume with "
                         "python main.py --resume %s", exc.signal_name, run_dir)
-            writer.write_status("interrupted", message=exc.signal_name)
+            if self._untouched(recommender):
+                writer.restore_status(before)
+            else:
+                writer.write_status("interrupted", message=exc.signal_name)
             raise
         except BaseException as exc:
             message = str(exc) or type(exc).__name__
-            writer.write_status("failed", message=message)
+            if self._untouched(recommender):  # a resume refused before its checkpoint was restored: as it was
+                writer.restore_status(before)
+            else:
+                writer.write_status("failed", message=message)
             if isinstance(exc, (ConfigError, DataFileError, FileNotFoundError)) or getattr(exc, "user_error", False):
                 log.error("%s", message)
                 exc.logged = True  # type: ignore[attr-defined]

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 class ClosedFormRecommender(GraphRecommender):
     """Subclasses implement fit() -> the score matrix; the rest is shared with the trained models."""
 
+    checkpointed = False  # fitted again on --resume (deterministically): nothing to continue from
+
     settings: tuple[str, ...] = ()  # the config keys of the model's own hyperparameters (for metrics.json)
 
     @classmethod

@@ -25,7 +25,6 @@ from util.io import atomic_write
 from util.results import STOP_KEYS, check_record, read_checkpoint
 from util.sampler import EpochSampler
 from util.seed import random_state, set_random_state
-from util.typing_coerce import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -264,11 +263,7 @@ class GraphRecommender(Recommender):
 
     def load_checkpoint(self) -> None:
         """Restore model, optimiser, sampler, selection, best embeddings, rows and random streams."""
-        path = self.run_dir / "checkpoint.pt"
-        if not path.is_file():
-            raise ConfigError(f"--resume: {self.run_dir} has no checkpoint.pt (it stopped before its first epoch "
-                              f"ended); start it again instead")
-        state = read_checkpoint(path, self.device)
+        state = read_checkpoint(self.run_dir / "checkpoint.pt", self.device)  # SELFRec checked that it exists
         check_record(self.run_dir, state)  # config.json must still be the run's record
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -297,6 +292,7 @@ class GraphRecommender(Recommender):
         self.stopped_early = bool(state["stopped_early"]) and self.stop_due(last)
         note = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
         self.writer.lengthen_config(now, f"after epoch {last + 1}: {note}")
+        self.save_checkpoint(last, improved=False)  # checkpoint and config.json agree again (also if it stops here)
         log.info("stopping rule lengthened after epoch %d (%s): %s", last + 1, note,
                  "it stops there again" if self.stopped_early else "training continues")
 

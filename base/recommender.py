@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 class Recommender:
     """SELFRec's base class: holds config, data and device; execute() runs the template."""
 
+    checkpointed = True  # writes checkpoint.pt after every epoch (what --resume continues from)
+
     def __init__(self, config: RunConfig, data: Interaction, device: torch.device, run_dir: Path,
                  resume: bool = False):
         self.config = config
@@ -26,6 +28,7 @@ class Recommender:
         self.run_dir = Path(run_dir)
         self.writer = RunWriter(self.run_dir)
         self.model_name = config.model_name
+        self.restored = False  # a resumed run: set once its checkpoint is loaded (from then on it is changed)
 
     @classmethod
     def run_tag(cls, config: RunConfig) -> str:
@@ -38,6 +41,7 @@ class Recommender:
         self.build()
         if self.resume:
             self.load_checkpoint()
+            self.restored = True
         self.train()
         return self.finish()
 

@@ -559,7 +559,8 @@ def estimate_seconds(cell: Cell, records: list[dict[str, Any]]) -> Optional[floa
     (dataset, model, sampler; those at its learning rate where there are any) times the epochs it should run:
     their median selected epoch plus its own patience (times eval.every), at least its early_stop.min_epochs, at
     most its max.epoch (all of them without early stopping); a `short` cell only the epochs after its last
-    (from its own selected epoch). None when no run of its kind has been recorded."""
+    (from its own selected epoch; without its checkpoint it runs again, whole). None when no run of its kind has
+    been recorded."""
     kind = _kind(cell.keys)
     similar = [r for r in records if r["kind"] == kind]
     if not similar:
@@ -572,7 +573,7 @@ def estimate_seconds(cell: Cell, records: list[dict[str, Any]]) -> Optional[floa
     limit = int(cell.keys.get("max.epoch", 120))
     patience = int(cell.keys.get("early_stop.patience", 10)) * int(cell.keys.get("eval.every", 1))
     best, done = float(np.median([r["best"] for r in similar])), 0
-    if cell.state() == "short":  # continues from its last epoch: its own selected epoch so far
+    if cell.state() == "short" and (cell.run_dir() / "checkpoint.pt").is_file():  # continues from its last epoch
         selection = json.loads((cell.run_dir() / "metrics.json").read_text())["selection"]
         best, done = float(selection["epoch"]), int(selection["epochs_run"])
     epochs = min(limit, max(float(cell.keys.get("early_stop.min_epochs", 0)), best + patience)) if patience > 0 else limit

@@ -294,7 +294,9 @@ def config_of_run(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
     for key in STOP_KEYS:
         old, new = stored.get(key, 0), config.to_dict()[key]
         if rule_length(key, new) < rule_length(key, old):
-            raise ConfigError(f"--resume --set {key}={new}: below the run's {old}; a stopping rule can only be "
+            given = f"--set {key}={new}" if any(parse_override(t)[0] == key for t in overrides) else \
+                f"{key} {new} in the input section of {path}"
+            raise ConfigError(f"--resume: {given} is below the run's {old}; a stopping rule can only be "
                               f"lengthened (a shorter one would have stopped the run earlier)")
     return config
 

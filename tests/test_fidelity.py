@@ -1,7 +1,6 @@
 """Baseline fidelity: the reference splits, the MF backbone, the references' protocol and metric formulas."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 

@@ -412,7 +412,7 @@ def test_the_cost_estimate_on_constructed_records(tmp_path):
     assert G.cost_lines.__defaults__[0] == REPO / "results" / "grids"
 
 
-def test_a_finished_cell_under_a_shorter_stopping_rule_is_short_and_costs_only_its_remaining_epochs(tmp_path):
+def test_a_finished_cell_under_a_shorter_stopping_rule_is_short_and_costs_its_remaining_epochs(tmp_path):
     records = tmp_path / "records"
     _record(records, "old", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 30)
     grid = G.Grid("t", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns", "max.epoch": 100,
@@ -431,7 +431,10 @@ def test_a_finished_cell_under_a_shorter_stopping_rule_is_short_and_costs_only_i
     selection(stopped_early=True)
     assert cell.state() == "short" and cell.longer_rule() == {"early_stop.min_epochs": 50}
     assert G.to_run("short", retry_failed=False)
-    # 2 s per epoch for the epochs 21..50 (its own best 5 + patience 10 is below the minimum)
+    # without its checkpoint (a clone) it runs again: 2 s per epoch for 50 epochs (the minimum)
+    assert G.estimate_seconds(cell, G.run_records(records)) == pytest.approx(2.0 * 50)
+    (run / "checkpoint.pt").write_bytes(b"")
+    # with it, 2 s per epoch for the epochs 21..50 (its own best 5 + patience 10 is below the minimum)
     assert G.estimate_seconds(cell, G.run_records(records)) == pytest.approx(2.0 * 30)
     selection(stopped_early=True, epochs_run=55)
     assert cell.state() == "finished"  # it stopped after epoch 50: the minimum would not have changed it

@@ -136,7 +136,7 @@ def test_a_finished_run_lengthened_by_resume_equals_a_run_started_with_the_longe
 @pytest.mark.parametrize("override, message", [
     ("max.epoch=20", "--set can only lengthen its stopping rule (early_stop.min_epochs, early_stop.patience), "
                      "not max.epoch"),
-    ("early_stop.min_epochs=1", "--resume --set early_stop.min_epochs=1: below the run's 3"),
+    ("early_stop.min_epochs=1", "--resume: --set early_stop.min_epochs=1 is below the run's 3"),
     ("early_stop.min_epochs=x", "early_stop.min_epochs"),
 ])
 def test_resume_refuses_other_keys_and_shorter_rules_and_keeps_the_run(tmp_path, shared, capsys, override, message):
@@ -149,6 +149,41 @@ def test_resume_refuses_other_keys_and_shorter_rules_and_keeps_the_run(tmp_path,
     assert len(err) == 1 and message in err[0]
     after = {p.name: p.read_bytes() for p in runs[0].iterdir() if p.is_file() and p.name != "run.log"}
     assert after == before  # a refused resume changes nothing
+
+
+def test_a_refused_lengthening_without_checkpoint_leaves_the_finished_record_as_it_was(tmp_path, shared, capsys):
+    run, ran = _stopped_early(tmp_path, shared)
+    (run / "checkpoint.pt").unlink()  # as in a clone of committed records
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != "run.log"}
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--set", f"early_stop.min_epochs={ran + 2}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no checkpoint.pt" in err[0]
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != "run.log"} == before
+    assert read_status(run)["state"] == "finished"  # not `failed`: a grid would drop the candidate
+
+
+def test_after_a_lengthening_the_record_still_refuses_a_shorter_hand_edited_rule(tmp_path, shared, caplog):
+    run, ran = _stopped_early(tmp_path, shared)
+    assert main(["--resume", str(run), "--set", "early_stop.patience=4"]) == 0
+    record = json.loads((run / "config.json").read_text())
+    assert record["lengthened"] and record["early_stop.patience"] == 4
+    record["early_stop.patience"], record["input"]["early_stop.patience"] = 1, "1"  # shorter than it ran under
+    (run / "config.json").write_text(json.dumps(record))
+    assert main(["--resume", str(run)]) == 2
+    assert "config.json was edited after the run started (early_stop.patience; early_stop.patience was 4)" \
+        in caplog.text
+    assert read_status(run)["state"] == "finished"  # refused before its checkpoint was restored: as it was
+
+
+def test_a_lengthening_that_stops_at_once_is_recorded_once(tmp_path, shared, caplog):
+    run, ran = _stopped_early(tmp_path, shared)
+    assert main(["--resume", str(run), "--set", f"early_stop.min_epochs={ran}"]) == 0  # stops there again
+    assert "it stops there again" in caplog.text
+    assert main(["--resume", str(run)]) == 0  # the checkpoint was saved with the new rule: nothing more to record
+    assert json.loads((run / "config.json").read_text())["lengthened"] == [
+        f"after epoch {ran}: early_stop.min_epochs 0 -> {ran}"]
+    assert json.loads((run / "metrics.json").read_text())["selection"]["epochs_run"] == ran
 
 
 def test_checkpoint_keep_options(tmp_path, shared):

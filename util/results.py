@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from util.io import atomic_write_json, atomic_write_text
+from util.io import atomic_write, atomic_write_json, atomic_write_text
 from util.typing_coerce import ConfigError
 
 STATES = ("running", "finished", "failed", "interrupted")
@@ -148,11 +148,19 @@ def check_record(run_dir: Path, state: dict[str, Any]) -> None:
         return  # a checkpoint from before the copy was kept: nothing to compare
     stored = _normal(json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8")))
     kept = _normal(state["config"])
-    # a lengthened stopping rule rewrites config.json just before the next checkpoint: those keys may differ
-    free = RECORD_ONLY + ("input",) + (STOP_KEYS if "lengthened" in stored else ())
-    changed = [k for k in sorted(set(kept) | set(stored)) if k not in free and stored.get(k) != kept.get(k)]
+    lengthened = "lengthened" in stored
+
+    def edited(key: str, now: Any, then: Any) -> bool:
+        # a lengthened stopping rule rewrites config.json just before the next checkpoint: longer, never shorter
+        if key in STOP_KEYS and lengthened:
+            return rule_length(key, now) < rule_length(key, then)
+        return now != then
+    free = RECORD_ONLY + ("input",)
+    changed = [k for k in sorted(set(kept) | set(stored)) if k not in free and edited(k, stored.get(k), kept.get(k))]
     given, was = stored.get("input", {}), kept.get("input", {})
-    changed += [f"input.{k}" for k in sorted(set(given) | set(was)) if k not in free and given.get(k) != was.get(k)]
+    # in `input` a stopping key may be absent (its default): the resolved keys above guard those
+    changed += [f"input.{k}" for k in sorted(set(given) | set(was))
+                if k not in free and not (k in STOP_KEYS and lengthened) and given.get(k) != was.get(k)]
     if changed:
         key = changed[0]
         old = was.get(key[6:]) if key.startswith("input.") else kept.get(key)
@@ -187,6 +195,19 @@ class RunWriter:
         atomic_write_json(self.dir / "status.json", {"state": state, **info, "pid": os.getpid(),
                                                      "host": machine_id(),
                                                      "updated": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+    def status_bytes(self) -> Optional[bytes]:
+        """status.json as it is now, byte for byte (None if there is none), for restore_status."""
+        path = self.dir / "status.json"
+        return path.read_bytes() if path.is_file() else None
+
+    def restore_status(self, before: Optional[bytes]) -> None:
+        """status.json put back exactly as status_bytes read it (a resume refused before it changed the run)."""
+        path = self.dir / "status.json"
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write(path, lambda handle: handle.write(before))
 
     def add_epoch(self, row: dict[str, Any]) -> None:
         """Append a row to epochs.csv (rewritten whole, so columns may grow)."""
