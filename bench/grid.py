@@ -297,6 +297,13 @@ class GridRunner:
         self._lock = threading.RLock()
         self.children: set[subprocess.Popen] = set()  # the main.py processes running now
         self.stopping = 0  # the signal number once SIGINT or SIGTERM arrived
+        self.draining = 0  # the signal number once SIGUSR1 arrived: running cells finish, no new one starts
+
+    def drain(self, signum: int) -> None:
+        """Start nothing new; the running cells go on to their end (a session's time is nearly up)."""
+        self.draining = signum
+        with self._lock:
+            log.warning("draining: %d running cell(s) finish, no new cell starts", len(self.children))
 
     def stop(self, signum: int) -> None:
         """Start nothing new and pass the signal on to every running cell (each checkpoints and exits)."""
@@ -437,7 +444,7 @@ class GridRunner:
     def run_cell(self, cell: Cell) -> str:
         """Run (or resume) one cell; returns its final state."""
         state = cell.state()
-        if not to_run(state, self.retry_failed) or self.stopping:  # after a signal: no folder, no log line
+        if not to_run(state, self.retry_failed) or self.stopping or self.draining:  # after a signal: no trace
             return state
         cell.folder.mkdir(parents=True, exist_ok=True)
         threads = "1" if self.jobs > 1 else str(os.cpu_count() or 1)
@@ -458,7 +465,7 @@ class GridRunner:
                      "continue from)" if state == "short" else "")
         (cell.folder / "error.txt").unlink(missing_ok=True)
         with self._lock:
-            if self.stopping:  # a signal arrived: start nothing new
+            if self.stopping or self.draining:  # a signal arrived: start nothing new
                 return state
             # a session of its own: a terminal's Ctrl-C reaches the grid only, which forwards it once
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -492,7 +499,7 @@ class GridRunner:
             while True:
                 first, later, _ = self.plan(datasets)
                 for c in first + later:
-                    if self.stopping or c.id in queued or not to_run(c.state(), self.retry_failed):
+                    if self.stopping or self.draining or c.id in queued or not to_run(c.state(), self.retry_failed):
                         continue
                     queued.add(c.id)
                     running.add(pool.submit(self.run_cell, c))
@@ -686,6 +693,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     runner.write_manifest()
     previous = {sig: signal.signal(sig, lambda signum, _frame: runner.stop(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
+    if hasattr(signal, "SIGUSR1"):  # POSIX: `kill -USR1 PID` lets the running cells finish, starts no new one
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda signum, _frame: runner.drain(signum))
     try:
         runner.run_all(datasets)
     finally:
@@ -703,6 +712,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.error("grid stopped by %s: %d cell(s) interrupted with their checkpoints; continue with: %s",
                   signal.Signals(runner.stopping).name, interrupted, command)
         return 128 + runner.stopping
+    if runner.draining:
+        left = sum(to_run(c["state"], args.retry_failed) for c in manifest["cells"])
+        command = " ".join(["python -m bench.grid", *(argv if argv is not None else sys.argv[1:])])
+        log.warning("grid drained by %s: its running cells finished, %d cell(s) not started; continue with: %s",
+                    signal.Signals(runner.draining).name, left, command)
+        return 128 + runner.draining
     return 1 if failed else 0
 
 

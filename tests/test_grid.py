@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -553,3 +554,28 @@ def test_a_stopped_grid_starts_nothing_and_leaves_no_trace_of_queued_cells(tmp_p
     with caplog.at_level("INFO"):
         assert runner.run_cell(cell) == "todo"
     assert not cell.folder.exists() and "run coat/a" not in caplog.text
+
+
+def test_a_drained_grid_lets_the_running_cell_finish_and_starts_no_other(tmp_path, monkeypatch):
+    grid = G.Grid("t", ["coat"], ["valid"], [1], {"a": {}, "b": {}})
+    runner = G.GridRunner(grid, tmp_path, tmp_path, jobs=1)
+    runner.datasets = []
+    started = []
+
+    class Finishing:  # a main.py that finishes its cell; SIGUSR1 reaches the grid while it runs
+        returncode = 0
+
+        def __init__(self, cmd, **kwargs):
+            self.folder = Path([c for c in cmd if c.startswith("output=")][0][7:])
+            started.append(self.folder)
+
+        def communicate(self):
+            runner.drain(10)
+            _fake_run(self.folder, _rows([0.1], [0.1], [0.1]))
+            return "", ""
+    monkeypatch.setattr(G.subprocess, "Popen", Finishing)
+    monkeypatch.setattr(G, "repo_relative", lambda path: str(path))
+    runner.run_all(["coat"])
+    cells = runner.plan(["coat"])[0]
+    assert len(started) == 1 and [c.state() for c in cells] == ["finished", "todo"]
+    assert not cells[1].folder.exists()  # the cell that was queued left no trace
