@@ -83,10 +83,6 @@ class SELFRec:
             log.warning("the run started with %d CPU thread(s) and resumes with %d (--threads): the rest of the run "
                         "may differ from an uninterrupted one in its last digits", recorded, self.threads)
 
-    def _untouched(self, recommender: Any) -> bool:
-        """Whether this is a resume that stopped before its checkpoint was restored (its run is as it was)."""
-        return self.resume is not None and not getattr(recommender, "restored", False)
-
     def execute(self) -> dict[str, Any]:
         """Train and evaluate; returns what metrics.json holds."""
         cfg = self.config
@@ -106,6 +102,13 @@ class SELFRec:
             add_log_file(path)
         before = writer.status_bytes() if self.resume is not None else None
         recommender = None
+
+        def settle(state: str, message: str) -> None:
+            """The status a run ends with; a resume refused before its checkpoint was restored leaves it as it was."""
+            if self.resume is not None and not getattr(recommender, "restored", False):
+                writer.restore_status(before)
+            else:
+                writer.write_status(state, message=message)
         try:
             if self.resume is None:
                 log.info("run %s | log %s", run_dir.name, logs[0])
@@ -130,17 +133,11 @@ class SELFRec:
         except Interrupted as exc:
             log.warning("interrupted by %s; the last finished epoch is checkpointed: resume with "
                         "python main.py --resume %s", exc.signal_name, run_dir)
-            if self._untouched(recommender):
-                writer.restore_status(before)
-            else:
-                writer.write_status("interrupted", message=exc.signal_name)
+            settle("interrupted", exc.signal_name)
             raise
         except BaseException as exc:
             message = str(exc) or type(exc).__name__
-            if self._untouched(recommender):  # a resume refused before its checkpoint was restored: as it was
-                writer.restore_status(before)
-            else:
-                writer.write_status("failed", message=message)
+            settle("failed", message)
             if isinstance(exc, (ConfigError, DataFileError, FileNotFoundError)) or getattr(exc, "user_error", False):
                 log.error("%s", message)
                 exc.logged = True  # type: ignore[attr-defined]

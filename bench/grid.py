@@ -299,6 +299,11 @@ class GridRunner:
         self.stopping = 0  # the signal number once SIGINT or SIGTERM arrived
         self.draining = 0  # the signal number once SIGUSR1 arrived: running cells finish, no new one starts
 
+    @property
+    def halted(self) -> bool:
+        """Whether a signal (SIGINT, SIGTERM or SIGUSR1) said to start no new cell."""
+        return bool(self.stopping or self.draining)
+
     def drain(self, signum: int) -> None:
         """Start nothing new; the running cells go on to their end (a session's time is nearly up)."""
         self.draining = signum
@@ -444,7 +449,7 @@ class GridRunner:
     def run_cell(self, cell: Cell) -> str:
         """Run (or resume) one cell; returns its final state."""
         state = cell.state()
-        if not to_run(state, self.retry_failed) or self.stopping or self.draining:  # after a signal: no trace
+        if not to_run(state, self.retry_failed) or self.halted:  # after a signal: no folder, no log line
             return state
         cell.folder.mkdir(parents=True, exist_ok=True)
         threads = "1" if self.jobs > 1 else str(os.cpu_count() or 1)
@@ -465,7 +470,7 @@ class GridRunner:
                      "continue from)" if state == "short" else "")
         (cell.folder / "error.txt").unlink(missing_ok=True)
         with self._lock:
-            if self.stopping or self.draining:  # a signal arrived: start nothing new
+            if self.halted:  # a signal arrived meanwhile: start nothing new
                 return state
             # a session of its own: a terminal's Ctrl-C reaches the grid only, which forwards it once
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -499,7 +504,7 @@ class GridRunner:
             while True:
                 first, later, _ = self.plan(datasets)
                 for c in first + later:
-                    if self.stopping or self.draining or c.id in queued or not to_run(c.state(), self.retry_failed):
+                    if self.halted or c.id in queued or not to_run(c.state(), self.retry_failed):
                         continue
                     queued.add(c.id)
                     running.add(pool.submit(self.run_cell, c))
@@ -579,9 +584,9 @@ def estimate_seconds(cell: Cell, records: list[dict[str, Any]]) -> Optional[floa
         return per_epoch
     limit = int(cell.keys.get("max.epoch", 120))
     patience = int(cell.keys.get("early_stop.patience", 10)) * int(cell.keys.get("eval.every", 1))
-    best, done = float(np.median([r["best"] for r in similar])), 0
-    if cell.state() == "short" and (cell.run_dir() / "checkpoint.pt").is_file():  # continues from its last epoch
-        selection = json.loads((cell.run_dir() / "metrics.json").read_text())["selection"]
+    best, done, run = float(np.median([r["best"] for r in similar])), 0, cell.run_dir()
+    if cell.state() == "short" and (run / "checkpoint.pt").is_file():  # continues from its last epoch
+        selection = json.loads((run / "metrics.json").read_text())["selection"]
         best, done = float(selection["epoch"]), int(selection["epochs_run"])
     epochs = min(limit, max(float(cell.keys.get("early_stop.min_epochs", 0)), best + patience)) if patience > 0 else limit
     return per_epoch * max(0.0, epochs - done)
@@ -706,15 +711,14 @@ def main(argv: Optional[list[str]] = None) -> int:
              sum(c["state"] == "finished" for c in manifest["cells"]), len(failed), out / "grid.json")
     for c in failed:
         log.warning("failed: %s: %s", c["id"], c["error"])
+    command = " ".join(["python -m bench.grid", *(argv if argv is not None else sys.argv[1:])])
     if runner.stopping:
         interrupted = sum(c["state"] == "interrupted" for c in manifest["cells"])
-        command = " ".join(["python -m bench.grid", *(argv if argv is not None else sys.argv[1:])])
         log.error("grid stopped by %s: %d cell(s) interrupted with their checkpoints; continue with: %s",
                   signal.Signals(runner.stopping).name, interrupted, command)
         return 128 + runner.stopping
     if runner.draining:
         left = sum(to_run(c["state"], args.retry_failed) for c in manifest["cells"])
-        command = " ".join(["python -m bench.grid", *(argv if argv is not None else sys.argv[1:])])
         log.warning("grid drained by %s: its running cells finished, %d cell(s) not started; continue with: %s",
                     signal.Signals(runner.draining).name, left, command)
         return 128 + runner.draining

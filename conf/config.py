@@ -284,19 +284,20 @@ def config_of_run(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
         flat = dict(stored["input"])
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"--resume: {path} is unreadable or has no 'input' section ({exc})") from None
+    given: set[str] = set()
     for text in overrides:
         key, value = parse_override(text)
         if key not in STOP_KEYS:
             raise ConfigError(f"--resume continues a run with its own config; --set can only lengthen its stopping "
                               f"rule ({', '.join(STOP_KEYS)}), not {key}")
         flat[key] = value
+        given.add(key)
     config = resolve(flat)
     for key in STOP_KEYS:
         old, new = stored.get(key, 0), config.to_dict()[key]
         if rule_length(key, new) < rule_length(key, old):
-            given = f"--set {key}={new}" if any(parse_override(t)[0] == key for t in overrides) else \
-                f"{key} {new} in the input section of {path}"
-            raise ConfigError(f"--resume: {given} is below the run's {old}; a stopping rule can only be "
+            where = f"--set {key}={new}" if key in given else f"{key} {new} in the input section of {path}"
+            raise ConfigError(f"--resume: {where} is below the run's {old}; a stopping rule can only be "
                               f"lengthened (a shorter one would have stopped the run earlier)")
     return config
 
