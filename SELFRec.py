@@ -37,8 +37,9 @@ def git_commit() -> str:
     return (head + ("+changes" if dirty else "")) if head else "unknown"
 
 
-class Interrupted(Exception):
-    """The run was stopped by Ctrl-C (exit 130) or SIGTERM (exit 143); its checkpoint is kept."""
+class Interrupted(BaseException):
+    """The run was stopped by Ctrl-C (exit 130) or SIGTERM (exit 143); its checkpoint is kept. A BaseException,
+    like KeyboardInterrupt, so that no library's `except Exception` swallows it."""
 
     def __init__(self, exit_code: int, signal_name: str):
         super().__init__(signal_name)

@@ -27,6 +27,7 @@ from module.samplers import SAMPLERS
 from SELFRec import SELFRec, Interrupted
 from util.device import set_threads
 from util.logger import setup_logging
+from util.signals import hold
 from util.typing_coerce import ConfigError
 
 log = logging.getLogger("main")
@@ -97,6 +98,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
+    if hold(signum):  # inside a write or an epoch's bookkeeping: raised when that ends
+        return
     name = signal.Signals(signum).name
     raise Interrupted(128 + signum, "Ctrl-C (SIGINT)" if signum == signal.SIGINT else name)
 

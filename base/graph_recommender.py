@@ -25,6 +25,7 @@ from util.io import atomic_write
 from util.results import STOP_KEYS, check_record, read_checkpoint
 from util.sampler import EpochSampler
 from util.seed import random_state, set_random_state
+from util.signals import held
 
 log = logging.getLogger(__name__)
 
@@ -192,15 +193,16 @@ class GraphRecommender(Recommender):
             for name, m in metrics.items():
                 row.update({f"{name}/{k}": v for k, v in m.items()})
             row.update({k: v for k, v in stats.items() if k.endswith("_s")})
-            self.epoch_rows.append(row)
-            self.writer.add_epoch(row)
-            log.info("%s", self._epoch_line(epoch, stats, metrics, improved))
-            if metrics and self.stop_due(epoch):
-                self.stopped_early = True
-                log.info("early stop after epoch %d: no %s improvement for %d evaluations", epoch + 1,
-                         cfg.selection_metric, cfg.patience)
-            self.save_checkpoint(epoch, improved)
-            self.writer.write_status("running", epoch=epoch + 1)  # the heartbeat: epoch and time after each epoch
+            with held():  # the epoch's record, checkpoint and heartbeat are written whole; a signal waits for them
+                self.epoch_rows.append(row)
+                self.writer.add_epoch(row)
+                log.info("%s", self._epoch_line(epoch, stats, metrics, improved))
+                if metrics and self.stop_due(epoch):
+                    self.stopped_early = True
+                    log.info("early stop after epoch %d: no %s improvement for %d evaluations", epoch + 1,
+                             cfg.selection_metric, cfg.patience)
+                self.save_checkpoint(epoch, improved)
+                self.writer.write_status("running", epoch=epoch + 1)  # the heartbeat: epoch and time after each epoch
             if self.stopped_early:
                 break
 

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from util.signals import held
+
 
 def _file_mode() -> int:
     """0666 minus the process umask: what open() would give a new file."""
@@ -17,18 +19,20 @@ def _file_mode() -> int:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write path via a temporary file in the same folder (write(handle) fills it) and a rename."""
+    """Write path via a temporary file in the same folder (write(handle) fills it) and a rename; a signal that
+    arrives meanwhile is raised after it (util.signals), never inside the writer."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with held():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+            os.chmod(tmp, _file_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
