@@ -54,6 +54,9 @@ log = logging.getLogger("bench.grid")
 PROTOCOLS = ("valid", "ood_valid", "released", "reference")
 TEST_SELECTED = ("released", "reference")  # protocols that select on a test file: one candidate per method
 METRIC = "Recall@20"
+# how a cell stopped by the grid's SIGINT/SIGTERM ends: main.py's exit codes, or killed by the signal itself
+# when it arrived before main.py installed its handler
+INTERRUPTED_EXITS = (130, 143, -signal.SIGINT, -signal.SIGTERM)
 
 
 @dataclass
@@ -482,8 +485,11 @@ class GridRunner:
             with self._lock:
                 self.children.discard(proc)
         atomic_write_text(cell.folder / "last_command.txt", " ".join(cmd) + "\n")
-        if proc.returncode in (130, 143) and self.stopping:
-            log.warning("cell %s interrupted (its last finished epoch is checkpointed)", cell.id)
+        if self.stopping and proc.returncode in INTERRUPTED_EXITS:
+            # a cell that had not yet set up its handler is killed by the signal itself (a negative returncode):
+            # nothing of it is lost, it has no finished epoch, and it starts again next time (not 'failed')
+            log.warning("cell %s interrupted (%s)", cell.id, "its last finished epoch is checkpointed"
+                        if proc.returncode > 0 else "before its first epoch: it starts again next time")
         elif proc.returncode != 0:
             lines = [line for line in stderr.splitlines() if line.strip()]
             message = re.sub(r"^\d\d:\d\d:\d\d (ERROR|WARNING|CRITICAL) ", "", lines[-1]) if lines else \

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import statistics
 import threading
 from pathlib import Path
@@ -104,6 +105,33 @@ def test_grid_json_is_written_after_every_cell(tmp_path, monkeypatch):
     assert runner.run_cell(cell) == "failed"
     assert json.loads((tmp_path / "grid.json").read_text())["grid"] == "t"  # written before the grid ends
     assert (cell.folder / "error.txt").read_text().strip() == "boom"
+
+
+def test_a_cell_killed_by_the_grids_signal_before_its_handler_is_todo_not_failed(tmp_path, monkeypatch, caplog):
+    """A SIGTERM forwarded while main.py is still starting kills it with returncode -15: it was interrupted
+    before its first epoch (nothing lost), so it runs again next time; it used to be recorded as failed."""
+    grid = G.Grid("t", ["coat"], ["valid"], [1], {"a": {}})
+    runner = G.GridRunner(grid, tmp_path, tmp_path)
+    runner.datasets = []
+    cell = runner.cell("coat", "a", {}, 1, {})
+
+    class KilledAtStart:
+        returncode = -signal.SIGTERM
+
+        def __init__(self, *args, **kwargs):
+            runner.stopping = signal.SIGTERM  # the signal arrived while the cell was starting
+
+        def communicate(self):
+            return "", ""
+    monkeypatch.setattr(G.subprocess, "Popen", KilledAtStart)
+    with caplog.at_level("WARNING"):
+        assert runner.run_cell(cell) == "todo"
+    assert not (cell.folder / "error.txt").exists()
+    assert "interrupted (before its first epoch: it starts again next time)" in caplog.text
+    runner.stopping = 0
+    KilledAtStart.returncode = -signal.SIGKILL  # killed by something else: a failure, as before
+    monkeypatch.setattr(KilledAtStart, "__init__", lambda self, *a, **k: None)
+    assert runner.run_cell(cell) == "failed" and "exit status -9" in (cell.folder / "error.txt").read_text()
 
 
 def test_later_seeds_start_without_waiting_for_other_pairs(tmp_path, monkeypatch):
