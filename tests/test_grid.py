@@ -134,6 +134,12 @@ def test_a_cell_killed_by_the_grids_signal_before_its_handler_is_todo_not_failed
     assert runner.run_cell(cell) == "failed" and "exit status -9" in (cell.folder / "error.txt").read_text()
 
 
+def test_every_method_of_a_large_grid_gets_its_own_look_in_the_figures():
+    from bench import plot
+    looks = [(s["color"], s["marker"], s["ls"]) for s in map(plot._style, range(30))]
+    assert len(set(looks)) == 30 and len({(c, m) for c, m, _ in looks}) == 30  # 13 methods used to share 10 colours
+
+
 def test_later_seeds_start_without_waiting_for_other_pairs(tmp_path, monkeypatch):
     grid = G.Grid("t", ["coat"], ["released"], [1, 2], {"a": {}, "b": {}})
     runner = G.GridRunner(grid, tmp_path, tmp_path, jobs=2)
