@@ -44,7 +44,7 @@ def _style(index: int) -> dict:
     return {"color": f"C{index % 10}", "marker": "osD"[index // 10 % 3], "ls": ("-", "--", ":")[index // 10 % 3]}
 
 
-def _band(ax, runs, column, label, style=None):
+def _band(ax, runs, column, label, style):
     length = max(len(rows) for rows, _ in runs)
     matrix = np.full((len(runs), length), np.nan)
     for k, (rows, _) in enumerate(runs):
@@ -56,9 +56,8 @@ def _band(ax, runs, column, label, style=None):
         warnings.simplefilter("ignore", RuntimeWarning)
         std = np.nan_to_num(np.nanstd(matrix, 0, ddof=1)) if len(matrix) > 1 else np.zeros_like(mean)
     x = np.arange(1, length + 1)
-    style = style or _style(0)
-    line, = ax.plot(x, mean, label=label, lw=1.2, color=style["color"], ls=style["ls"])
-    ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.plot(x, mean, label=label, lw=1.2, color=style["color"], ls=style["ls"])
+    ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.2)
 
 
 def _std(values: list[float]) -> float:
@@ -84,22 +83,22 @@ def plot(results: Path, out: Path) -> list[Path]:
         for dataset, methods in datasets.items():
             files = [f for f in ("valid", "ood_valid", "test_iid", "test_ood")
                      if any(f"{f}/Recall@20" in rows[0] for runs in methods.values() for rows, _ in runs)]
+            styles = {method: _style(k) for k, method in enumerate(methods)}  # one look per method in every figure
             fig, axes = plt.subplots(1, len(files), figsize=(4.2 * len(files), 3.4), squeeze=False)
             for ax, f in zip(axes[0], files):
-                for k, (method, runs) in enumerate(methods.items()):
-                    _band(ax, runs, f"{f}/Recall@20", method, _style(k))
+                for method, runs in methods.items():
+                    _band(ax, runs, f"{f}/Recall@20", method, styles[method])
                 ax.set_title(f"{dataset}: {f} Recall@20")
                 ax.set_xlabel("epoch")
             axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
             written.append(_save(fig, out / f"{protocol}-{dataset}-curves.png"))
             if {"test_iid", "test_ood"} <= set(files):
                 fig, ax = plt.subplots(figsize=(4.6, 4))
-                for k, (method, runs) in enumerate(methods.items()):
+                for method, runs in methods.items():
                     iid = [rows[i]["test_iid/Recall@20"] for rows, i in runs]
                     ood = [rows[i]["test_ood/Recall@20"] for rows, i in runs]
-                    style = _style(k)
-                    ax.errorbar(np.mean(iid), np.mean(ood), xerr=_std(iid), yerr=_std(ood), fmt=style["marker"],
-                                color=style["color"], label=method)
+                    ax.errorbar(np.mean(iid), np.mean(ood), xerr=_std(iid), yerr=_std(ood),
+                                fmt=styles[method]["marker"], color=styles[method]["color"], label=method)
                 ax.set_xlabel("test_iid Recall@20")
                 ax.set_ylabel("test_ood Recall@20")
                 ax.set_title(f"{dataset} ({protocol}): IID vs OOD at the selected epoch", fontsize=9)
@@ -111,10 +110,8 @@ def plot(results: Path, out: Path) -> list[Path]:
             if not lifts:  # the FHN probe was off (fhn.probe: 0): no figure
                 continue
             fig, ax = plt.subplots(figsize=(4.6, 3.4))
-            order = list(methods)  # the same style per method as in the other figures
             for method, series in lifts.items():
-                _band(ax, [([{"lift": v} for v in values], 0) for values in series], "lift", method,
-                      _style(order.index(method)))
+                _band(ax, [([{"lift": v} for v in values], 0) for values in series], "lift", method, styles[method])
             ax.axhline(1.0, color="grey", lw=0.8, ls="--")
             ax.set_title(f"{dataset}: fhn_heldout / chance", fontsize=9)
             ax.set_xlabel("epoch")

@@ -9,13 +9,14 @@ from contextlib import contextmanager
 from typing import Iterator
 
 _depth = 0
-_pending: list[int] = []
+_pending = 0  # the first signal held in the current outermost block, 0 for none
 
 
 def hold(signum: int) -> bool:
     """For a signal handler: True if a `held()` block is running (the signal is recorded for its end)."""
+    global _pending
     if _depth:
-        _pending.append(signum)
+        _pending = _pending or signum
         return True
     return False
 
@@ -23,13 +24,12 @@ def hold(signum: int) -> bool:
 @contextmanager
 def held() -> Iterator[None]:
     """Delay signals that arrive inside the block (see `hold`) until it ends; nested blocks end with the outermost."""
-    global _depth
+    global _depth, _pending
     _depth += 1
     try:
         yield
     finally:
         _depth -= 1
         if not _depth and _pending:
-            signum = _pending[0]
-            _pending.clear()
+            signum, _pending = _pending, 0
             signal.raise_signal(signum)  # the handler runs now, outside every held block
