@@ -7,7 +7,8 @@ protocol, dataset and dose, over seeds at the protocol's selected epoch (mean ±
 of the negatives trained on, averaged over the epochs up to the selected one (exact against the ground
 truth where the dataset has one, `fhn_true`, else the held-out rate `fhn_heldout`), its lift over chance
 (rate / the same rate of a uniform random item), the mean negative score, ARP@20 of the test_ood
-recommendations, and test_iid / test_ood Recall@20. Writes dose.md, dose.csv and (with matplotlib)
+recommendations, and test_iid / test_ood Recall@20; per sampler line, Spearman's rho between the FHN rate and
+test_ood Recall@20 over its runs and the dose with the best mean OOD Recall@20. Writes dose.md, dose.csv and (with matplotlib)
 figures/dose-PROTOCOL-DATASET.png: OOD Recall@20 against the FHN rate, one line per sampler, points
 labelled by M or r.
 """
@@ -72,6 +73,24 @@ def records(results: Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["protocol"], r["dataset"], r["line"], r["dose"]))
 
 
+def trend(rows: list[dict[str, Any]]) -> list[str]:
+    """Per sampler line: Spearman's rho between the FHN rate and test_ood Recall@20 over its runs (every dose
+    and seed), and the dose with the highest mean test_ood Recall@20."""
+    from scipy import stats
+    out = []
+    for line in sorted({r["line"] for r in rows}):
+        pts = [r for r in rows if r["line"] == line]
+        runs = [(s["fhn"], s["ood"]) for r in pts for s in r["seeds"].values()]
+        best = max(pts, key=lambda r: statistics.mean(s["ood"] for s in r["seeds"].values()))
+        text = f"highest mean test_ood R@20 at {best['letter']} = {best['dose']:g}"
+        if len(runs) >= 3 and len({x for x, _ in runs}) > 1 and len({y for _, y in runs}) > 1:
+            result = stats.spearmanr([x for x, _ in runs], [y for _, y in runs])
+            text = (f"Spearman's rho (FHN rate, test_ood R@20) over {len(runs)} runs = {result.statistic:+.2f} "
+                    f"(p = {result.pvalue:.2g}); " + text)
+        out.append(f"- {line}: {text}")
+    return out
+
+
 def _cell(values: list[float], digits: int = 4) -> str:
     if any(v != v for v in values):
         return "n/a"
@@ -101,6 +120,7 @@ def markdown(recs: list[dict[str, Any]], results: Path) -> str:
             lines.append(f"| {r['line']} | {r['letter']} = {r['dose']:g} | {len(r['seeds'])} | {_cell(v['fhn'], 5)} | "
                          f"{_cell(v['lift'], 2)} | {_cell(v['neg_score'], 3)} | {_cell(v['arp20'], 1)} | "
                          f"{_cell(v['iid'])} | {_cell(v['ood'])} |")
+        lines += [""] + trend(rows)
     return "\n".join(lines) + "\n"
 
 

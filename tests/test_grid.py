@@ -521,6 +521,9 @@ def test_the_dose_response_table_on_constructed_runs(tmp_path):
     assert "0.15000 ± 0.07071" in m8 and "0.0300 ± 0.0141 |" in m8 and "100.0 ± 0.0" in m8
     r = next(line for line in text.splitlines() if line.startswith("| CNSDiff official"))
     assert "r = 0.5 | 1 | 0.02000 ± 0.00000" in r
+    # DNS's four runs: fhn (0.02, 0.01, 0.10, 0.20) against ood (0.06, 0.08, 0.04, 0.02): rho = -1 exactly
+    assert "- DNS: Spearman's rho (FHN rate, test_ood R@20) over 4 runs = -1.00 (p = 0); highest mean test_ood R@20 at M = 1" in text
+    assert "- CNSDiff official: highest mean test_ood R@20 at r = 0.5" in text  # one run: no correlation
     rows = (tmp_path / "out" / "dose.csv").read_text().splitlines()
     assert rows[0].startswith("protocol,dataset,sampler,knob,dose,seed") and len(rows) == 1 + 5
     assert dose.main([str(tmp_path / "none")]) == 2
