@@ -10,7 +10,7 @@ truth where the dataset has one, `fhn_true`, else the held-out rate `fhn_heldout
 recommendations, and test_iid / test_ood Recall@20; per sampler line, Spearman's rho between the FHN rate and
 test_ood Recall@20 over its runs and the dose with the best mean OOD Recall@20. Writes dose.md, dose.csv and (with matplotlib)
 figures/dose-PROTOCOL-DATASET.png: OOD Recall@20 against the FHN rate, one line per sampler, points
-labelled by M or r.
+labelled by M or r, bars = sample std over seeds.
 """
 from __future__ import annotations
 
@@ -149,9 +149,9 @@ def figures(recs: list[dict[str, Any]], out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         for line in sorted({r["line"] for r in rows}):
             pts = [r for r in rows if r["line"] == line]
-            x = [statistics.mean(s["fhn"] for s in r["seeds"].values()) for r in pts]
-            y = [statistics.mean(s["ood"] for s in r["seeds"].values()) for r in pts]
-            ax.plot(x, y, marker="o", label=line)
+            x, xerr = zip(*(mean_std([s["fhn"] for s in r["seeds"].values()]) for r in pts))
+            y, yerr = zip(*(mean_std([s["ood"] for s in r["seeds"].values()]) for r in pts))
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=2, label=line)
             for r, xi, yi in zip(pts, x, y):
                 ax.annotate(f"{r['letter']}={r['dose']:g}", (xi, yi), textcoords="offset points", xytext=(4, 4),
                             fontsize=7)
