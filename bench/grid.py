@@ -292,9 +292,12 @@ class Cell:
 class GridRunner:
     """Builds the cells of a grid and runs those that are not finished."""
 
-    def __init__(self, grid: Grid, out: Path, dataset_root: Path, jobs: int = 1, retry_failed: bool = False):
+    def __init__(self, grid: Grid, out: Path, dataset_root: Path, jobs: int = 1, retry_failed: bool = False,
+                 threads: Optional[int] = None):
         self.grid, self.out, self.root = grid, Path(out), Path(dataset_root)
         self.jobs, self.retry_failed = jobs, retry_failed
+        # torch threads per cell: one when cells run side by side, else every core, unless told
+        self.threads = threads or (1 if jobs > 1 else os.cpu_count() or 1)
         self.datasets: list[str] = []  # the datasets being run and those skipped (for grid.json)
         self.skipped: dict[str, str] = {}
         self._lock = threading.RLock()
@@ -455,7 +458,7 @@ class GridRunner:
         if not to_run(state, self.retry_failed) or self.halted:  # after a signal: no folder, no log line
             return state
         cell.folder.mkdir(parents=True, exist_ok=True)
-        threads = "1" if self.jobs > 1 else str(os.cpu_count() or 1)
+        threads = str(self.threads)
         if state in ("interrupted", "stale", "short") and (cell.run_dir() / "checkpoint.pt").is_file():
             # a run that recorded its thread count resumes with it (an identical continuation); older ones get the grid's
             own = [] if recorded_threads(cell.run_dir()) else ["--threads", threads]
@@ -655,6 +658,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("grid", type=Path)
     parser.add_argument("--jobs", type=int, default=1, help="cells run at once (each with one torch thread when > 1)")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads per cell (default: 1 with --jobs > 1, else every core; give 1 when "
+                             "another grid shares the machine)")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the cells and how many remain, write grid.json; run nothing")
     parser.add_argument("--datasets", nargs="+", help="run the grid on these datasets instead of its own")
@@ -667,12 +673,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         grid = load_grid(args.grid)
         if args.jobs < 1:
             raise ConfigError(f"--jobs: {args.jobs} must be >= 1")
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError(f"--threads: {args.threads} must be >= 1")
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
     root = args.dataset_root if args.dataset_root.is_absolute() else Path.cwd() / args.dataset_root
     out = args.out or REPO / "results" / "grids" / grid.name
-    runner = GridRunner(grid, out, root, args.jobs, args.retry_failed)
+    runner = GridRunner(grid, out, root, args.jobs, args.retry_failed, args.threads)
     datasets, skipped = [], {}
     for name in args.datasets or grid.datasets:
         why = runner.available(name)

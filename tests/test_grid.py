@@ -616,3 +616,32 @@ def test_a_drained_grid_lets_the_running_cell_finish_and_starts_no_other(tmp_pat
     cells = runner.plan(["coat"])[0]
     assert len(started) == 1 and [c.state() for c in cells] == ["finished", "todo"]
     assert not cells[1].folder.exists()  # the cell that was queued left no trace
+
+
+@pytest.mark.parametrize("jobs,threads,expected", [(1, None, str(os.cpu_count() or 1)), (2, None, "1"), (1, 1, "1"),
+                                                   (2, 3, "3")])
+def test_each_cell_runs_at_the_grids_thread_count(tmp_path, monkeypatch, jobs, threads, expected):
+    grid = G.Grid("t", ["coat"], ["valid"], [1], {"a": {}})
+    runner = G.GridRunner(grid, tmp_path, tmp_path, jobs=jobs, threads=threads)
+    commands = []
+
+    class Started:  # records the command and fails at once: no main.py runs
+        returncode = 1
+
+        def __init__(self, cmd, **kwargs):
+            commands.append(cmd)
+
+        def communicate(self):
+            return "", "no run here"
+    monkeypatch.setattr(G.subprocess, "Popen", Started)
+    runner.run_cell(runner.cell("coat", "a", {}, 1, {}))
+    cmd = commands[0]
+    assert cmd[cmd.index("--threads") + 1] == expected
+
+
+def test_a_bad_thread_count_is_refused_with_exit_2(tmp_path, caplog):
+    path = tmp_path / "g.yaml"
+    path.write_text("name: g\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\nmethods: {a: {}}\n")
+    with caplog.at_level("ERROR"):
+        assert G.main([str(path), "--threads", "0", "--dry-run"]) == 2
+    assert "--threads: 0 must be >= 1" in caplog.text
