@@ -73,19 +73,26 @@ def records(results: Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["protocol"], r["dataset"], r["line"], r["dose"]))
 
 
+def group(recs: list[dict[str, Any]], *keys: str) -> dict[Any, list[dict[str, Any]]]:
+    """Records by the value(s) of `keys`, in the records' order (sorted by `records`)."""
+    out: dict[Any, list[dict[str, Any]]] = {}
+    for r in recs:
+        out.setdefault(r[keys[0]] if len(keys) == 1 else tuple(r[k] for k in keys), []).append(r)
+    return out
+
+
 def trend(rows: list[dict[str, Any]]) -> list[str]:
     """Per sampler line: Spearman's rho between the FHN rate and test_ood Recall@20 over its runs (every dose
     and seed), and the dose with the highest mean test_ood Recall@20."""
     from scipy import stats
     out = []
-    for line in sorted({r["line"] for r in rows}):
-        pts = [r for r in rows if r["line"] == line]
-        runs = [(s["fhn"], s["ood"]) for r in pts for s in r["seeds"].values()]
+    for line, pts in group(rows, "line").items():
+        fhn, ood = zip(*((s["fhn"], s["ood"]) for r in pts for s in r["seeds"].values()))
         best = max(pts, key=lambda r: statistics.mean(s["ood"] for s in r["seeds"].values()))
         text = f"highest mean test_ood R@20 at {best['letter']} = {best['dose']:g}"
-        if len(runs) >= 3 and len({x for x, _ in runs}) > 1 and len({y for _, y in runs}) > 1:
-            result = stats.spearmanr([x for x, _ in runs], [y for _, y in runs])
-            text = (f"Spearman's rho (FHN rate, test_ood R@20) over {len(runs)} runs = {result.statistic:+.2f} "
+        if len(fhn) >= 3 and len(set(fhn)) > 1 and len(set(ood)) > 1:  # spearmanr is undefined on a constant
+            result = stats.spearmanr(fhn, ood)
+            text = (f"Spearman's rho (FHN rate, test_ood R@20) over {len(fhn)} runs = {result.statistic:+.2f} "
                     f"(p = {result.pvalue:.2g}); " + text)
         out.append(f"- {line}: {text}")
     return out
@@ -107,10 +114,7 @@ def markdown(recs: list[dict[str, Any]], results: Path) -> str:
              "share of trained-on negatives that are positives of the same user, averaged over the epochs up to the "
              "selected one (exact = against the ground truth; held-out = validation and test files); lift = rate / "
              "the rate of a uniform random item."]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in recs:
-        groups.setdefault((r["protocol"], r["dataset"]), []).append(r)
-    for (protocol, dataset), rows in groups.items():
+    for (protocol, dataset), rows in group(recs, "protocol", "dataset").items():
         exact = all(s["exact"] for r in rows for s in r["seeds"].values())
         lines += ["", f"## {dataset}, protocol `{protocol}` (FHN rate {'exact' if exact else 'held-out'})", "",
                   "| sampler | knob | seeds | FHN rate | lift | neg score | ARP@20 (OOD) | test_iid R@20 | test_ood R@20 |",
@@ -142,13 +146,9 @@ def figures(recs: list[dict[str, Any]], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     paths = []
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in recs:
-        groups.setdefault((r["protocol"], r["dataset"]), []).append(r)
-    for (protocol, dataset), rows in groups.items():
+    for (protocol, dataset), rows in group(recs, "protocol", "dataset").items():
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        for line in sorted({r["line"] for r in rows}):
-            pts = [r for r in rows if r["line"] == line]
+        for line, pts in group(rows, "line").items():
             x, xerr = zip(*(mean_std([s["fhn"] for s in r["seeds"].values()]) for r in pts))
             y, yerr = zip(*(mean_std([s["ood"] for s in r["seeds"].values()]) for r in pts))
             ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=2, label=line)
