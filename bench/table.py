@@ -208,15 +208,28 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
-def fhn_correlation(records: list[dict[str, Any]], rate: str = "fhn_heldout") -> Optional[tuple[float, float, int]]:
-    """Spearman's rho (and its p-value) across methods between the FHN lift over chance (rate / its chance
-    level) at the selected epoch and test_ood Recall@20; None below three methods with both."""
-    pairs = [(r[rate] / r[rate + "_base"], r["Recall@20"]) for r in records
-             if r["file"] == "test_ood" and r.get(rate) is not None and r.get(rate + "_base") and "Recall@20" in r]
+def _spearman(pairs: list[tuple[float, float]]) -> Optional[tuple[float, float, int]]:
+    """Spearman's rho, its p-value and the number of pairs; None below three pairs."""
     if len(pairs) < 3:
         return None
     result = stats.spearmanr([p[0] for p in pairs], [p[1] for p in pairs])
     return float(result.statistic), float(result.pvalue), len(pairs)
+
+
+def fhn_correlation(records: list[dict[str, Any]], rate: str = "fhn_heldout") -> Optional[tuple[float, float, int]]:
+    """Spearman's rho (and its p-value) across methods between the FHN lift over chance (rate / its chance
+    level) at the selected epoch and test_ood Recall@20; None below three methods with both."""
+    return _spearman([(r[rate] / r[rate + "_base"], r["Recall@20"]) for r in records
+                      if r["file"] == "test_ood" and r.get(rate) is not None and r.get(rate + "_base")
+                      and "Recall@20" in r])
+
+
+def popularity_correlation(records: list[dict[str, Any]]) -> Optional[tuple[float, float, int]]:
+    """Spearman's rho (and its p-value) across the trained samplers (the methods with an FHN probe) between the
+    popularity of their OOD recommendations (ARP@20) and test_ood Recall@20; None below three such methods."""
+    return _spearman([(r["ARP@20"], r["Recall@20"]) for r in records
+                      if r["file"] == "test_ood" and r.get("fhn_heldout") is not None
+                      and "ARP@20" in r and "Recall@20" in r])
 
 
 def _fmt(value: Optional[float], digits: int = 5) -> str:
@@ -283,6 +296,10 @@ def markdown(records: list[dict[str, Any]], header: str) -> str:
                 if corr is not None:
                     out.append(f"Across the {corr[2]} methods, Spearman's rho between {rate} / chance and test_ood "
                                f"Recall@20: {corr[0]:+.2f} (p = {corr[1]:.3f}).")
+            corr = popularity_correlation(rows)
+            if corr is not None:
+                out.append(f"Across the same {corr[2]} methods, Spearman's rho between the OOD ARP@20 (popularity of "
+                           f"the recommendations) and test_ood Recall@20: {corr[0]:+.2f} (p = {corr[1]:.3f}).")
             out.append("")
     return "\n".join(out)
 

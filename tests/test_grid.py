@@ -385,6 +385,21 @@ def test_fhn_correlation_across_methods():
     assert T.fhn_correlation(records, "fhn_true") is None  # no ground truth (not the synthetic dataset)
 
 
+def test_popularity_correlation_across_the_trained_samplers():
+    def rec(method, arp, recall, fhn=0.01):
+        return {"method": method, "file": "test_ood", "ARP@20": arp, "Recall@20": recall,
+                "fhn_heldout": fhn, "fhn_heldout_base": 0.01}
+    # the more popular the recommendations, the higher the OOD recall, except the simple baseline (no FHN probe)
+    records = [rec("a", 100.0, 0.02), rec("b", 150.0, 0.03), rec("c", 200.0, 0.05), rec("d", 120.0, 0.025),
+               {**rec("mostpop", 300.0, 0.001), "fhn_heldout": None}, {**rec("a", 10.0, 0.9), "file": "test_iid"}]
+    rho, p, n = T.popularity_correlation(records)
+    assert rho == pytest.approx(1.0) and n == 4 and p < 0.01
+    records[3]["Recall@20"] = 0.06  # d: least popular, most accurate -> no longer monotone
+    rho, _, _ = T.popularity_correlation(records)
+    assert rho == pytest.approx(0.4)
+    assert T.popularity_correlation(records[:2]) is None  # below three methods
+
+
 def test_a_dry_run_writes_the_manifest_and_runs_nothing(shared, tmp_path, capsys):
     out = tmp_path / "quick"
     assert G.main([str(REPO / "conf/grids/quick.yaml"), "--datasets", "coat", "--dataset-root", str(shared),
