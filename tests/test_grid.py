@@ -394,7 +394,7 @@ def test_popularity_correlation_across_the_trained_samplers():
                {**rec("mostpop", 300.0, 0.001), "fhn_heldout": None}, {**rec("a", 10.0, 0.9), "file": "test_iid"}]
     rho, p, n = T.popularity_correlation(records)
     assert rho == pytest.approx(1.0) and n == 4 and p < 0.01
-    records[3]["Recall@20"] = 0.06  # d: least popular, most accurate -> no longer monotone
+    records[3]["Recall@20"] = 0.06  # d, second least popular, becomes the most accurate -> no longer monotone
     rho, _, _ = T.popularity_correlation(records)
     assert rho == pytest.approx(0.4)
     assert T.popularity_correlation(records[:2]) is None  # below three methods
