@@ -556,8 +556,8 @@ def _kind(keys: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def run_records(root: Path) -> list[dict[str, Any]]:
-    """Every finished run under root/*/runs/: its kind and CPU seconds (the median epoch's sampling and
-    training times the epochs run, plus the median evaluation times the evaluations)."""
+    """Every finished run under root/*/runs/: its grid folder, kind and CPU seconds (the median epoch's sampling
+    and training times the epochs run, plus the median evaluation times the evaluations)."""
     records = []
     for metrics_path in sorted(Path(root).glob("*/runs/**/metrics.json")):
         try:
@@ -570,8 +570,9 @@ def run_records(root: Path) -> list[dict[str, Any]]:
         every = int(config.get("eval.every", 1) or 1)
         evaluations = -(-epochs // every)
         seconds = (t.get("sample_s", 0.0) + t.get("train_s", 0.0)) * epochs + t.get("eval_s", 0.0) * evaluations
-        records.append({"kind": _kind(keys), "seconds": seconds, "epochs": epochs, "best": metrics["selection"]["epoch"],
-                        "epoch_s": seconds / max(1, epochs), "lr": float(keys.get("learning.rate", 0.01))})
+        records.append({"grid": metrics_path.relative_to(root).parts[0], "kind": _kind(keys), "seconds": seconds,
+                        "epochs": epochs, "best": metrics["selection"]["epoch"], "epoch_s": seconds / max(1, epochs),
+                        "lr": float(keys.get("learning.rate", 0.01))})
     return records
 
 
@@ -603,7 +604,8 @@ def estimate_seconds(cell: Cell, records: list[dict[str, Any]]) -> Optional[floa
 
 def cost_lines(runner: "GridRunner", datasets: list[str], retry_failed: bool, jobs: int,
                records_root: Path = REPO / "results" / "grids") -> list[str]:
-    """The dry run's estimate of the CPU time the remaining cells need, from the committed run records."""
+    """The dry run's estimate of the CPU time the remaining cells need, from the committed run records, and the
+    CPU time the grid's own finished records took."""
     records = run_records(records_root)
     first, later, choices = runner.plan(datasets)
     known, unknown = 0.0, []
@@ -632,6 +634,10 @@ def cost_lines(runner: "GridRunner", datasets: list[str], retry_failed: bool, jo
             extra_max += seeds * mean * min(len(cells), len(runner.grid.protocols))
         lines.append(f"  the later seeds of {len(waiting)} pair(s) are not listed yet: +{extra_min / 3600:.1f} h "
                      f"(one choice for every protocol) to +{extra_max / 3600:.1f} h (a different one per protocol)")
+    out = runner.out.resolve()
+    own = records if out.parent == Path(records_root).resolve() else run_records(out.parent)
+    spent = [r["seconds"] for r in own if r["grid"] == out.name]
+    lines.append(f"CPU time of this grid's {len(spent)} finished run records: {sum(spent) / 3600:.1f} h")
     return lines
 
 

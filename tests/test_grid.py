@@ -462,6 +462,21 @@ def test_the_cost_estimate_on_constructed_records(tmp_path):
     assert G.cost_lines.__defaults__[0] == REPO / "results" / "grids"
 
 
+def test_the_dry_run_sums_the_cpu_time_of_its_own_grids_records_only(tmp_path):
+    records = tmp_path / "records"
+    _record(records, "mine", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 10, eval_s=1.0)  # 30 s
+    _record(records, "mine", "coat", "ease", {"model.name": "EASE"}, 7.0, 1)  # 7 s
+    _record(records, "other", "coat", "rns", {"negative.sampler": "rns"}, 100.0, 36)  # 3600 s, not this grid's
+    assert sorted(r["grid"] for r in G.run_records(records)) == ["mine", "mine", "other"]
+    grid = G.Grid("mine", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns"}}})
+    for out, expected in ((records / "mine", "2 finished run records: 0.0 h"),  # 37 s
+                          (records / "other", "1 finished run records: 1.0 h"),
+                          (tmp_path / "elsewhere" / "mine", "0 finished run records: 0.0 h")):  # not under records
+        runner = G.GridRunner(grid, out, tmp_path)
+        runner.plan = lambda datasets: ([], [], {})
+        assert G.cost_lines(runner, [], False, 1, records)[-1] == f"CPU time of this grid's {expected}"
+
+
 def test_a_finished_cell_under_a_shorter_stopping_rule_is_short_and_costs_its_remaining_epochs(tmp_path):
     records = tmp_path / "records"
     _record(records, "old", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 30)
