@@ -464,13 +464,13 @@ def test_the_cost_estimate_on_constructed_records(tmp_path):
 
 def test_the_dry_run_sums_the_cpu_time_of_its_own_grids_records_only(tmp_path):
     records = tmp_path / "records"
-    _record(records, "mine", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 10, eval_s=1.0)  # 30 s
-    _record(records, "mine", "coat", "ease", {"model.name": "EASE"}, 7.0, 1)  # 7 s
-    _record(records, "other", "coat", "rns", {"negative.sampler": "rns"}, 100.0, 36)  # 3600 s, not this grid's
+    _record(records, "mine", "coat", "rns", {"negative.sampler": "rns"}, 50.0, 36, eval_s=50.0)  # 3600 s
+    _record(records, "mine", "coat", "ease", {"model.name": "EASE"}, 1800.0, 1)  # 1800 s
+    _record(records, "other", "coat", "rns", {"negative.sampler": "rns"}, 100.0, 18)  # 1800 s, not this grid's
     assert sorted(r["grid"] for r in G.run_records(records)) == ["mine", "mine", "other"]
     grid = G.Grid("mine", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns"}}})
-    for out, expected in ((records / "mine", "2 finished run records: 0.0 h"),  # 37 s
-                          (records / "other", "1 finished run records: 1.0 h"),
+    for out, expected in ((records / "mine", "2 finished run records: 1.5 h"),  # both summed, the other grid's not
+                          (records / "other", "1 finished run records: 0.5 h"),
                           (tmp_path / "elsewhere" / "mine", "0 finished run records: 0.0 h")):  # not under records
         runner = G.GridRunner(grid, out, tmp_path)
         runner.plan = lambda datasets: ([], [], {})
