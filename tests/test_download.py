@@ -117,8 +117,10 @@ def test_missing_file_is_an_error_naming_every_place_tried(tmp_path):
     message = str(info.value)
     assert "test_ood.txt" in message and "not found" in message
     assert str(mirror / "adressa" / "test.txt") in message and str(mirror / "adressa" / "test_ood.txt") in message
+    empty = tmp_path / "empty-mirror"
+    empty.mkdir()
     with pytest.raises(dl.DownloadError, match="yelp2018/train.txt: not found"):
-        dl.download("yelp2018", tmp_path / "dataset", mirror=str(SHARED))
+        dl.download("yelp2018", tmp_path / "dataset", mirror=str(empty))
 
 
 def test_a_partial_file_is_resumed(tmp_path, caplog):
