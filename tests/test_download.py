@@ -40,14 +40,14 @@ def _no_part_files(folder: Path) -> bool:
 
 def test_checksums_in_code_match_the_published_copies():
     checked = 0
-    for name in ("food", "coat", "yahoo", "adressa"):
+    for name in ("food", "coat", "yahoo", "adressa", "yelp2018"):
         for remote in get_preset(name).sources:
             candidates = [Path(c) for c in dl.candidates(name, remote, str(SHARED))]
             present = [c for c in candidates if c.is_file()]
             assert present, f"{name}: no mirror copy of {remote.local} among {candidates}"
             assert dl.sha256_file(present[0]) == remote.sha256, f"{name}/{remote.local}"
             checked += 1
-    assert checked == 4 + 3 + 3 + 2
+    assert checked == 4 + 3 + 3 + 2 + len(get_preset("yelp2018").sources)
 
 
 def test_sources_are_pinned_and_well_formed():
