@@ -76,6 +76,19 @@ class Interaction:
             if role == "valid":
                 valid_csr = es.truth
             self.eval_sets[name] = es
+        self._check_negatives_exist(train)
+
+    def _check_negatives_exist(self, train: RawInteractions) -> None:
+        """A DataFileError naming the users whose training rows cover every item: BPR pairs each positive with an
+        item the user has not interacted with, and none exists for them (nor can they be evaluated)."""
+        full = np.flatnonzero(np.diff(self.train.indptr) >= self.n_items)
+        if len(full) == 0:
+            return
+        names = ", ".join(repr(self.user_ids[u]) for u in full[:5]) + (f" and {len(full) - 5} more" if len(full) > 5
+                                                                      else "")
+        raise DataFileError(f"{train.path}: user(s) {names} interacted with every one of the {self.n_items} "
+                            f"training items, so no negative item exists for them (BPR needs one per training "
+                            f"row, and nothing is left to rank for them); remove them from the data files")
 
     def _eval_set(self, name: str, role: str, raw: RawInteractions, mask: sp.csr_matrix) -> EvalSet:
         ui = np.fromiter((self.user_index.get(x, -1) for x in raw.users), dtype=np.int64, count=len(raw))

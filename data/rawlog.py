@@ -72,32 +72,59 @@ def read_log(path: Path, fmt: LogFormat = LogFormat(), threshold: Optional[float
         raise SplitError(f"log not found: {path}")
     users = users if users is not None else Vocab()
     items = items if items is not None else Vocab()
-    with path.open("r", encoding="utf-8-sig", newline="") as handle:
-        first = ""
-        while not first.strip():
-            first = handle.readline()
-            if not first:
-                raise SplitError(f"{path}: the log is empty")
-        handle.seek(0)
-        sep = fmt.sep if fmt.sep is not None else ("," if "," in first else "\t" if "\t" in first else None)
-        rows = _rows(handle, sep)
-        first_fields = [f.strip() for f in (next(csv.reader([first])) if sep == "," else first.split(sep))]
-        header = fmt.header if fmt.header is not None else _looks_like_header(first_fields)
-        if header:
-            next(rows)
-        cols = _resolve_columns(path, fmt, first_fields if header else None, len(first_fields))
-        if threshold is not None and cols["rating"] is None:
-            raise SplitError(f"{path}: a rating threshold needs a rating column, and none was found")
-        return _parse(path, rows, cols, threshold, users, items)
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+            first = ""
+            while not first.strip():
+                first = handle.readline()
+                if not first:
+                    raise SplitError(f"{path}: the log is empty")
+            handle.seek(0)
+            sep = fmt.sep if fmt.sep is not None else ("," if "," in first else "\t" if "\t" in first else None)
+            rows = _rows(handle, sep, path)
+            first_fields = [f.strip() for f in (_first_csv_fields(first, path) if sep == "," else first.split(sep))]
+            header = fmt.header if fmt.header is not None else _looks_like_header(first_fields)
+            if header:
+                next(rows)
+            cols = _resolve_columns(path, fmt, first_fields if header else None, len(first_fields))
+            if threshold is not None and cols["rating"] is None:
+                raise SplitError(f"{path}: a rating threshold needs a rating column, and none was found")
+            return _parse(path, rows, cols, threshold, users, items)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
 
 
-def _rows(handle, sep: Optional[str]):
+def _not_utf8(path: Path) -> SplitError:
+    """The error for a log that is not UTF-8 text, naming its first undecodable line."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return SplitError(f"{path}:{number}: bytes that are not UTF-8 ({exc.reason} at byte {exc.start} of "
+                                  f"the line); the log must be UTF-8 text: convert it (e.g. iconv -f latin1 -t "
+                                  f"utf-8), or unpack it first if it is compressed or binary")
+    return SplitError(f"{path}: bytes that are not UTF-8; the log must be UTF-8 text")
+
+
+def _first_csv_fields(first: str, path: Path) -> list[str]:
+    """The fields of the first line of a CSV log."""
+    try:
+        return next(csv.reader([first]))
+    except csv.Error as exc:
+        raise SplitError(f"{path}:1: not a readable CSV line ({exc}); is it a text log?") from None
+
+
+def _rows(handle, sep: Optional[str], path: Path):
     """Yield (line number, stripped fields) of the non-blank lines."""
     if sep == ",":
         reader = csv.reader(handle)
-        for fields in reader:
-            if fields and any(f.strip() for f in fields):
-                yield reader.line_num, [f.strip() for f in fields]
+        try:
+            for fields in reader:
+                if fields and any(f.strip() for f in fields):
+                    yield reader.line_num, [f.strip() for f in fields]
+        except csv.Error as exc:
+            raise SplitError(f"{path}:{reader.line_num}: not a readable CSV line ({exc}); is it a text log?") from None
         return
     for number, line in enumerate(handle, start=1):
         fields = line.split(sep) if sep else line.split()
@@ -186,6 +213,9 @@ def _code(vocab: Vocab, token: str, path: Path, number: int, what: str) -> int:
     if code is None:
         if not token or any(ch.isspace() for ch in token):
             raise SplitError(f"{path}:{number}: {what} id {token!r} is empty or contains whitespace")
+        if not token.isprintable():
+            raise SplitError(f"{path}:{number}: {what} id {token!r} contains control characters (is the log a "
+                             f"binary file?)")
         code = vocab.index[token] = len(vocab.names)
         vocab.names.append(token)
     return code

@@ -14,6 +14,7 @@ The remaining rows are split per user into train : valid_iid : test_iid (--ratio
 seeded. Test rows whose user or item has no training row cannot be ranked: they are dropped and
 counted in stats.json. Output: train.txt, valid_iid.txt, test_iid.txt, test_ood.txt as `user item 1`
 triples (the log's own ids) and stats.json; the same log, settings and seed give identical bytes.
+--out must be a new or empty folder: a split is never written over another one.
 """
 from __future__ import annotations
 
@@ -278,6 +279,20 @@ def build_split(log_path: Path, out: Path, spec: SplitSpec, fmt: LogFormat = Log
     return stats
 
 
+def check_new_folder(out: Path) -> None:
+    """A SplitError when out is a file, or a folder that already holds anything: a split is never written over
+    another one (files of the old split that the new one does not write would stay beside it)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SplitError(f"--out {out} is a file, not a folder; choose a new --out folder")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+            raise SplitError(f"--out {out} already holds {len(entries)} file(s) ({shown}); a split is never written "
+                             f"over another: choose a new --out folder, or remove this one first")
+
+
 # ---- command line -------------------------------------------------------------------------------
 def _column(text: str) -> ColumnRef:
     return None if text.lower() == "none" else int(text) if text.isdigit() else text
@@ -321,9 +336,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                      args.seed, args.item_cap, args.pop_power)
     fmt = LogFormat(args.sep, args.header, args.user_col, args.item_col, args.rating_col, args.time_col)
     try:
+        check_new_folder(args.out)
         stats = build_split(args.log, args.out, spec, fmt, args.ood_log)
     except SplitError as exc:
         log.error("%s", exc)
+        return 2
+    except OSError as exc:  # e.g. an --out folder that cannot be written, a log that cannot be read
+        log.error("%s: %s", exc.filename or args.out, exc.strerror or exc)
         return 2
     print(f"{args.out}: {args.shift} shift from {args.log.name}")
     print(format_table(stats))

@@ -16,11 +16,14 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from data.loader import DataFileError
 from util.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -117,24 +120,36 @@ def load_truth(folder: Path) -> np.ndarray:
         return np.unpackbits(z["liked"], axis=1, count=shape[1]).astype(bool)
 
 
-def ensure(folder: Path, spec: SyntheticSpec = SyntheticSpec()) -> None:
-    """Generate the dataset under folder unless an identical one (same spec) is already there."""
+def ensure(folder: Path, spec: SyntheticSpec = SyntheticSpec(), setting: Optional[str] = None) -> None:
+    """Generate the dataset under folder unless an identical one (same spec) is already there; a folder that
+    cannot be written is a DataFileError naming it and `setting`, the option that chose it (e.g. dataset.root)."""
     folder = Path(folder)
     meta = folder / "meta.json"
     if all((folder / f).is_file() for f in FILES):
         try:
             same = json.loads(meta.read_text())["spec"] == json.loads(json.dumps(dataclasses.asdict(spec)))
-        except (ValueError, KeyError):
+        except (OSError, ValueError, KeyError):
             same = False
         if same:
             return
         log.warning("%s holds a synthetic dataset of other settings; regenerating", folder)
     log.info("generating the synthetic OOD dataset in %s (seed %d)", folder, spec.seed)
-    write(spec, folder)
+    try:
+        write(spec, folder)
+    except OSError as exc:
+        where = (f"set {setting} to a writable folder (the dataset is generated in {setting}/synthetic on first "
+                 f"use)" if setting else "choose a writable folder")
+        raise DataFileError(f"{folder}: cannot write the synthetic dataset there ({_reason(exc)}); {where}") from None
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: write a synthetic dataset."""
+def _reason(exc: OSError) -> str:
+    """An OSError in a few words: its message and the path it concerns."""
+    text = exc.strerror or str(exc)
+    return f"{text}: {exc.filename}" if exc.filename else text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: write a synthetic dataset; 2 (with one line) when the folder cannot be written."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("dataset/synthetic"))
     defaults = SyntheticSpec()
@@ -146,8 +161,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     spec = SyntheticSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticSpec)
                             if f.name != "split"})
-    write(spec, args.out)
+    try:
+        write(spec, args.out)
+    except OSError as exc:
+        log.error("%s: cannot write the synthetic dataset there (%s); choose a writable --out folder", args.out,
+                  _reason(exc))
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
