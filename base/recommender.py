@@ -9,6 +9,7 @@ import torch
 
 from data.interaction import Interaction
 from conf.config import RunConfig
+from util.io import remove_stale_temp_files
 from util.results import RunWriter
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ class Recommender:
         if self.resume:
             self.load_checkpoint()
             self.restored = True
+            # a process killed while writing left its temporary files; this one holds the run's lock (SELFRec), so
+            # no other writer is at work here. After the restore: a refused resume changes nothing in the folder
+            remove_stale_temp_files(self.run_dir)
         self.train()
         return self.finish()
 

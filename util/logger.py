@@ -26,11 +26,19 @@ def setup_logging(log_file: Optional[Path] = None, level: int = logging.INFO) ->
         add_log_file(log_file)
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A file handler that drops a record it cannot write (a full disk) instead of printing a traceback: the
+    console still shows the record, and the run's own error says what failed."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        """Ignore the failed write."""
+
+
 def add_log_file(log_file: Path) -> None:
     """Attach a file handler to the root logger (the run's human-readable log)."""
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler = _QuietFileHandler(log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT))
     handler._ours = True  # type: ignore[attr-defined]
     logging.getLogger().addHandler(handler)

@@ -1,5 +1,11 @@
 """One seed for python, numpy, torch and numba (numba keeps its own random stream), and the state of
-all four streams as one object (to set aside and restore: the FHN probe, checkpoints)."""
+all four streams as one object (to set aside and restore: the FHN probe, checkpoints).
+
+What each library accepts as a seed: python's random any integer (negative ones as their absolute value);
+numpy's global RNG and numba's only 0 to 2^32 - 1; torch.manual_seed -2^63 to 2^64 - 1, but its CPU generator
+(mt19937) keeps only the low 32 bits (seeds 0 and 2^32 give the same stream); the FHN probe's
+numpy.random.default_rng no negative integer. So a run's seed is 0 to 2^32 - 1 (SEED_MAX): within that range
+every library takes it as it is and two different seeds are two different runs."""
 from __future__ import annotations
 
 import contextlib
@@ -11,19 +17,32 @@ import numpy as np
 import torch
 from numba import _helperlib
 
+from util.typing_coerce import ConfigError
+
+SEED_MAX = 2**32 - 1  # the largest seed every library takes whole (see the module docstring)
+
 
 @numba.njit(cache=True)
 def _seed_numba(seed: int) -> None:
     np.random.seed(seed)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python's random, numpy's global RNG, torch (all devices) and numba's RNG."""
+def check_seed(seed: int) -> int:
+    """The seed as an int; ConfigError naming `seed` and the allowed range when it is outside 0..SEED_MAX."""
     seed = int(seed)
+    if not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"seed: {seed} is outside the allowed range 0 to {SEED_MAX} (numpy's and numba's seeds and "
+                          f"torch's CPU generator are 32-bit)")
+    return seed
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's random, numpy's global RNG, torch (all devices) and numba's RNG (seed: 0 to SEED_MAX)."""
+    seed = check_seed(seed)
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     torch.manual_seed(seed)
-    _seed_numba(seed % 2**32)
+    _seed_numba(seed)
 
 
 def random_state() -> dict[str, Any]:
