@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
 import statistics
 import sys
@@ -25,9 +24,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+from bench.grid import read_manifest
 from bench.table import collect, hardware, mean_std, provenance
 from conf.config import REPO
 from util.io import atomic_write_text
+from util.typing_coerce import ConfigError
 
 log = logging.getLogger("bench.dose")
 # config key -> (sampler line, the knob's letter)
@@ -47,7 +48,7 @@ def dose_of(keys: dict[str, Any]) -> Optional[tuple[str, str, float]]:
 
 def records(results: Path) -> list[dict[str, Any]]:
     """One record per protocol, dataset and dosed method, with each seed's values."""
-    manifest = json.loads((results / "grid.json").read_text())
+    manifest = read_manifest(results)
     out = []
     for protocol, per_dataset in collect(results).items():
         for dataset, per_method in per_dataset.items():
@@ -176,11 +177,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "results" / "tables" / "dose")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if not (args.results / "grid.json").is_file():
-        log.error("%s has no grid.json: run python -m bench.grid conf/grids/dose.yaml first", args.results)
+    try:
+        recs = records(args.results)
+        text = markdown(recs, args.results)
+    except ConfigError as exc:
+        log.error("%s", exc)
         return 2
-    recs = records(args.results)
-    atomic_write_text(args.out / "dose.md", markdown(recs, args.results))
+    atomic_write_text(args.out / "dose.md", text)
     atomic_write_text(args.out / "dose.csv", to_csv(recs))
     try:
         import matplotlib  # noqa: F401

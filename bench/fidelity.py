@@ -12,7 +12,6 @@ reference's rule (the last evaluation whose Recall@20 is >= the best so far). Wr
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import statistics
@@ -20,9 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
-from bench.table import hardware, mean_std, provenance
+from bench.grid import read_json, read_manifest
+from bench.table import grid_file, hardware, mean_std, provenance
 from conf.config import REPO
 from util.io import atomic_write_text
+from util.typing_coerce import ConfigError
 
 log = logging.getLogger("bench.fidelity")
 
@@ -78,12 +79,12 @@ def reference_log_choice(text: str) -> Optional[tuple[int, float, float]]:
 
 def collect(results: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
     """(dataset, method) -> seed -> the finished run's test Recall@20, NDCG@20, selected epoch and epochs run."""
-    manifest = json.loads((results / "grid.json").read_text())
+    manifest = read_manifest(results)
     out: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for cell in manifest["cells"]:
         if cell["state"] != "finished" or not cell["run"]:
             continue
-        metrics = json.loads((results / cell["run"] / "metrics.json").read_text())
+        metrics = read_json(results / cell["run"] / "metrics.json")
         test = metrics["selection"]["file"]
         out.setdefault((cell["dataset"], cell["method"]), {})[int(cell["seed"])] = {
             "recall": metrics["metrics"][test]["Recall@20"], "ndcg": metrics["metrics"][test]["NDCG@20"],
@@ -124,7 +125,7 @@ def render(runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
     commit, made_at, progress = provenance(results)
     lines = ["# Fidelity of the baselines", "", progress, "",
              f"Table made at commit `{commit}` by `python -m bench.fidelity`; runs made at commit(s): {made_at}, by "
-             f"`python -m bench.grid conf/grids/fidelity.yaml --dataset-root ../shared/datasets --jobs 2`; "
+             f"`python -m bench.grid {grid_file(read_manifest(results))} --dataset-root ../shared/datasets --jobs 2`; "
              f"hardware: {hardware()}."] + [
         "", "Each baseline on its authors' own split at its reference's settings (conf/grids/fidelity.yaml), under the",
         "references' protocol (`selection: reference`: every 5 epochs, best test Recall@20, stop after 10 checks",
@@ -193,14 +194,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="folder of the reference code's own logs, DATASET-SAMPLER-sSEED.log")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if not (args.results / "grid.json").is_file():
-        log.error("%s has no grid.json: run python -m bench.grid conf/grids/fidelity.yaml first", args.results)
-        return 2
     if args.reference_runs is not None and not args.reference_runs.is_dir():
         log.error("--reference-runs: %s is not a folder", args.reference_runs)
         return 2
-    runs = collect(args.results)
-    text = render(runs, reference_runs(args.reference_runs), args.results)
+    try:
+        runs = collect(args.results)
+        text = render(runs, reference_runs(args.reference_runs), args.results)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     atomic_write_text(args.out / "fidelity.md", text)
     log.info("wrote %s (%d dataset/method pairs)", args.out / "fidelity.md", len(runs))
     return 0

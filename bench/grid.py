@@ -8,6 +8,10 @@ skipped, interrupted ones resumed from their checkpoint, failed ones recorded wi
 retried only with --retry-failed), so running the same command again continues where it stopped and a
 finished grid runs nothing.
 
+Before anything runs, every cell that already has a run folder is compared with the configuration the grid gives
+it today (record_differences); a grid whose records were made under another configuration is refused, not mixed.
+A run holds OUT/.grid.lock (one grid run per folder) and waits for cells another process is still training.
+
 Protocols:
   valid      report the epoch with the best validation Recall@20 (the dataset's IID validation file)
   ood_valid  a seeded per-user split of test_ood into an OOD validation part (ood_valid_fraction of each
@@ -34,6 +38,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +52,8 @@ from data.loader import read_interactions
 from data.presets import get_preset
 from model import MODELS
 from util.io import atomic_write_json, atomic_write_text
-from util.results import STOP_KEYS, read_status, recorded_threads, rule_length, writer_alive
+from util.results import (RECORD_ONLY, STOP_KEYS, machine_id, read_status, recorded_threads, rule_length,
+                          writer_alive)
 from util.typing_coerce import ConfigError
 
 log = logging.getLogger("bench.grid")
@@ -57,6 +63,7 @@ METRIC = "Recall@20"
 # how a cell stopped by the grid's SIGINT/SIGTERM ends: main.py's exit codes, or killed by the signal itself
 # when it arrived before main.py installed its handler
 INTERRUPTED_EXITS = (130, 143, -signal.SIGINT, -signal.SIGTERM)
+POLL_S = 1.0  # how often a grid looks at a cell that another process is training
 
 
 @dataclass
@@ -72,6 +79,7 @@ class Grid:
     search: dict[str, list] = field(default_factory=dict)
     extra_seeds: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # dataset -> method -> seeds
     ood_valid_fraction: float = 0.3
+    file: Optional[Path] = None  # the grid file it was read from (grid.json and the tables name it)
 
     def candidates(self, method: str) -> list[dict[str, Any]]:
         """Every combination of the method's search values (the grid's, updated by the method's own)."""
@@ -91,8 +99,8 @@ class Grid:
 
     def seeds_of(self, dataset: str, method: str) -> list[int]:
         """The seeds a method runs with on a dataset (the first one chooses the hyperparameters)."""
-        seeds = list(self.methods[method].get("seeds", self.seeds))
-        return seeds + [s for s in self.extra_seeds.get(dataset, {}).get(method, []) if s not in seeds]
+        extra = self.extra_seeds.get(dataset, {}).get(method, [])
+        return list(self.methods[method].get("seeds", self.seeds)) + list(extra)
 
 
 def _is_int(v: Any) -> bool:
@@ -119,6 +127,23 @@ def _expect(path: Path, where: str, value: Any, kind: str) -> Any:
     return value
 
 
+def _known_dataset(name: str, where: str) -> None:
+    """A ConfigError naming `where` when `name` is not a dataset preset (with data.presets' suggestion): a
+    misspelled name must not pass for a dataset that is merely not downloaded."""
+    try:
+        get_preset(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _single_seeds(path: Path, where: str, seeds: list[int]) -> None:
+    """A ConfigError naming a seed that `where` lists twice: one seed is one cell, so a repeat is listed twice
+    but tabled once."""
+    repeated = [s for i, s in enumerate(seeds) if s in seeds[:i]]
+    if repeated:
+        raise ConfigError(f"{path}: `{where}` lists seed {repeated[0]} twice ({seeds}); each seed is one cell")
+
+
 def load_grid(path: Path) -> Grid:
     """Read and check a grid file (every field's type too); a bad one is a ConfigError naming the problem."""
     tree = read_yaml(path)
@@ -137,9 +162,14 @@ def load_grid(path: Path) -> Grid:
             _expect(path, field_name, tree[field_name], kind)
     for key, values in (tree.get("search") or {}).items():
         _expect(path, f"search.{key}", values, "list")
+    for dataset in tree["datasets"]:
+        _known_dataset(dataset, f"{path}: `datasets`")
+    _single_seeds(path, "seeds", tree["seeds"])
     for dataset, per_method in (tree.get("extra_seeds") or {}).items():
+        _known_dataset(str(dataset), f"{path}: `extra_seeds`")
         for method, seeds in _expect(path, f"extra_seeds.{dataset}", per_method, "mapping").items():
             _expect(path, f"extra_seeds.{dataset}.{method}", seeds, "ints")
+            _single_seeds(path, f"extra_seeds.{dataset}.{method}", seeds)
     fraction = tree.get("ood_valid_fraction", 0.3)
     if not 0 < fraction < 1:
         raise ConfigError(f"{path}: `ood_valid_fraction` must be between 0 and 1, got {fraction!r}")
@@ -161,6 +191,8 @@ def load_grid(path: Path) -> Grid:
                 _expect(path, f"methods.{name}.search.{key}", values, "list")
         for dataset, keys in (spec.get("dataset_keys") or {}).items():
             _expect(path, f"methods.{name}.dataset_keys.{dataset}", keys, "mapping")
+        if spec.get("seeds") is not None:
+            _single_seeds(path, f"methods.{name}.seeds", spec["seeds"])
         bad = set(spec) - {"keys", "search", "seeds", "datasets", "dataset_keys"}
         if bad:
             raise ConfigError(f"{path}: method {name!r}: unknown entries {sorted(bad)} "
@@ -172,10 +204,20 @@ def load_grid(path: Path) -> Grid:
         if stray:
             raise ConfigError(f"{path}: method {name!r}: dataset_keys for datasets it does not run on: {sorted(stray)}")
         methods[str(name)] = spec
+    for dataset, per_method in (tree.get("extra_seeds") or {}).items():
+        for method, seeds in per_method.items():
+            if method not in methods:
+                raise ConfigError(f"{path}: `extra_seeds.{dataset}` names method {method!r}, which is not in `methods`")
+            own = methods[method].get("seeds") or tree["seeds"]
+            again = [s for s in seeds if s in own]
+            if again:
+                raise ConfigError(f"{path}: `extra_seeds.{dataset}.{method}` lists seed {again[0]}, which is already "
+                                  f"among its seeds {own}; each seed is one cell")
     grid = Grid(name=str(tree.get("name") or Path(path).stem), datasets=[str(d) for d in tree["datasets"]],
                 protocols=protocols, seeds=[int(s) for s in tree["seeds"]], methods=methods,
                 keys=dict(tree.get("keys") or {}), search={k: list(v) for k, v in (tree.get("search") or {}).items()},
-                extra_seeds=tree.get("extra_seeds") or {}, ood_valid_fraction=float(tree.get("ood_valid_fraction", 0.3)))
+                extra_seeds=tree.get("extra_seeds") or {},
+                ood_valid_fraction=float(tree.get("ood_valid_fraction", 0.3)), file=Path(path))
     if protocols[0] in TEST_SELECTED and any(len(grid.candidates(m)) > 1 for m in methods):
         raise ConfigError(f"{path}: the {protocols[0]} protocol selects on the test set: give one candidate per method")
     return grid
@@ -183,12 +225,54 @@ def load_grid(path: Path) -> Grid:
 
 # ---- protocols on a run's epochs.csv ---------------------------------------------------
 def read_rows(run: Path) -> list[dict[str, float]]:
-    """epochs.csv of a run as floats (empty cells dropped)."""
-    path = run / "epochs.csv"
+    """epochs.csv of a run as floats (empty cells dropped). A damaged file is a ConfigError naming it and the line,
+    not a row skipped: the file is rewritten whole and atomically after every epoch, so a row cut short (or a file
+    without its last line end) was damaged after it was written, and a value cut mid-number would still parse."""
+    path = Path(run) / "epochs.csv"
     if not path.is_file():
         return []
-    with path.open() as handle:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = list(csv.reader(text.splitlines()))
+    rows = []
+    for number, values in enumerate(lines[1:], start=2):
+        problem = "" if len(values) == len(lines[0]) else f"{len(values)} values for {len(lines[0])} columns"
+        if number == len(lines) and not text.endswith("\n"):
+            problem = "the last line has no line end: the file is cut off"
+        try:
+            rows.append({k: float(v) for k, v in zip(lines[0], values) if v != ""})
+        except ValueError as exc:
+            problem = problem or f"a value that is not a number ({exc})"
+        if problem:
+            raise ConfigError(f"{path}: line {number}: {problem}; the record is damaged: restore it (a committed one "
+                              f"with git) or move its run folder away and run the cell again")
+    return rows
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON record of a run or grid (metrics.json, config.json, grid.json); a missing, truncated or unreadable one
+    is a ConfigError naming the file."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON, truncated or damaged ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: not a JSON object")
+    return value
+
+
+def read_manifest(results: Path) -> dict[str, Any]:
+    """grid.json of a grid folder, for the tables and figures; a ConfigError naming the file when it is absent or
+    damaged (the grid's dry run writes it again from the run records)."""
+    path = Path(results) / "grid.json"
+    again = "python -m bench.grid GRID_FILE --out FOLDER --dry-run writes it from the run records, running nothing"
+    if not path.is_file():
+        raise ConfigError(f"{results} has no grid.json ({again})")
+    manifest = read_json(path)
+    if not isinstance(manifest.get("cells"), list):
+        raise ConfigError(f"{path}: not a grid.json of bench.grid (no list of `cells`); {again}")
+    return manifest
 
 
 def selected_index(rows: list[dict[str, float]], protocol: str, run: Optional[Path] = None) -> Optional[int]:
@@ -197,8 +281,7 @@ def selected_index(rows: list[dict[str, float]], protocol: str, run: Optional[Pa
     if not rows:
         return None
     if protocol in TEST_SELECTED:
-        metrics = json.loads((run / "metrics.json").read_text())
-        return metrics["selection"]["epoch"] - 1
+        return read_json(run / "metrics.json")["selection"]["epoch"] - 1
     column = f"{'valid' if protocol == 'valid' else 'ood_valid'}/{METRIC}"
     values = [r.get(column, float("-inf")) for r in rows]
     return int(np.argmax(values))
@@ -289,6 +372,133 @@ class Cell:
         return path.read_text().strip() if path.is_file() else ""
 
 
+# ---- a record against the grid's configuration ------------------------------------------
+# config.json keys that do not say what a run computed: the record-only keys, the input the configuration was
+# resolved from, where it was written, the stopping rule (a longer one continues the run: `short`) and where the data
+# lies (the data files themselves are compared by DATA_PATHS)
+UNCOMPARED = (*RECORD_ONLY, *STOP_KEYS, "input", "output", "log.dir", "dataset.root")
+# data files, compared by their folder and file name (coat/train.txt, coat-ood0.3/ood_valid.txt): the same run
+# whatever --dataset-root is on this machine or wherever the grid folder lies
+DATA_PATHS = ("training.set", "valid.set", "test.set")
+# Keys added after some runs were recorded: what the code did before the key existed (the commit that added it).
+# A record without the key counts as made with that value: the same run as today's only where the grid gives it
+# that value. DENS's per_layer, DNS(M,N)'s reduce and MixGCF's query and reg came with defaults that changed what
+# those samplers do (2c532b7, the fidelity check), so their records from before differ from today's defaults.
+ADDED_KEYS: dict[str, Any] = {
+    "ItemKNN.k": 100, "ItemKNN.shrink": 10.0, "EASE.lambda": 500.0,  # 13ea5bf: only the models added with them use them
+    "eval.every": 1, "learning.rate.step": 0, "learning.rate.decay": 1.0,  # 2c532b7: every epoch, a constant rate
+    "params.dens.per_layer": False, "params.dns_mn.reduce": "mean",  # 2c532b7
+    "params.mixgcf.query": "layer", "params.mixgcf.reg": "winner",  # 2c532b7
+}
+ABSENT = object()  # a key one side of a comparison does not hold
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a config.json (or RunConfig.to_dict()) that say what a run computes, as JSON holds them: the
+    active sampler's params flat (params.SAMPLER.FIELD; the sections of other samplers are recorded, never used),
+    data files reduced to their folder and file name."""
+    out: dict[str, Any] = {}
+    sampler = config.get("negative.sampler")
+    for key, value in json.loads(json.dumps(config, default=str)).items():
+        if key in UNCOMPARED:
+            continue
+        if key == "params":
+            out.update({f"params.{sampler}.{name}": v for name, v in ((value or {}).get(sampler) or {}).items()})
+        elif key in DATA_PATHS:
+            out[key] = _data_file(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _data_file(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {name: _data_file(path) for name, path in value.items()}
+    return "/".join(Path(value).parts[-2:]) if isinstance(value, str) else value
+
+
+def cap_unused(record: dict[str, Any], selection: dict[str, Any], cap: Any) -> bool:
+    """Whether a run would have been the same under max.epoch `cap`: it stopped early (patience) before reaching its
+    own cap and `cap`, and nothing in it depends on the cap itself (CNSDiff's Beta curriculum moves with epoch /
+    max.epoch); a model fitted in closed form has no epochs."""
+    if issubclass(MODELS.get(str(record.get("model.name")), object), ClosedFormRecommender):
+        return True
+    curriculum = ((record.get("params") or {}).get("cnsdiff") or {}).get("curriculum")
+    if record.get("negative.sampler") == "cnsdiff" and curriculum == "beta":
+        return False
+    caps = (record.get("max.epoch"), cap)
+    return (bool(selection.get("stopped_early")) and all(_is_int(c) for c in caps)
+            and int(selection.get("epochs_run", 0)) < min(caps))
+
+
+def _shown(value: Any) -> str:
+    if value is ABSENT:
+        return "absent"
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def record_differences(record: dict[str, Any], wanted: dict[str, Any], selection: dict[str, Any]) -> list[str]:
+    """What makes a run's config.json (`record`, its metrics.json `selection`) another run than the configuration the
+    grid gives its cell today (`wanted`, RunConfig.to_dict()), one `KEY: recorded A, grid B` per key; [] when it is
+    the same run. A key only one side holds is a difference, except a key the record predates (ADDED_KEYS) where the
+    grid gives it the value the code had then; a different max.epoch only where the cap could have mattered."""
+    have, want = comparable(record), comparable(wanted)
+    out = []
+    for key in sorted(set(have) | set(want)):
+        then, now = have.get(key, ABSENT), want.get(key, ABSENT)
+        if then == now or (then is ABSENT and key in ADDED_KEYS and ADDED_KEYS[key] == now):
+            continue
+        if key == "max.epoch" and cap_unused(record, selection, now):
+            continue
+        before = f" (before the key: {_shown(ADDED_KEYS[key])})" if then is ABSENT and key in ADDED_KEYS else ""
+        out.append(f"{key}: recorded {_shown(then)}{before}, grid {_shown(now)}")
+    return out
+
+
+def shown_path(path: Path) -> str:
+    """A path as grid.json and the tables name it: relative to the repository where it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+class GridLock:
+    """An exclusive lock on a grid folder (OUT/.grid.lock, flock) held while a grid runs: one grid run per folder.
+    acquire() raises ConfigError naming the process that holds it (its pid, written into the file)."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / ".grid.lock"
+        self.handle: Any = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ConfigError."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise ConfigError(f"{self.path.parent} is being run by another bench.grid (process {holder}, holding "
+                              f"{self.path.name}): one grid run per folder; wait for it to end or stop it first "
+                              f"(--dry-run shows its progress)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} on {machine_id()}\n")
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        """Let go of the lock."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
 class GridRunner:
     """Builds the cells of a grid and runs those that are not finished."""
 
@@ -332,11 +542,8 @@ class GridRunner:
         return REPO / "dataset" if get_preset(dataset).name == "synthetic" else self.root.resolve()
 
     def available(self, dataset: str) -> Optional[str]:
-        """None if the dataset can run, else why not."""
-        try:
-            preset = get_preset(dataset)
-        except ConfigError as exc:
-            return str(exc)
+        """None if the dataset can run, else why not (a preset name that does not exist is a ConfigError)."""
+        preset = get_preset(dataset)
         if preset.name == "synthetic":
             return None
         missing = [f for f in preset.files() if not (self.root / preset.name / f).is_file()]
@@ -440,21 +647,100 @@ class GridRunner:
         return {**cell.keys, "output": repo_relative(cell.folder.resolve()),
                 "log.dir": repo_relative((cell.folder / "log").resolve())}
 
+    def resolved(self, cell: Cell) -> dict[str, Any]:
+        """The configuration a new run of the cell gets, resolved as main.py resolves it, keyed as config.json holds
+        it; a ConfigError if it does not resolve."""
+        return load_config(REPO / "conf" / "LightGCN.yaml",
+                           [f"{k}={_value(v)}" for k, v in self.command_keys(cell).items()]).to_dict()
+
     def invalid_cells(self, datasets: list[str]) -> list[tuple[str, str]]:
         """(cell id, error) of every listed cell whose configuration does not resolve as main.py would resolve it."""
         first, later, _ = self.plan(datasets)
         out = []
         for c in first + later:
             try:
-                load_config(REPO / "conf" / "LightGCN.yaml",
-                            [f"{k}={_value(v)}" for k, v in self.command_keys(c).items()])
+                self.resolved(c)
             except ConfigError as exc:
                 out.append((c.id, str(exc)))
         return out
 
+    def recorded_cells(self, datasets: list[str]) -> list[Cell]:
+        """Every cell the grid can list (each candidate with each seed of its method, chosen or not yet) that has a
+        run folder: those whose records a run or a table would take as the grid's."""
+        cells = []
+        for dataset in datasets:
+            data = self.data_keys(dataset)
+            for method in self.grid.methods:
+                if self.grid.runs_on(dataset, method):
+                    cells += [self.cell(dataset, method, candidate, seed, data)
+                              for candidate in self.grid.candidates(method)
+                              for seed in self.grid.seeds_of(dataset, method)]
+        return [c for c in cells if c.run_dir() is not None]
+
+    def differing_cells(self, datasets: list[str]) -> list[tuple[str, list[str]]]:
+        """(cell id, differences) of every recorded cell whose newest run was made under another configuration than
+        the grid gives the cell today (record_differences), or whose configuration does not resolve today."""
+        out = []
+        for cell in self.recorded_cells(datasets):
+            try:
+                wanted = self.resolved(cell)
+            except ConfigError as exc:
+                out.append((cell.id, [f"the grid's configuration of it does not resolve ({exc})"]))
+                continue
+            run = cell.run_dir()
+            try:
+                record = read_json(run / "config.json")
+            except ConfigError as exc:
+                out.append((cell.id, [str(exc)]))
+                continue
+            try:  # how it stopped (max.epoch): only a finished run has it
+                selection = read_json(run / "metrics.json").get("selection") or {}
+            except ConfigError:
+                selection = {}
+            found = record_differences(record, wanted, selection)
+            if found:
+                out.append((cell.id, found))
+        return out
+
+    def check_owner(self) -> None:
+        """A ConfigError when OUT/grid.json was written by another grid: its runs are not this grid's cells, and its
+        grid.json is not this grid's to overwrite."""
+        path = self.out / "grid.json"
+        if not path.is_file():
+            return
+        try:
+            owner = read_json(path)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; which grid's runs {self.out} holds cannot be told: if they are this grid's "
+                              f"({self.grid.name!r}), delete it (a run or dry run writes it again from the run "
+                              f"records)") from None
+        if owner.get("grid") != self.grid.name:
+            raise ConfigError(f"--out {self.out} holds the runs of grid {owner.get('grid')!r} "
+                              f"({owner.get('grid_file') or 'file not recorded'}), not of grid {self.grid.name!r} "
+                              f"({self.file_shown()}): give this grid its own --out folder")
+
+    def file_shown(self) -> Optional[str]:
+        """The grid file as grid.json names it (None for a grid not read from a file)."""
+        return shown_path(self.grid.file) if self.grid.file is not None else None
+
+    def wait_for_writer(self, cell: Cell) -> str:
+        """Wait while another process trains the cell (e.g. one a grid killed by SIGKILL left running): it is neither
+        started a second time nor passed over; returns its state once it stops running. SIGINT and SIGTERM end the
+        wait, not that process (it is not this grid's child)."""
+        log.info("waiting for cell %s: trained by another process (pid %s); its outcome counts here", cell.id,
+                 read_status(cell.run_dir()).get("pid", "?"))
+        while cell.state() == "running" and not self.stopping:
+            time.sleep(POLL_S)
+        state = cell.state()
+        log.info("cell %s, trained by another process: %s", cell.id, state)
+        return state
+
     def run_cell(self, cell: Cell) -> str:
         """Run (or resume) one cell; returns its final state."""
         state = cell.state()
+        if state == "running":  # its writer is alive: another process trains it
+            state = self.wait_for_writer(cell)
+            self.write_manifest()
         if not to_run(state, self.retry_failed) or self.halted:  # after a signal: no folder, no log line
             return state
         cell.folder.mkdir(parents=True, exist_ok=True)
@@ -537,9 +823,9 @@ class GridRunner:
         cells = [{"id": c.id, "dataset": c.dataset, "method": c.method, "candidate": c.candidate, "seed": c.seed,
                   "state": c.state(), "error": c.error(), "run": str(c.run_dir().relative_to(self.out))
                   if c.run_dir() else None} for c in first + later]
-        return {"grid": self.grid.name, "protocols": self.grid.protocols, "datasets": datasets,
-                "skipped_datasets": skipped, "methods": self.grid.methods, "seeds": self.grid.seeds,
-                "choices": choices, "cells": cells}
+        return {"grid": self.grid.name, "grid_file": self.file_shown(), "protocols": self.grid.protocols,
+                "datasets": datasets, "skipped_datasets": skipped, "methods": self.grid.methods,
+                "seeds": self.grid.seeds, "choices": choices, "cells": cells}
 
 
 # ---- cost estimate of the remaining cells (dry run) --------------------------------------
@@ -675,20 +961,36 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    lock: Optional[GridLock] = None
     try:
         grid = load_grid(args.grid)
         if args.jobs < 1:
             raise ConfigError(f"--jobs: {args.jobs} must be >= 1")
         if args.threads is not None and args.threads < 1:
             raise ConfigError(f"--threads: {args.threads} must be >= 1")
+        for name in args.datasets or []:
+            _known_dataset(name, "--datasets")
+        root = args.dataset_root if args.dataset_root.is_absolute() else Path.cwd() / args.dataset_root
+        out = args.out or REPO / "results" / "grids" / grid.name
+        runner = GridRunner(grid, out, root, args.jobs, args.retry_failed, args.threads)
+        runner.check_owner()
+        if not args.dry_run:  # a dry run starts nothing: it may list the cells of a folder a grid is running
+            lock = GridLock(out)
+            lock.acquire()
+        return run(runner, args, " ".join(["python -m bench.grid", *(argv if argv is not None else sys.argv[1:])]))
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    root = args.dataset_root if args.dataset_root.is_absolute() else Path.cwd() / args.dataset_root
-    out = args.out or REPO / "results" / "grids" / grid.name
-    runner = GridRunner(grid, out, root, args.jobs, args.retry_failed, args.threads)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run(runner: GridRunner, args: argparse.Namespace, command: str) -> int:
+    """Everything after the grid file is read and its folder is this grid's: check the records, then list (dry run)
+    or run the cells; the exit status."""
     datasets, skipped = [], {}
-    for name in args.datasets or grid.datasets:
+    for name in args.datasets or runner.grid.datasets:
         why = runner.available(name)
         if why:
             skipped[name] = why
@@ -696,6 +998,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             datasets.append(name)
     runner.datasets, runner.skipped = datasets, skipped
+    differing = runner.differing_cells(datasets)
+    for cell_id, found in differing:
+        print(f"{'differs':<11} {cell_id}: {'; '.join(found)}")
+    if differing:
+        raise ConfigError(f"{len(differing)} cell(s) under {runner.out} were run under another configuration than "
+                          f"{runner.file_shown() or 'the grid'} gives them today (listed above as `differs`); nothing "
+                          f"was run and grid.json is unchanged: rerun into a new --out folder, or move the old runs "
+                          f"away")
     if args.dry_run:  # runs nothing; grid.json is written, so that a table can be made from the records
         invalid = runner.invalid_cells(datasets)
         for cell_id, message in invalid:
@@ -727,11 +1037,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             signal.signal(sig, handler)
     manifest = runner.write_manifest()
     failed = [c for c in manifest["cells"] if c["state"] == "failed"]
-    log.info("grid %s: %d cells, %d finished, %d failed; manifest %s", grid.name, len(manifest["cells"]),
-             sum(c["state"] == "finished" for c in manifest["cells"]), len(failed), out / "grid.json")
+    log.info("grid %s: %d cells, %d finished, %d failed; manifest %s", runner.grid.name, len(manifest["cells"]),
+             sum(c["state"] == "finished" for c in manifest["cells"]), len(failed), runner.out / "grid.json")
     for c in failed:
         log.warning("failed: %s: %s", c["id"], c["error"])
-    command = " ".join(["python -m bench.grid", *(argv if argv is not None else sys.argv[1:])])
     if runner.stopping:
         interrupted = sum(c["state"] == "interrupted" for c in manifest["cells"])
         log.error("grid stopped by %s: %d cell(s) interrupted with their checkpoints; continue with: %s",

@@ -8,7 +8,6 @@ relative to its chance level. PNG files.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -16,12 +15,14 @@ from typing import Optional
 
 import numpy as np
 
-from bench.grid import read_rows, selected_index
+from bench.grid import read_manifest, selected_index
+from bench.table import finished_rows
+from util.typing_coerce import ConfigError
 
 
 def curves(results: Path) -> dict:
     """protocol -> dataset -> method -> list of (rows, selected index) over seeds."""
-    manifest = json.loads((results / "grid.json").read_text())
+    manifest = read_manifest(results)
     out: dict = {}
     for protocol in manifest["protocols"]:
         for key, chosen in manifest["choices"].items():
@@ -32,7 +33,7 @@ def curves(results: Path) -> dict:
                 if (cell["dataset"], cell["method"], cell["candidate"]) == (dataset, method, chosen[protocol]) \
                         and cell["state"] == "finished":
                     run = results / cell["run"]
-                    rows = read_rows(run)
+                    rows = finished_rows(run)
                     out.setdefault(protocol, {}).setdefault(dataset, {}).setdefault(method, []).append(
                         (rows, selected_index(rows, protocol, run)))
     return out
@@ -138,12 +139,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not available():
         print("error: bench.plot needs matplotlib (an optional extra: pip install matplotlib)", file=sys.stderr)
         return 2
-    if not (args.results / "grid.json").is_file():
-        print(f"error: {args.results} has no grid.json (run python -m bench.grid first)", file=sys.stderr)
-        return 2
     out = args.out or args.results / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    for path in plot(args.results, out):
+    try:
+        read_manifest(args.results)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = plot(args.results, out)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(path)
     return 0
 

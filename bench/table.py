@@ -30,9 +30,11 @@ from typing import Any, Optional
 import numpy as np
 from scipy import stats
 
-from bench.grid import read_rows, selected_index, tag
+from bench.grid import read_json, read_manifest, read_rows, selected_index, tag
 from conf.config import repo_relative
 from util.io import atomic_write_text
+from util.results import read_status, writer_alive
+from util.typing_coerce import ConfigError
 
 FOUR = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20")
 FHN = ("fhn_heldout", "fhn_heldout_base", "fhn_true", "fhn_true_base")
@@ -66,9 +68,31 @@ def paired_p(a: dict[int, float], b: dict[int, float]) -> Optional[float]:
     return float(stats.ttest_rel(x, y).pvalue)
 
 
+def live_state(results: Path, cell: dict[str, Any]) -> str:
+    """A cell's state as grid.json lists it, but `running` where its run is being trained now (status.json running,
+    its writer alive): grid.json is written when cells end, so a cell resumed since is listed as interrupted there."""
+    if cell["state"] != "finished" and cell.get("run") and writer_alive(read_status(results / cell["run"])):
+        return "running"
+    return cell["state"]
+
+
+def grid_file(manifest: dict[str, Any]) -> str:
+    """The grid file that made a grid folder, as its grid.json records it (conf/grids/NAME.yaml before it did)."""
+    return manifest.get("grid_file") or f"conf/grids/{manifest['grid']}.yaml"
+
+
+def finished_rows(run: Path) -> list[dict[str, float]]:
+    """epochs.csv of a finished run (read_rows); a ConfigError when it is absent or has no epoch."""
+    rows = read_rows(run)
+    if not rows:
+        raise ConfigError(f"{run / 'epochs.csv'}: absent or without an epoch, in a run grid.json lists as finished; "
+                          f"restore it, or move the run folder away and run the cell again")
+    return rows
+
+
 def collect(results: Path) -> dict[str, Any]:
     """Per protocol, dataset and method: per-seed values at the selected epoch of the chosen candidate."""
-    manifest = json.loads((results / "grid.json").read_text())
+    manifest = read_manifest(results)
     out: dict[str, Any] = {}
     for protocol in manifest["protocols"]:
         for key, chosen in manifest["choices"].items():
@@ -83,7 +107,7 @@ def collect(results: Path) -> dict[str, Any]:
                 if cell["state"] != "finished" or cell["run"] is None:
                     continue
                 run = results / cell["run"]
-                rows = read_rows(run)
+                rows = finished_rows(run)
                 index = selected_index(rows, protocol, run)
                 row = rows[index]
                 # the best Recall@20 of each test file over all epochs (an oracle, for reading)
@@ -99,7 +123,7 @@ def collect(results: Path) -> dict[str, Any]:
 def candidates(results: Path) -> list[dict[str, Any]]:
     """Every hyperparameter candidate of methods that had more than one, on the seed all candidates ran with
     (the first): its validation Recall@20 (what chose) and test Recall@20 at each protocol's selected epoch."""
-    manifest = json.loads((results / "grid.json").read_text())
+    manifest = read_manifest(results)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for cell in manifest["cells"]:
         groups.setdefault((cell["dataset"], cell["method"]), []).append(cell)
@@ -119,11 +143,11 @@ def candidates(results: Path) -> list[dict[str, Any]]:
                 continue
             for protocol in manifest["protocols"]:
                 rec = {"protocol": protocol, "dataset": dataset, "method": method, "candidate": cell["candidate"],
-                       "seed": seed, "state": cell["state"],
+                       "seed": seed, "state": live_state(results, cell),
                        "chosen": manifest["choices"].get(f"{dataset}/{method}", {}).get(protocol) == cell["candidate"]}
                 if cell["state"] == "finished" and cell["run"]:
                     run = results / cell["run"]
-                    rows = read_rows(run)
+                    rows = finished_rows(run)
                     index = selected_index(rows, protocol, run)
                     validation = "valid" if protocol == "valid" else "ood_valid"
                     row = rows[index]
@@ -423,15 +447,15 @@ def provenance(results: Path) -> tuple[str, str, str]:
                                 cwd=Path(__file__).resolve().parents[1]).stdout.strip() or "unknown"
     except OSError:
         commit = "unknown"
-    manifest = json.loads((results / "grid.json").read_text())
+    manifest = read_manifest(results)
     runs = set()
     for cell in manifest["cells"]:
         if cell.get("run"):
             try:
-                runs.add(json.loads((results / cell["run"] / "config.json").read_text()).get("commit", "not recorded"))
-            except (OSError, ValueError):
+                runs.add(read_json(results / cell["run"] / "config.json").get("commit", "not recorded"))
+            except ConfigError:
                 pass
-    states = [c["state"] for c in manifest["cells"]]
+    states = [live_state(results, c) for c in manifest["cells"]]
     waiting = sum(all(v is None for v in chosen.values()) for chosen in manifest["choices"].values())
     done = states.count("finished")
     if done == len(states) and not waiting:
@@ -439,6 +463,7 @@ def provenance(results: Path) -> tuple[str, str, str]:
     else:
         progress = (f"**Interim**: {done} of the {len(states)} cells listed so far finished"
                     + (f", {states.count('failed')} failed" if "failed" in states else "")
+                    + (f", {states.count('running')} running" if "running" in states else "")
                     + (f"; the later seeds of {waiting} dataset/method pair(s) are not listed yet" if waiting else "")
                     + "; rows show the seeds finished so far (`seeds` column), methods without a finished choice are absent.")
     return commit, ", ".join(sorted(runs)) or "none", progress
@@ -452,11 +477,11 @@ def hardware() -> str:
 
 def header(results: Path) -> str:
     """Commit, command and hardware of the table."""
-    manifest = json.loads((results / "grid.json").read_text())
+    manifest = read_manifest(results)
     commit, runs, progress = provenance(results)
     return (f"## Grid `{manifest['grid']}`\n\n{progress}\n\ntable made at commit `{commit}` by `python -m bench.table {repo_relative(results.resolve())}`; "
             f"runs made at commit(s): {runs}; "
-            f"runs by `python -m bench.grid conf/grids/{manifest['grid']}.yaml`; hardware: {hardware()}. Mean ± sample std over seeds; "
+            f"runs by `python -m bench.grid {grid_file(manifest)}`; hardware: {hardware()}. Mean ± sample std over seeds; "
             f"each method at the hyperparameters chosen on its protocol's validation data (first seed). "
             f"Skipped datasets: {manifest.get('skipped_datasets') or 'none'}.")
 
@@ -471,17 +496,22 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "grid's results under --against-protocol (e.g. the released protocol vs main's valid)")
     parser.add_argument("--against-protocol", default="valid", help="the other grid's protocol (default: valid)")
     args = parser.parse_args(argv)
-    for folder in [args.results] + ([args.against] if args.against else []):
-        if not (folder / "grid.json").is_file():
-            print(f"error: {folder} has no grid.json (python -m bench.grid conf/grids/NAME.yaml --dry-run "
-                  f"writes it from the run records without running anything)", file=sys.stderr)
-            return 2
+    try:
+        write_tables(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def write_tables(args: argparse.Namespace) -> None:
+    """The tables of args.results (and selection.md against args.against); a ConfigError for a folder without a
+    readable grid.json or a damaged record."""
+    read_manifest(args.results)
     if args.against:
-        theirs = json.loads((args.against / "grid.json").read_text())["protocols"]
+        theirs = read_manifest(args.against)["protocols"]
         if args.against_protocol not in theirs:
-            print(f"error: {args.against} has no protocol {args.against_protocol!r} (it has: {', '.join(theirs)})",
-                  file=sys.stderr)
-            return 2
+            raise ConfigError(f"{args.against} has no protocol {args.against_protocol!r} (it has: {', '.join(theirs)})")
     records = summarize(collect(args.results))
     out = args.out or args.results
     head = header(args.results)
@@ -496,7 +526,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         atomic_write_text(out / "selection.md", f"{head}\n\nComparison written by {command}.\n\n"
                           + selection_shift_markdown(shift, str(against)) + "\n")
     print(out / "table.md")
-    return 0
 
 
 if __name__ == "__main__":
