@@ -2,8 +2,10 @@
 status (running, finished, failed, interrupted) true whatever happens."""
 from __future__ import annotations
 
+import json
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,11 +13,13 @@ import torch
 
 from data.dataset import load_data
 from data.loader import DataFileError
-from conf.config import RunConfig
+from conf.config import RunConfig, not_default, repo_relative
 from model import get_model_class
 from util.device import resolve_device, set_threads
+from util.io import WriteError, describe_os_error
 from util.logger import add_log_file, remove_log_file
-from util.results import RunLock, RunWriter, make_run_dir, read_status, recorded_threads
+from util.results import (RECORD_CHECKED, RunLock, RunWriter, changed_data, file_fingerprint, make_run_dir,
+                          read_status, recorded_threads)
 from util.seed import seed_everything
 from util.typing_coerce import ConfigError
 
@@ -53,7 +57,7 @@ def writable_folder(path: Path, key: str) -> Path:
     except FileExistsError:
         raise ConfigError(f"{key}: {path} exists and is not a folder") from None
     except OSError as exc:
-        raise ConfigError(f"{key}: cannot create the folder {path} ({exc.strerror})") from None
+        raise ConfigError(f"{key}: cannot create the folder {path} ({describe_os_error(exc, path)})") from None
     if not path.is_dir():
         raise ConfigError(f"{key}: {path} exists and is not a folder")
     if not os.access(path, os.W_OK | os.X_OK):
@@ -84,6 +88,21 @@ class SELFRec:
             log.warning("the run started with %d CPU thread(s) and resumes with %d (--threads): the rest of the run "
                         "may differ from an uninterrupted one in its last digits", recorded, self.threads)
 
+    @staticmethod
+    def _check_data(run_dir: Path, record: dict[str, Any], files: dict[str, Path]) -> None:
+        """A resume reads the data files the run started with (their recorded sha256), else a ConfigError."""
+        if "data.files" not in record:
+            log.info("no data fingerprint in %s (a run from before they were recorded): the data is not checked",
+                     run_dir / "config.json")
+            return
+        recorded = record["data.files"]
+        same = {name: path for name, path in files.items()  # another path is an edited config: check_record says so
+                if name in recorded and recorded[name].get("path") == repo_relative(path)}
+        changed = changed_data(recorded, same)
+        if changed:
+            raise ConfigError(f"--resume: the data changed since the run started: {'; '.join(changed)}; a resume "
+                              f"needs the same files: put them back, or start a new run")
+
     def execute(self) -> dict[str, Any]:
         """Train and evaluate; returns what metrics.json holds."""
         cfg = self.config
@@ -106,21 +125,33 @@ class SELFRec:
 
         def settle(state: str, message: str) -> None:
             """The status a run ends with; a resume refused before its checkpoint was restored leaves it as it was."""
-            if self.resume is not None and not getattr(recommender, "restored", False):
-                writer.restore_status(before)
-            else:
-                writer.write_status(state, message=message)
+            try:
+                if self.resume is not None and not getattr(recommender, "restored", False):
+                    writer.restore_status(before)
+                else:
+                    writer.write_status(state, message=message)
+            except WriteError as exc:  # e.g. the disk is full: the error that ended the run is the one to report
+                log.warning("%s (status.json could not say %s)", exc, state)
         try:
+            files = {"train": cfg.training_set, **cfg.eval_files()}
             if self.resume is None:
                 log.info("run %s | log %s", run_dir.name, logs[0])
-                writer.write_config({**cfg.to_dict(), "device.resolved": str(self.device), "commit": git_commit(),
-                                     "threads": torch.get_num_threads()})
+                cfg.record = {"device.resolved": str(self.device), "commit": git_commit(),
+                              "threads": torch.get_num_threads(), "run_id": uuid.uuid4().hex[:16],
+                              "data.files": {name: {"path": repo_relative(path), **file_fingerprint(path)}
+                                             for name, path in files.items() if path.is_file()}}
+                writer.write_config({**cfg.to_dict(), **cfg.record})
             else:
                 status = read_status(run_dir)
                 gone = " (its process is gone: killed, or its machine stopped)" if status.get("state") == "running" else ""
                 log.info("resuming run %s (status was %s, epoch %s%s)", run_dir.name, status.get("state"),
                          status.get("epoch", "?"), gone)
+                stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+                cfg.record = {k: stored[k] for k in RECORD_CHECKED if k in stored}
+                self._check_data(run_dir, cfg.record, files)
                 self._resume_threads(run_dir)
+            for line in not_default(cfg):
+                log.info("setting %s", line)
             writer.write_status("running")
             data = load_data(**cfg.data_arguments())
             if max(cfg.top_n) > data.n_items:
@@ -132,9 +163,14 @@ class SELFRec:
             writer.write_status("finished", epoch=result["selection"]["epochs_run"])
             return result
         except Interrupted as exc:
-            log.warning("interrupted by %s; the last finished epoch is checkpointed: resume with "
-                        "python main.py --resume %s", exc.signal_name, run_dir)
-            settle("interrupted", exc.signal_name)
+            if self.model_class.checkpointed and not (run_dir / "checkpoint.pt").is_file():
+                log.warning("interrupted by %s before the first epoch finished: nothing is checkpointed, so there is "
+                            "nothing to resume; start the run again (%s can be deleted)", exc.signal_name, run_dir)
+                settle("interrupted", f"{exc.signal_name}, before the first epoch finished: nothing to resume")
+            else:
+                log.warning("interrupted by %s; the last finished epoch is checkpointed: resume with "
+                            "python main.py --resume %s", exc.signal_name, run_dir)
+                settle("interrupted", exc.signal_name)
             raise
         except BaseException as exc:
             message = str(exc) or type(exc).__name__

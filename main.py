@@ -5,7 +5,7 @@ under a longer stopping rule, exactly as a run started with it would have gone o
 
 Exit status: 0 done; 2 a problem with the configuration, the data or the environment (one line, also in
 the run's log when the run folder exists); 3 training diverged; 130 / 143 interrupted by Ctrl-C / SIGTERM
-(the last finished epoch is checkpointed: resume it). Any other error is a bug and shows its traceback.
+(the last finished epoch is checkpointed: resume it; before the first epoch ends there is nothing to resume). Any other error is a bug and shows its traceback.
 """
 from __future__ import annotations
 
@@ -36,15 +36,17 @@ log = logging.getLogger("main")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description="Train and evaluate a SELFRec-style recommender (CNSDiff reproduction).")
-    parser.add_argument("-c", "--config", type=Path, default=Path("conf/LightGCN.yaml"),
-                        help="YAML config file (a relative path is looked up in the working directory, then in the repository)")
+    parser.add_argument("-c", "--config", type=Path, default=None,
+                        help="YAML config file (default conf/LightGCN.yaml; a relative path is looked up in the working "
+                             "directory, then in the repository)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set max.epoch=5 --set params.n_negs=2 (repeatable)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue an interrupted or failed run from its last finished epoch (with --set "
                              "early_stop.min_epochs=N / early_stop.patience=N: a longer stopping rule, even for a "
                              "finished run)")
-    parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--show-config", action="store_true",
+                        help="print the resolved config (JSON) with the layer each value came from, and exit")
     parser.add_argument("--list", action="store_true", help="list samplers, dataset presets and config keys")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of torch and of the candidate draws (default: all cores)")
@@ -52,8 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _config_path(path: Path) -> Path:
-    """A relative config path: the working directory first, then the repository."""
+def _config_path(path: Path | None) -> Path:
+    """A relative config path: the working directory first, then the repository (default conf/LightGCN.yaml)."""
+    if path is None:
+        return REPO / "conf" / "LightGCN.yaml"
     if path.is_absolute() or path.exists():
         return path
     return REPO / path
@@ -112,11 +116,14 @@ def run(args: argparse.Namespace) -> int:
         _print(listing(_config_path(args.config)))
         return 0
     if args.resume is not None:
+        if args.config is not None:
+            raise ConfigError(f"--resume continues {args.resume} with the config it started with; -c {args.config} "
+                              f"would be ignored: drop -c, or start a new run with it")
         config = config_of_run(args.resume, args.overrides)  # --set only lengthens the stopping rule
     else:
         config = load_config(_config_path(args.config), args.overrides)
     if args.show_config:
-        _print(json.dumps(config.to_dict(), indent=2, default=str))
+        _print(json.dumps({**config.to_dict(), "layers": config.layers}, indent=2, default=str))
         return 0
     SELFRec(config, resume=args.resume, threads=args.threads).execute()
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
 import time
 from typing import Any, Optional
@@ -21,11 +22,13 @@ from module.samplers.base import NegativeOutput, NegativeSampler, TrainBatch
 from util.evaluation import RankingEvaluator
 from util.logger import Progress
 from util.loss import bpr_loss, l2_lightgcn, l2_selfrec
-from util.io import atomic_write
+from util.device import available_memory, human_bytes
+from util.io import atomic_write, name_max, path_max
 from util.results import STOP_KEYS, check_record, read_checkpoint
 from util.sampler import EpochSampler
 from util.seed import random_state, set_random_state
 from util.signals import held
+from util.typing_coerce import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,13 @@ class DivergedError(RuntimeError):
 
 # the largest embedding value that still scores: 64 dims of (1e15)^2 stay far below float32's 3.4e38
 SCORABLE = 1e15
+# a loss term whose epoch mean exceeds this gets a warning (once per run): ~2400 times the largest term of the
+# project's 1129 recorded runs (CNSDiff paper's causal_kl, 4.1e5 on yahoo at the default learning rate) and 1.4e9
+# times BPR's value at the start (log 2); not a divergence: the scores are still finite and rankable
+LOSS_WARN = 1e9
+# what the embedding tables take at least, in copies of (users + items) x embedding.size float32 values: the
+# tables, their gradients, Adam's two moments, and the propagated output of a forward pass
+TABLE_COPIES = 5
 SHORT = {"Recall": "R", "NDCG": "N", "Precision": "P", "Hit Ratio": "HR", "ARP": "ARP"}
 
 
@@ -50,6 +60,9 @@ class GraphRecommender(Recommender):
     def build(self) -> None:
         """Encoder, negative sampler, optimiser, evaluators and selection rule."""
         cfg = self.config
+        self.check_memory()
+        self.loss_names: tuple[str, ...] = ()  # the loss terms of batch_loss (the rest it logs are diagnostics)
+        self.loss_warned = False
         self.model = self.build_encoder()
         sampler_cls = get_sampler_class(cfg.negative_sampler)
         self.sampler: NegativeSampler = sampler_cls(cfg.params, self.data.n_users, self.data.n_items,
@@ -88,6 +101,39 @@ class GraphRecommender(Recommender):
                                         cfg.selection_test, cfg.stop_watch)
         self.start_epoch, self.best_epoch, self.stopped_early = 0, None, False
         self.epoch_rows: list[dict[str, Any]] = []
+        self.check_file_names()
+
+    def check_memory(self) -> None:
+        """ConfigError, before anything is allocated, when the embedding tables cannot fit: (users + items) x
+        embedding.size x 4 bytes, TABLE_COPIES times, against the device's available memory."""
+        cfg = self.config
+        rows = self.data.n_users + self.data.n_items
+        estimate = TABLE_COPIES * rows * cfg.embedding_size * 4
+        limit, where = available_memory(self.device)
+        if limit is not None and estimate > limit:
+            raise ConfigError(f"embedding.size: {cfg.embedding_size} needs at least {human_bytes(estimate)} ({rows} "
+                              f"user and item rows x {cfg.embedding_size} x 4 bytes, {TABLE_COPIES} times: the tables, "
+                              f"their gradients, Adam's two moments and a forward pass), more than the "
+                              f"{human_bytes(limit)} of memory {where}; use a smaller embedding.size")
+
+    def recommendation_file(self, name: str) -> str:
+        """The name of the top-K recommendation file of test file `name`."""
+        return f"{self.model_name}@{self.method_tag()}-{name}-top-{max(self.config.top_n)}items.txt"
+
+    def check_file_names(self) -> None:
+        """ConfigError before training when a top-K file's name (made from the test file's name) is longer than the
+        run folder's file system takes: it used to fail only when the results were written, after training."""
+        longest, limit = path_max(self.run_dir), name_max(self.run_dir)
+        for name in self.evaluators:
+            if name == "valid":
+                continue
+            file = self.recommendation_file(name)
+            size, whole = len(os.fsencode(file)), len(os.fsencode(str(self.run_dir / file)))
+            if size > limit or whole > longest:
+                what = (f"{size} bytes, a name may have {limit}" if size > limit
+                        else f"the path {whole} bytes, at most {longest}")
+                raise ConfigError(f"test.set: the top-K file of the test file named {name!r} would be {file!r} ({what} "
+                                  f"in {self.run_dir}); give it a shorter name (test.set as a mapping name: path)")
 
     def l2_term(self, users: torch.Tensor, pos: torch.Tensor, out: NegativeOutput) -> torch.Tensor:
         """The L2 term on layer-0 rows (the sampler's reg_emb in place of the negatives' rows if it gives one),
@@ -115,6 +161,7 @@ class GraphRecommender(Recommender):
             terms[name] = value
             loss = loss + weight * value
         terms["loss"] = loss
+        self.loss_names = tuple(terms)
         return loss, {**terms, **out.diagnostics}
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -173,6 +220,7 @@ class GraphRecommender(Recommender):
             self.set_learning_rate(epoch)
             stats = self.train_epoch(epoch)
             self.check_finite(epoch, stats)
+            self.check_loss_scale(epoch, stats)
             if self.fhn is not None:
                 t0 = time.perf_counter()
                 stats.update(self.fhn.measure(self.model, self.sampler, self.epoch_sampler, epoch, cfg.max_epoch,
@@ -235,6 +283,21 @@ class GraphRecommender(Recommender):
             raise DivergedError(f"training diverged in epoch {epoch + 1}: the total loss is {stats['loss']}")
         self.check_scorable(epoch, (("user", self.model.user_emb), ("item", self.model.item_emb)))
 
+    def check_loss_scale(self, epoch: int, stats: dict[str, float]) -> None:
+        """A warning, once per run, when a loss term's epoch mean exceeds LOSS_WARN: the learning rate is far too large.
+        Training goes on: such a model still ranks (finite scores, measured honestly, and selection sees them)."""
+        if self.loss_warned:
+            return
+        for name in self.loss_names:
+            value = stats.get(name)
+            if value is not None and abs(value) > LOSS_WARN:
+                self.loss_warned = True
+                log.warning("epoch %d: loss term %r is %.3g, above %.0e (BPR starts at 0.69; the largest term of this "
+                            "project's recorded runs is 4.1e+05): learning.rate %g is probably far too large; training "
+                            "goes on (the scores are finite and the metrics measured), but lower learning.rate",
+                            epoch + 1, name, value, LOSS_WARN, self.config.learning_rate)
+                return
+
     def check_scorable(self, epoch: int, tables: tuple[tuple[str, torch.Tensor], ...]) -> None:
         """DivergedError when an embedding table is not finite or too large for its inner products to be finite."""
         for name, table in tables:
@@ -248,7 +311,7 @@ class GraphRecommender(Recommender):
 
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
         """Everything needed to continue after `epoch` exactly as an uninterrupted run would."""
-        return {"epoch": epoch, "config": self.config.to_dict(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"epoch": epoch, "config": self.config.to_dict(), "record": self.config.record, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "sampler": self.sampler.state_dict(), "selection": dict(vars(self.selection)),
                 "best_epoch": self.best_epoch, "best_emb": tuple(t.detach().cpu() for t in self.best_emb),
                 "epoch_rows": self.epoch_rows, "stopped_early": self.stopped_early, "random": random_state()}
@@ -365,8 +428,7 @@ class GraphRecommender(Recommender):
                 recs = " ".join(f"({self.data.item_ids[i]},{s:.6g}){'*' if i in held else ''}"
                                 for i, s in zip(items[row], scores[row]))
                 lines.append(f"{self.data.user_ids[u]}: {recs}\n")
-            path = self.writer.write_recommendations(f"{self.model_name}@{self.method_tag()}-{name}-top-{k}items.txt",
-                                                     lines)
+            path = self.writer.write_recommendations(self.recommendation_file(name), lines)
             log.info("top-%d recommendations for %s written to %s", k, name, path)
 
     def _log_final(self, result: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ import yaml
 
 from conf.params import PARAMS, REFERENCE_REG_FORM
 from data.presets import get_preset
-from util.results import STOP_KEYS, rule_length
+from util.results import RECORD_ONLY, STOP_KEYS, rule_length
 from util.typing_coerce import ConfigError, coerce, suggest
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,10 @@ SELECTION_RULES = ("auto", "valid", "test_all4", "reference")
 
 
 def _key(name: str, default: Any = None, *, choices: Sequence[str] = (), minimum: float | None = None,
-         positive: bool = False, doc: str = "") -> Any:
-    """Declare one YAML key of RunConfig with its default, allowed values (choices, a minimum, or > 0) and help."""
-    meta = {"key": name, "choices": tuple(choices), "min": minimum, "positive": positive, "doc": doc}
+         maximum: float | None = None, positive: bool = False, doc: str = "") -> Any:
+    """Declare one YAML key of RunConfig with its default, allowed values (choices, a minimum and/or a maximum,
+    or > 0) and help."""
+    meta = {"key": name, "choices": tuple(choices), "min": minimum, "max": maximum, "positive": positive, "doc": doc}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -64,14 +65,16 @@ class RunConfig:
                              "squared norms / 2 / B; weight_decay: Adam's weight_decay on every row, every step")
     lr_step: int = _key("learning.rate.step", 0, minimum=0,
                         doc="multiply the learning rate by learning.rate.decay every this many epochs; 0 = constant")
-    lr_decay: float = _key("learning.rate.decay", 1.0, minimum=0.0, doc="factor of the step decay (StepLR's gamma)")
+    lr_decay: float = _key("learning.rate.decay", 1.0, positive=True, doc="factor of the step decay (StepLR's gamma; > 0: "
+                           "0 would stop training silently at the first step)")
     n_layer: int = _key("LightGCN.n_layer", 2, minimum=0, doc="propagation layers")
     knn_neighbours: int = _key("ItemKNN.k", 100, minimum=1, doc="ItemKNN: neighbours kept per item")
     knn_shrink: float = _key("ItemKNN.shrink", 10.0, minimum=0.0, doc="ItemKNN: cosine shrinkage term")
     ease_lambda: float = _key("EASE.lambda", 500.0, minimum=0.0, doc="EASE: L2 weight of the closed form")
     negative_sampler: str = _key("negative.sampler", "rns", doc="name in module/samplers registry")
     device: str = _key("device", "auto", doc="auto | cpu | cuda | cuda:N")
-    seed: int = _key("seed", 2025, doc="seeds python, numpy, torch and numba")
+    seed: int = _key("seed", 2025, minimum=0, maximum=2**32 - 1, doc="seeds python, numpy, torch and numba "
+                     "(0 to 2^32 - 1: numpy's and numba's seeds and torch's CPU generator are 32-bit)")
     selection: str = _key("selection", "auto", choices=SELECTION_RULES, doc="model-selection rule (auto: the sampler's, else valid if a validation file exists; "
                              "reference: the baselines' reference code, best test selection.metric, a test-set protocol)")
     selection_metric: str = _key("selection.metric", "Recall@20", doc="metric of the valid and reference rules")
@@ -100,6 +103,8 @@ class RunConfig:
     params: Any = None  # dataclass instance of the active sampler's parameters (conf/params.py)
     other_params: dict[str, Any] = field(default_factory=dict)  # explicitly overridden, inactive samplers
     source: dict[str, Any] = field(default_factory=dict)  # the flat key -> value input it was resolved from
+    layers: dict[str, str] = field(default_factory=dict)  # every key (and params.SAMPLER.FIELD) -> where its value came from
+    record: dict[str, Any] = field(default_factory=dict)  # the run's record keys (RECORD_CHECKED), set by SELFRec
 
     def data_name(self) -> str:
         """The preset's name, else the training file's folder: the dataset part of a run folder's name."""
@@ -221,11 +226,13 @@ SHIPPED = REPO / "conf" / "LightGCN.yaml"
 def load_config(path: Optional[Path], overrides: Sequence[str] = ()) -> RunConfig:
     """Read the YAML file (if any), apply KEY=VALUE overrides, and resolve a RunConfig."""
     flat = flatten(read_yaml(path)) if path is not None else {}
+    origin = {key: repo_relative(Path(path).resolve()) for key in flat} if path is not None else {}
     # what the user chose: the overrides, and every key of a config file other than the shipped one
     chosen = set(flat) if path is not None and Path(path).resolve() != SHIPPED.resolve() else set()
     for text in overrides:
         key, value = parse_override(text)
         chosen.add(key)
+        origin["test.set" if key.startswith("test.set.") else key] = "--set"
         if key.startswith("test.set."):
             current = flat.get("test.set") or {}
             if not isinstance(current, dict):
@@ -235,12 +242,14 @@ def load_config(path: Optional[Path], overrides: Sequence[str] = ()) -> RunConfi
             flat["test.set"] = current
         else:
             flat[key] = value
-    return resolve(flat, chosen)
+    return resolve(flat, chosen, origin)
 
 
-def resolve(flat: dict[str, Any], chosen: Optional[set[str]] = None) -> RunConfig:
+def resolve(flat: dict[str, Any], chosen: Optional[set[str]] = None,
+            origin: Optional[dict[str, str]] = None) -> RunConfig:
     """Validate and coerce a flat key -> value mapping into a RunConfig. chosen: the keys the user gave
-    (None: all of them); a preset next to training.set is warned about only when the user chose it."""
+    (None: all of them); a preset next to training.set is warned about only when the user chose it.
+    origin: where each raw key came from (a config file, --set), for RunConfig.layers."""
     values: dict[str, Any] = {}
     param_values: dict[str, Any] = {}
     for key, raw in flat.items():
@@ -268,8 +277,69 @@ def resolve(flat: dict[str, Any], chosen: Optional[set[str]] = None) -> RunConfi
     if cfg.reg_form == "auto":
         cfg.reg_form = REFERENCE_REG_FORM.get(cfg.negative_sampler, "lightgcn")
     _check_selection(cfg)
-    cfg.source = dict(flat)
+    cfg.source = _relative_paths(flat)
+    cfg.layers = _layers(cfg, flat, origin or {}, explicit=set(values))
     return cfg
+
+
+PATH_KEYS = ("dataset.root", "training.set", "valid.set", "test.set", "output", "log.dir")
+BUILT_IN, PARAMS_FILE = "default (conf/config.py)", "default (conf/params.py)"
+
+
+def _relative_paths(flat: dict[str, Any]) -> dict[str, Any]:
+    """The input as config.json keeps it: absolute paths of PATH_KEYS rewritten relative to the repository
+    root (they resolve against it, so the meaning is the same, and no machine's path is recorded)."""
+    def rel(value: Any) -> Any:
+        if isinstance(value, (str, Path)) and "," not in str(value) and os.path.isabs(str(value)):
+            return repo_relative(Path(value))
+        if isinstance(value, list):
+            return [rel(v) for v in value]
+        if isinstance(value, dict):
+            return {k: rel(v) for k, v in value.items()}
+        return value
+    return {k: rel(v) if k in PATH_KEYS else v for k, v in flat.items()}
+
+
+def _layers(cfg: RunConfig, flat: dict[str, Any], origin: dict[str, str], explicit: set[str]) -> dict[str, str]:
+    """Where every resolved value came from: a config file, --set, the run's record, the dataset preset, the
+    CNSDiff preset, or the built-in defaults of conf/config.py and conf/params.py."""
+    from conf.params import CNSDIFF_SWITCHES
+    given = lambda key: origin.get(key, "input")  # noqa: E731 (a flat mapping with no origin: config_of_run's)
+    out: dict[str, str] = {}
+    filled = {"training.set", "valid.set", "test.set", "data.format"}
+    for key, f in KEYS.items():
+        if key == "reg.form" and str(flat.get(key, "auto")).strip().lower() == "auto":
+            out[key] = "conf/params.py REFERENCE_REG_FORM (reg.form: auto)"
+        elif key in flat:
+            out[key] = given(key)
+        elif cfg.dataset is not None and key in filled and f.name not in explicit:
+            out[key] = f"dataset preset {cfg.dataset}"
+        else:
+            out[key] = BUILT_IN
+    owners = {cfg.negative_sampler: cfg.params, **cfg.other_params}
+    for owner, params in owners.items():
+        for name in params.__dataclass_fields__:
+            key = f"params.{owner}.{name}"
+            short = f"params.{name}" if owner == cfg.negative_sampler else None
+            if key in flat:
+                out[key] = given(key)
+            elif short in flat:
+                out[key] = given(short)
+            elif owner == "cnsdiff" and name in CNSDIFF_SWITCHES:
+                out[key] = f"params.cnsdiff.preset {params.preset}"
+            else:
+                out[key] = PARAMS_FILE
+    return out
+
+
+def not_default(cfg: RunConfig) -> list[str]:
+    """`key = value (layer)` for every value that is not a built-in default: what the run's log lists."""
+    values = {**cfg.to_dict()}
+    for owner, params in {cfg.negative_sampler: cfg.params, **cfg.other_params}.items():
+        for name, value in dataclasses.asdict(params).items():
+            values[f"params.{owner}.{name}"] = value
+    return [f"{key} = {values.get(key)} ({layer})" for key, layer in cfg.layers.items()
+            if layer not in (BUILT_IN, PARAMS_FILE)]
 
 
 def config_of_run(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
@@ -285,6 +355,7 @@ def config_of_run(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"--resume: {path} is unreadable or has no 'input' section ({exc})") from None
     given: set[str] = set()
+    origin = {key: RECORD for key in flat}
     for text in overrides:
         key, value = parse_override(text)
         if key not in STOP_KEYS:
@@ -292,7 +363,31 @@ def config_of_run(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
                               f"rule ({', '.join(STOP_KEYS)}), not {key}")
         flat[key] = value
         given.add(key)
-    config = resolve(flat)
+        origin[key] = "--set"
+    config = resolve(flat, origin=origin)
+    pinned = _differences(stored, config, skip=given)
+    if any(k in flat or f"params.{k.split('.')[-1]}" in flat for k in pinned):
+        # a key of the input itself resolves differently: config.json was edited; the checkpoint's copy of it
+        # names what was edited (util/results.py check_record) before anything runs
+        pinned = {}
+    if pinned:  # today's defaults (conf/params.py, conf/config.py) differ from what the run started with
+        data = sorted(k for k in pinned if k in DATA_KEYS)
+        if data:
+            raise ConfigError(f"--resume: the dataset preset now gives other data settings than {path} records "
+                              f"({', '.join(f'{k}: recorded {stored.get(k)!r}, now {config.to_dict().get(k)!r}' for k in data)}); "
+                              f"start a new run")
+        now = {**config.to_dict(), **_params_flat(config.to_dict())}
+        log.warning("resuming with the values the run started with, where today's defaults differ: %s",
+                    "; ".join(f"{k} recorded {v!r}, today {now.get(k)!r}" for k, v in sorted(pinned.items())))
+        config = resolve({**flat, **pinned}, origin={**origin, **{k: f"{RECORD}, pinned" for k in pinned}})
+        config.source = _relative_paths(flat)  # config.json's input stays the run's own
+        left = _differences(stored, config, skip=given)
+        if left:
+            raise ConfigError(f"--resume: {path} records settings that cannot be restored today "
+                              f"({', '.join(sorted(left))}); start a new run")
+    unrecorded = sorted(k for k in config.layers if k not in stored and k not in _params_flat(stored))
+    if unrecorded:
+        log.info("not in the run's record (added since it started; today's values are used): %s", ", ".join(unrecorded))
     for key in STOP_KEYS:
         old, new = stored.get(key, 0), config.to_dict()[key]
         if rule_length(key, new) < rule_length(key, old):
@@ -302,14 +397,42 @@ def config_of_run(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
     return config
 
 
+RECORD = "run record (config.json)"
+DATA_KEYS = ("dataset", "training.set", "valid.set", "test.set", "data.format")
+UNPINNED = ("input", "selection.resolved", "params")  # derived or compared by their parts
+
+
+def _params_flat(record: dict[str, Any]) -> dict[str, Any]:
+    """A config.json `params` section as params.SAMPLER.FIELD keys."""
+    return {f"params.{owner}.{name}": value for owner, fields_ in (record.get("params") or {}).items()
+            for name, value in fields_.items()}
+
+
+def _differences(stored: dict[str, Any], config: RunConfig, skip: set[str]) -> dict[str, Any]:
+    """The recorded value of every resolved key (and sampler setting) that today's resolution of a run's input
+    gives differently; record-only keys, the input section and the keys in skip aside."""
+    now = config.to_dict()
+    recorded = {k: v for k, v in stored.items() if k not in RECORD_ONLY and k not in UNPINNED}
+    recorded.update(_params_flat(stored))
+    today = {k: v for k, v in now.items() if k not in UNPINNED}
+    today.update(_params_flat(now))
+    normal = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731 (tuples as lists, paths as text)
+    return {k: v for k, v in recorded.items() if k not in skip and k in today and normal(today[k]) != normal(v)}
+
+
 def _check(key: str, value: Any, f: dataclasses.Field) -> None:
     choices, minimum = f.metadata["choices"], f.metadata["min"]
     if choices and value is not None and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-    if minimum is not None:
-        for v in value if isinstance(value, list) else [value]:
-            if v is not None and v < minimum:
-                raise ConfigError(f"{key}: {v!r} is below the minimum {minimum}")
+    maximum = f.metadata.get("max")
+    for v in value if isinstance(value, list) else [value]:
+        if v is None:
+            continue
+        if maximum is not None and (v > maximum or (minimum is not None and v < minimum)):
+            span = f"{minimum} to {maximum}" if minimum is not None else f"at most {maximum}"
+            raise ConfigError(f"{key}: {v!r} is outside the allowed range {span}")
+        if minimum is not None and v < minimum:
+            raise ConfigError(f"{key}: {v!r} is below the minimum {minimum}")
     if f.metadata.get("positive") and value is not None and not value > 0:
         raise ConfigError(f"{key}: {value!r} must be > 0")
 
@@ -360,6 +483,23 @@ def _anchor_paths(cfg: RunConfig) -> None:
     cfg.log_dir = _anchor(cfg.log_dir)
 
 
+def _same_content(a: Optional[Path], b: Optional[Path]) -> bool:
+    """Whether two existing files are one file or hold the same bytes (False when either is missing)."""
+    if a is None or b is None or not a.is_file() or not b.is_file():
+        return False
+    if os.path.samefile(a, b):
+        return True
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as x, b.open("rb") as y:
+        while True:
+            block = x.read(1 << 20)
+            if block != y.read(1 << 20):
+                return False
+            if not block:
+                return True
+
+
 def _check_selection(cfg: RunConfig) -> None:
     """The selection rule can work with these files and metrics; fills selection.test's default."""
     if "valid" in cfg.test_set:
@@ -373,6 +513,12 @@ def _check_selection(cfg: RunConfig) -> None:
     if cfg.selection_test is None:
         cfg.selection_test = "test_ood" if "test_ood" in cfg.test_set else next(iter(cfg.test_set))
     rule = cfg.selection_rule()  # raises if `valid` is asked for without a validation file
+    if rule == "valid":
+        for name, path in cfg.test_set.items():
+            if _same_content(cfg.valid_set, path):
+                raise ConfigError(f"valid.set is the same file as test.set.{name} ({repo_relative(path)}): selecting "
+                                  f"on it would select on the test set; give a separate validation file, or ask for a "
+                                  f"test-set protocol by name (selection: test_all4 or reference)")
     metric, _, k = cfg.selection_metric.partition("@")
     if rule in ("valid", "reference") and (metric not in ("Recall", "NDCG", "Precision", "Hit Ratio") or not k.isdigit()
                             or int(k) not in cfg.top_n):

@@ -22,6 +22,16 @@ def shared() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test starts and ends at one torch thread and one draw thread: a test that sets more (the epoch
+    benchmark's --threads 2, a resume with --threads 2) must not change the runs of the tests after it."""
+    from util.device import set_threads
+    set_threads(1)
+    yield
+    set_threads(1)
+
+
+@pytest.fixture(autouse=True)
 def _quiet_root_logger():
     """Keep the root logger's handlers as they were (main.py reconfigures logging)."""
     root = logging.getLogger()

@@ -58,7 +58,7 @@ def _edit_config(run, change):
 
 # 1 and 7: config.json is a record
 @pytest.mark.parametrize("change,key,was", [
-    (lambda c: c["input"].update({"embedding.size": 32}), "input.embedding.size", "64"),
+    (lambda c: c["input"].update({"dataset": "food"}), "input.dataset", "'coat'"),
     (lambda c: c.update({"learning.rate": 0.5}), "learning.rate", "0.01"),
     (lambda c: c.update({"max.epoch": 9}), "max.epoch", "2"),
 ])

@@ -3,6 +3,7 @@ written atomically."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -18,10 +19,27 @@ STATES = ("running", "finished", "failed", "interrupted")
 
 
 def make_run_dir(root: Path, stem: str) -> Path:
-    """Create a fresh folder root/<stem>-<timestamp>[-n] and return it."""
+    """Create a fresh folder root/<stem>-<timestamp>[-n] and return it. A name or path longer than the file system
+    takes (with room for '-n', the log copy's '.log' and the files inside), or a folder the disk refuses, is a
+    ConfigError naming the path and the limit or cause."""
+    from util.io import describe_os_error, name_max, path_max
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"output: cannot create the folder {root}: {describe_os_error(exc, root)}") from None
+    spare_name = len("-999") + len(".log")  # a second run in the same second; log.dir/<run>.log
+    spare_path = len("/.checkpoint.pt.12345678.tmp")  # the longest fixed name inside (a checkpoint's temporary file)
+    size, limit = len(os.fsencode(base)), name_max(root) - spare_name
+    if size > limit:
+        raise ConfigError(f"output: the run folder name would be {size} bytes, more than the {limit} allowed in "
+                          f"{root} (the file system's {limit + spare_name} less {spare_name} for '-N' and '.log'): "
+                          f"{root / base}; use a dataset folder (or preset) with a shorter name")
+    whole, longest = len(os.fsencode(str(root / base))) + spare_name + spare_path, path_max(root)
+    if whole > longest:
+        raise ConfigError(f"output: the run folder's paths would reach {whole} bytes, more than the {longest} a path "
+                          f"may have: {root / base}; use a shorter output folder")
     for n in range(1, 1000):
         path = root / (base if n == 1 else f"{base}-{n}")
         try:
@@ -29,6 +47,8 @@ def make_run_dir(root: Path, stem: str) -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise ConfigError(f"output: cannot create the run folder {path}: {describe_os_error(exc, path)}") from None
     raise RuntimeError(f"could not create a run folder under {root}")
 
 
@@ -116,7 +136,10 @@ def read_checkpoint(path: Path, map_location: Any) -> dict[str, Any]:
     return state
 
 
-RECORD_ONLY = ("device.resolved", "commit", "threads", "lengthened")  # config.json keys written beside the resolved config
+# config.json keys written beside the resolved config: the run's record (RECORD_CHECKED: written once at the start,
+# kept in every checkpoint too and compared on --resume) and the notes a run appends (lengthened)
+RECORD_CHECKED = ("device.resolved", "commit", "threads", "run_id", "data.files")
+RECORD_ONLY = RECORD_CHECKED + ("lengthened",)
 # the keys that only decide when training stops: a finished run continues under larger values (--resume --set)
 STOP_KEYS = ("early_stop.min_epochs", "early_stop.patience")
 
@@ -136,6 +159,29 @@ def recorded_threads(run_dir: Path) -> Optional[int]:
     return value if isinstance(value, int) and value >= 1 else None
 
 
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """{"bytes", "sha256"} of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+
+
+def changed_data(recorded: dict[str, Any], files: dict[str, Path]) -> list[str]:
+    """What differs between a run's recorded data.files and the same files now ('NAME (PATH): why'); names
+    not in files and missing files aside (the config check and reading the data name those)."""
+    out = []
+    for name, then in recorded.items():
+        path = files.get(name)
+        if path is not None and Path(path).is_file():
+            now = file_fingerprint(path)
+            if now["sha256"] != then.get("sha256"):
+                out.append(f"{name} ({then.get('path')}): {then.get('bytes')} bytes, sha256 {str(then.get('sha256'))[:12]} "
+                           f"recorded; now {now['bytes']} bytes, sha256 {now['sha256'][:12]}")
+    return out
+
+
 def _normal(value: Any) -> Any:
     """A config value as config.json holds it (tuples as lists, paths as strings)."""
     return json.loads(json.dumps(value, default=str))
@@ -148,6 +194,17 @@ def check_record(run_dir: Path, state: dict[str, Any]) -> None:
         return  # a checkpoint from before the copy was kept: nothing to compare
     stored = _normal(json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8")))
     kept = _normal(state["config"])
+    record = _normal(state.get("record") or {})  # checkpoints from before the record was kept have none
+    if record.get("run_id") and stored.get("run_id") != record["run_id"]:
+        raise ConfigError(f"--resume: {Path(run_dir) / 'checkpoint.pt'} belongs to another run (run id "
+                          f"{record['run_id']}; this folder's config.json says {stored.get('run_id')!r}): it was "
+                          f"copied from another run folder; put this run's own checkpoint back, or start a new run")
+    edited_record = [k for k in RECORD_CHECKED if k in record and stored.get(k) != record[k]]
+    if edited_record:
+        key = edited_record[0]
+        raise ConfigError(f"--resume: {Path(run_dir) / 'config.json'} was edited after the run started "
+                          f"({', '.join(edited_record)}; {key} was {record[key]!r}): it is the run's record; put it "
+                          f"back, or start a new run")
     lengthened = "lengthened" in stored
 
     def edited(key: str, now: Any, then: Any) -> bool:
@@ -235,6 +292,8 @@ class RunWriter:
 
 
 def _fmt(value: Any) -> Any:
+    """A float at full precision (the shortest text that reads back as the same float: selection reads these
+    rows, and 6 significant digits made false ties between epochs); anything else as it is."""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return repr(float(value))  # numpy floats too (their own repr names the type)
     return value
