@@ -137,9 +137,7 @@ class SELFRec:
             if self.resume is None:
                 log.info("run %s | log %s", run_dir.name, logs[0])
                 cfg.record = {"device.resolved": str(self.device), "commit": git_commit(),
-                              "threads": torch.get_num_threads(), "run_id": uuid.uuid4().hex[:16],
-                              "data.files": {name: {"path": repo_relative(path), **file_fingerprint(path)}
-                                             for name, path in files.items() if path.is_file()}}
+                              "threads": torch.get_num_threads(), "run_id": uuid.uuid4().hex[:16]}
                 writer.write_config({**cfg.to_dict(), **cfg.record})
             else:
                 status = read_status(run_dir)
@@ -154,6 +152,10 @@ class SELFRec:
                 log.info("setting %s", line)
             writer.write_status("running")
             data = load_data(**cfg.data_arguments())
+            if self.resume is None:  # after loading: the synthetic dataset is generated there on first use
+                cfg.record["data.files"] = {name: {"path": repo_relative(path), **file_fingerprint(path)}
+                                            for name, path in files.items()}
+                writer.write_config({**cfg.to_dict(), **cfg.record})
             if max(cfg.top_n) > data.n_items:
                 raise ConfigError(f"item.ranking.topN: {max(cfg.top_n)} is more than the {data.n_items} items of the "
                                   f"data; use cut-offs up to {data.n_items}")

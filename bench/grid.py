@@ -17,7 +17,9 @@ Protocols:
   ood_valid  a seeded per-user split of test_ood into an OOD validation part (ood_valid_fraction of each
              user's rows) and the OOD test part; report the epoch with the best ood_valid Recall@20.
              valid and ood_valid share their runs (early stopping waits for both files) and both report
-             on the same OOD test part.
+             on the same OOD test part; each protocol cuts the shared curve where a run stopping on its own
+             file alone would have stopped, and breaks ties by NDCG@20, then the earlier epoch; candidates by
+             Recall@20, NDCG@20, Recall@10, NDCG@10, then the sorted tag (bench/protocol.py).
   released   the released code's protocol: test_all4 selection on the full test_ood, training items
              masked, no validation file (selects on the test set; one candidate only).
   reference  the baselines' reference code (DENS, MixGCF, AHNS): the epoch with the best Recall@20 on the
@@ -47,6 +49,7 @@ from typing import Any, Optional
 import numpy as np
 
 from base.closed_form_recommender import ClosedFormRecommender
+from bench.protocol import candidate_score, choose as choose_candidate, protocol_index, stop_index
 from conf.config import REPO, load_config, read_yaml, repo_relative
 from data.loader import read_interactions
 from data.presets import get_preset
@@ -59,7 +62,6 @@ from util.typing_coerce import ConfigError
 log = logging.getLogger("bench.grid")
 PROTOCOLS = ("valid", "ood_valid", "released", "reference")
 TEST_SELECTED = ("released", "reference")  # protocols that select on a test file: one candidate per method
-METRIC = "Recall@20"
 # how a cell stopped by the grid's SIGINT/SIGTERM ends: main.py's exit codes, or killed by the signal itself
 # when it arrived before main.py installed its handler
 INTERRUPTED_EXITS = (130, 143, -signal.SIGINT, -signal.SIGTERM)
@@ -276,22 +278,23 @@ def read_manifest(results: Path) -> dict[str, Any]:
 
 
 def selected_index(rows: list[dict[str, float]], protocol: str, run: Optional[Path] = None) -> Optional[int]:
-    """Row index of the epoch a protocol reports: the first best validation Recall@20 (valid, ood_valid),
-    or the run's own test_all4 choice (released)."""
+    """Row index of the epoch a protocol reports: for valid and ood_valid, the curve cut where a run stopping on
+    the protocol's own validation file alone would have stopped (the run's config.json gives its patience and
+    minimum epochs), then the best (Recall@20, NDCG@20) there, the earlier epoch on a tie (bench/protocol.py);
+    for released and reference, the run's own choice."""
     if not rows:
         return None
     if protocol in TEST_SELECTED:
         return read_json(run / "metrics.json")["selection"]["epoch"] - 1
-    column = f"{'valid' if protocol == 'valid' else 'ood_valid'}/{METRIC}"
-    values = [r.get(column, float("-inf")) for r in rows]
-    return int(np.argmax(values))
+    keys = read_json(run / "config.json") if run is not None else {}
+    return protocol_index(rows, protocol, keys)
 
 
-def validation_score(rows: list[dict[str, float]], protocol: str) -> float:
-    """The protocol's validation Recall@20 at its selected epoch (what hyperparameters are chosen by)."""
-    index = selected_index(rows, protocol)
-    column = f"{'valid' if protocol == 'valid' else 'ood_valid'}/{METRIC}"
-    return rows[index][column] if index is not None else float("-inf")
+def validation_scores(run: Path, protocol: str) -> tuple[float, ...]:
+    """What a candidate is chosen by: its reported epoch's validation Recall@20, NDCG@20, Recall@10, NDCG@10."""
+    rows = read_rows(run)
+    index = selected_index(rows, protocol, run)
+    return candidate_score(rows[index] if index is not None else None, protocol)
 
 
 # ---- cells -------------------------------------------------------------------------------
@@ -455,6 +458,25 @@ def record_differences(record: dict[str, Any], wanted: dict[str, Any], selection
     return out
 
 
+def shorter_rule(record: dict[str, Any], wanted: dict[str, Any], run: Path) -> list[str]:
+    """A stopping rule (STOP_KEYS) the grid gives shorter than the run had, where it would have stopped the run
+    earlier (replayed on its epochs.csv, watching the same files): `KEY: recorded A, grid B (...)`; [] otherwise
+    (a longer rule continues the run: `short`)."""
+    if record.get("selection.resolved") != "valid":
+        return []
+    shorter = [k for k in STOP_KEYS if k in wanted and rule_length(k, wanted[k]) < rule_length(k, record.get(k, 0))]
+    if not shorter:
+        return []
+    rows = read_rows(run)
+    files = ["valid", *(record.get("early_stop.files") or [])]
+    last = stop_index(rows, files, int(wanted.get("early_stop.patience", 0) or 0),
+                      int(wanted.get("early_stop.min_epochs", 0) or 0), str(record.get("selection.metric", "Recall@20")))
+    if last + 1 >= len(rows):
+        return []
+    return [f"{k}: recorded {record.get(k)}, grid {wanted[k]} (the grid's rule stops this run after epoch {last + 1} "
+            f"of its {len(rows)})" for k in shorter]
+
+
 def shown_path(path: Path) -> str:
     """A path as grid.json and the tables name it: relative to the repository where it lies inside it."""
     path = Path(path).resolve()
@@ -514,6 +536,7 @@ class GridRunner:
         self.children: set[subprocess.Popen] = set()  # the main.py processes running now
         self.stopping = 0  # the signal number once SIGINT or SIGTERM arrived
         self.draining = 0  # the signal number once SIGUSR1 arrived: running cells finish, no new one starts
+        self.fallbacks: set[str] = set()  # dataset/method/protocol choices a tie of all four validation metrics made
 
     @property
     def halted(self) -> bool:
@@ -632,7 +655,8 @@ class GridRunner:
         return first, later, choices
 
     def choose(self, cells: list[Cell]) -> dict[str, Optional[Cell]]:
-        """Per protocol, the finished first-seed cell with the best validation score (None until all finished)."""
+        """Per protocol, the finished first-seed cell with the best validation scores (None until all finished);
+        a choice only the fallback made (a tie of all four validation metrics) is noted in self.fallbacks."""
         if any(c.state() != "finished" and c.state() != "failed" for c in cells):
             return {p: None for p in self.grid.protocols}
         done = [c for c in cells if c.state() == "finished"]
@@ -640,7 +664,13 @@ class GridRunner:
             return {p: None for p in self.grid.protocols}
         if self.grid.protocols[0] in TEST_SELECTED:
             return {self.grid.protocols[0]: done[0]}
-        return {p: max(done, key=lambda c: validation_score(read_rows(c.run_dir()), p)) for p in self.grid.protocols}
+        chosen: dict[str, Optional[Cell]] = {}
+        for p in self.grid.protocols:
+            best, fallback = choose_candidate([(tag(c.candidate), validation_scores(c.run_dir(), p)) for c in done])
+            chosen[p] = next(c for c in done if tag(c.candidate) == best)
+            if fallback:
+                self.fallbacks.add(f"{done[0].dataset}/{done[0].method}/{p}")
+        return chosen
 
     def command_keys(self, cell: Cell) -> dict[str, Any]:
         """The config keys a new run of the cell gets on its command line."""
@@ -697,7 +727,7 @@ class GridRunner:
                 selection = read_json(run / "metrics.json").get("selection") or {}
             except ConfigError:
                 selection = {}
-            found = record_differences(record, wanted, selection)
+            found = record_differences(record, wanted, selection) + shorter_rule(record, wanted, run)
             if found:
                 out.append((cell.id, found))
         return out
@@ -714,6 +744,11 @@ class GridRunner:
             raise ConfigError(f"{exc}; which grid's runs {self.out} holds cannot be told: if they are this grid's "
                               f"({self.grid.name!r}), delete it (a run or dry run writes it again from the run "
                               f"records)") from None
+        mine = self.file_shown()
+        if owner.get("grid") == self.grid.name and owner.get("grid_file") and mine and owner["grid_file"] != mine:
+            raise ConfigError(f"--out {self.out} holds the runs of grid {self.grid.name!r} from {owner['grid_file']}, "
+                              f"not from {mine}: give this grid file its own --out folder (if it replaces that file, "
+                              f"delete {path}: a run or dry run writes it again)")
         if owner.get("grid") != self.grid.name:
             raise ConfigError(f"--out {self.out} holds the runs of grid {owner.get('grid')!r} "
                               f"({owner.get('grid_file') or 'file not recorded'}), not of grid {self.grid.name!r} "
@@ -819,13 +854,14 @@ class GridRunner:
 
     def manifest(self, datasets: list[str], skipped: dict[str, str]) -> dict[str, Any]:
         """grid.json: the grid, its cells with state and error, the choices and skipped datasets."""
+        self.fallbacks = set()
         first, later, choices = self.plan(datasets)
         cells = [{"id": c.id, "dataset": c.dataset, "method": c.method, "candidate": c.candidate, "seed": c.seed,
                   "state": c.state(), "error": c.error(), "run": str(c.run_dir().relative_to(self.out))
                   if c.run_dir() else None} for c in first + later]
         return {"grid": self.grid.name, "grid_file": self.file_shown(), "protocols": self.grid.protocols,
                 "datasets": datasets, "skipped_datasets": skipped, "methods": self.grid.methods,
-                "seeds": self.grid.seeds, "choices": choices, "cells": cells}
+                "seeds": self.grid.seeds, "choices": choices, "tie_fallback": sorted(self.fallbacks), "cells": cells}
 
 
 # ---- cost estimate of the remaining cells (dry run) --------------------------------------
@@ -999,8 +1035,9 @@ def run(runner: GridRunner, args: argparse.Namespace, command: str) -> int:
             datasets.append(name)
     runner.datasets, runner.skipped = datasets, skipped
     differing = runner.differing_cells(datasets)
-    for cell_id, found in differing:
-        print(f"{'differs':<11} {cell_id}: {'; '.join(found)}")
+    for cell_id, found in differing:  # the dry run's listing on stdout; a run's refusal in the log
+        line = f"{'differs':<11} {cell_id}: {'; '.join(found)}"
+        print(line) if args.dry_run else log.warning("%s", line)
     if differing:
         raise ConfigError(f"{len(differing)} cell(s) under {runner.out} were run under another configuration than "
                           f"{runner.file_shown() or 'the grid'} gives them today (listed above as `differs`); nothing "

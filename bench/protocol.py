@@ -25,22 +25,23 @@ def validation_file(protocol: str) -> str:
     return "valid" if protocol == "valid" else "ood_valid"
 
 
-def stop_index(rows: Sequence[dict[str, float]], file: str, patience: int, min_epochs: int = 0,
+def stop_index(rows: Sequence[dict[str, float]], file: str | Sequence[str], patience: int, min_epochs: int = 0,
                metric: str = "Recall@20") -> int:
-    """The last row a run stopping on `file` alone would have trained: after `patience` evaluations in a row
-    without a strictly better `file/metric` (patience 0: never), and not before `min_epochs` epochs; rows that
-    were not evaluated (no value) neither count nor stop. The whole curve when it never stops."""
-    column = f"{file}/{metric}"
-    best: Optional[float] = None
+    """The last row a run stopping on `file` (or on several watched files, as early_stop.files does) would have
+    trained: after `patience` evaluations in a row in which no watched file's `metric` was strictly better than
+    its best so far (patience 0: never), and not before `min_epochs` epochs; rows that were not evaluated (no
+    value) neither count nor stop. The whole curve when it never stops."""
+    columns = [f"{f}/{metric}" for f in ([file] if isinstance(file, str) else file)]
+    best: dict[str, float] = {}
     since = 0
     for index, row in enumerate(rows):
-        if column not in row:
+        if columns[0] not in row:
             continue
-        value = row[column]
-        if best is None or value > best:
-            best, since = value, 0
-        else:
-            since += 1
+        better = False
+        for column in columns:
+            if column in row and (column not in best or row[column] > best[column]):
+                best[column], better = row[column], True
+        since = 0 if better else since + 1
         if patience > 0 and since >= patience and index + 1 >= min_epochs:
             return index
     return len(rows) - 1

@@ -32,6 +32,8 @@ from scipy import stats
 
 from bench.grid import read_json, read_manifest, read_rows, selected_index, tag
 from conf.config import repo_relative
+from data.loader import read_interactions
+from data.presets import get_preset
 from util.io import atomic_write_text
 from util.results import read_status, writer_alive
 from util.typing_coerce import ConfigError
@@ -475,15 +477,47 @@ def hardware() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, device cpu"
 
 
+def split_sizes(results: Path, datasets: list[str]) -> list[str]:
+    """Per dataset, the rows and users of the ood_valid part and of the OOD test part the grid reports on (its
+    data/<preset>-ood<fraction>/ files)."""
+    lines = []
+    for dataset in datasets:
+        for folder in sorted((Path(results) / "data").glob(f"{dataset}-ood*")):
+            fmt = get_preset(dataset).format
+            parts = {name: read_interactions(folder / file, fmt) for name, file in
+                     (("ood_valid", "ood_valid.txt"), ("test_ood", "test_ood_rest.txt")) if (folder / file).is_file()}
+            if len(parts) < 2:
+                continue
+            rows = {k: len(v.users) for k, v in parts.items()}
+            users = {k: len(set(v.users)) for k, v in parts.items()}
+            share = rows["ood_valid"] / max(1, rows["ood_valid"] + rows["test_ood"])
+            lines.append(f"{dataset}: ood_valid {rows['ood_valid']} rows of {users['ood_valid']} users "
+                         f"({share:.0%} of the OOD rows), OOD test {rows['test_ood']} rows of {users['test_ood']} users")
+    return lines
+
+
 def header(results: Path) -> str:
-    """Commit, command and hardware of the table."""
+    """Commit, command and hardware of the table, the selection rule, its fallback ties and the OOD split sizes."""
     manifest = read_manifest(results)
     commit, runs, progress = provenance(results)
-    return (f"## Grid `{manifest['grid']}`\n\n{progress}\n\ntable made at commit `{commit}` by `python -m bench.table {repo_relative(results.resolve())}`; "
+    text = (f"## Grid `{manifest['grid']}`\n\n{progress}\n\ntable made at commit `{commit}` by `python -m bench.table {repo_relative(results.resolve())}`; "
             f"runs made at commit(s): {runs}; "
             f"runs by `python -m bench.grid {grid_file(manifest)}`; hardware: {hardware()}. Mean ± sample std over seeds; "
             f"each method at the hyperparameters chosen on its protocol's validation data (first seed). "
             f"Skipped datasets: {manifest.get('skipped_datasets') or 'none'}.")
+    if not set(manifest["protocols"]) & {"valid", "ood_valid"}:
+        return text
+    ties = manifest.get("tie_fallback")
+    text += ("\n\nSelection (bench/protocol.py): each protocol cuts a run's curve where a run stopping on its own "
+             "validation file alone would have stopped, and reports the best validation Recall@20 there (then NDCG@20, "
+             "then the earlier epoch); candidates are chosen by validation Recall@20, NDCG@20, Recall@10, NDCG@10. "
+             + ("Choices a tie of all four made (then the sorted candidate tag): "
+                + (f"{len(ties)} ({', '.join(ties)})." if ties else "none.") if ties is not None else
+                "Choices a tie of all four made: not recorded in this grid.json (made before ties were counted)."))
+    sizes = split_sizes(results, manifest.get("datasets") or [])
+    if sizes and "ood_valid" in manifest["protocols"]:
+        text += "\n\nOOD split (per user, floor of the fraction of each user's OOD rows): " + "; ".join(sizes) + "."
+    return text
 
 
 def main(argv: Optional[list[str]] = None) -> int:

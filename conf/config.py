@@ -17,7 +17,7 @@ import yaml
 
 from conf.params import PARAMS, REFERENCE_REG_FORM
 from data.presets import get_preset
-from util.results import RECORD_ONLY, STOP_KEYS, rule_length
+from util.results import RECORD_ONLY, STOP_KEYS, check_record, read_checkpoint, rule_length
 from util.typing_coerce import ConfigError, coerce, suggest
 
 log = logging.getLogger(__name__)
@@ -354,6 +354,9 @@ def config_of_run(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
         flat = dict(stored["input"])
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"--resume: {path} is unreadable or has no 'input' section ({exc})") from None
+    checkpoint = Path(run_dir) / "checkpoint.pt"
+    if checkpoint.is_file():  # config.json must still be the run's record before it is resolved again
+        check_record(run_dir, read_checkpoint(checkpoint, "cpu"))
     given: set[str] = set()
     origin = {key: RECORD for key in flat}
     for text in overrides:
@@ -366,10 +369,6 @@ def config_of_run(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
         origin[key] = "--set"
     config = resolve(flat, origin=origin)
     pinned = _differences(stored, config, skip=given)
-    if any(k in flat or f"params.{k.split('.')[-1]}" in flat for k in pinned):
-        # a key of the input itself resolves differently: config.json was edited; the checkpoint's copy of it
-        # names what was edited (util/results.py check_record) before anything runs
-        pinned = {}
     if pinned:  # today's defaults (conf/params.py, conf/config.py) differ from what the run started with
         data = sorted(k for k in pinned if k in DATA_KEYS)
         if data:
@@ -387,7 +386,8 @@ def config_of_run(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
                               f"({', '.join(sorted(left))}); start a new run")
     unrecorded = sorted(k for k in config.layers if k not in stored and k not in _params_flat(stored))
     if unrecorded:
-        log.info("not in the run's record (added since it started; today's values are used): %s", ", ".join(unrecorded))
+        log.warning("not in the run's record (keys added since it started; today's values are used): %s",
+                    ", ".join(unrecorded))
     for key in STOP_KEYS:
         old, new = stored.get(key, 0), config.to_dict()[key]
         if rule_length(key, new) < rule_length(key, old):

@@ -33,9 +33,11 @@ def test_a_resumed_run_keeps_the_values_it_started_with_when_a_default_was_edite
     assert status == 0
     cut = _cut_after_second_epoch(tmp_path / "cut", monkeypatch, common)
     monkeypatch.setitem(C.PARAMS, "rns", _EditedRNS)  # the edit: conf/params.py now says n_negs = 3
+    monkeypatch.setitem(C.REFERENCE_REG_FORM, "rns", "selfrec")  # and RNS's reg.form: auto now means selfrec
     assert load_config(REPO / "conf" / "LightGCN.yaml", ["negative.sampler=rns"]).params.n_negs == 3
     assert main(["--resume", str(cut)]) == 0
-    assert "where today's defaults differ: params.rns.n_negs recorded 1, today 3" in caplog.text
+    assert "where today's defaults differ: params.rns.n_negs recorded 1, today 3; reg.form recorded 'lightgcn', " \
+           "today 'selfrec'" in caplog.text
     _same_run(cut, whole[0])  # bit for bit the run that was never interrupted, with n_negs 1
     assert json.loads((cut / "config.json").read_text())["params"]["rns"]["n_negs"] == 1
 
@@ -85,6 +87,7 @@ def test_a_checkpoint_copied_from_another_run_is_named_as_such(tmp_path, shared,
 
 def test_a_config_file_with_resume_is_refused_not_ignored(tmp_path, shared, caplog):
     status, runs = _run(tmp_path, "dataset=coat", f"dataset.root={shared}", "max.epoch=2")
+    assert status == 0
     other = write(tmp_path / "other.yaml", "max.epoch: 9\n")
     assert main(["-c", str(other), "--resume", str(runs[0])]) == 2
     assert f"-c {other} would be ignored: drop -c, or start a new run with it" in caplog.text
@@ -108,10 +111,11 @@ def test_a_validation_file_equal_to_a_test_file_is_refused_under_the_valid_rule(
     copy = tmp_path / "copy_of_test.txt"
     shutil.copy(shared / "coat" / "test_ood.txt", copy)
     for valid in (shared / "coat" / "test_ood.txt", copy):  # the same path, and a copy of it
+        caplog.clear()
         status, _ = _run(tmp_path / "r", "dataset=coat", f"dataset.root={shared}", f"valid.set={valid}", "max.epoch=1")
         assert status == 2
-    assert "valid.set is the same file as test.set.test_ood" in caplog.text
-    assert "selecting on it would select on the test set" in caplog.text
+        assert "valid.set is the same file as test.set.test_ood" in caplog.text
+        assert "selecting on it would select on the test set" in caplog.text
     status, _ = _run(tmp_path / "t", "dataset=coat", f"dataset.root={shared}", f"valid.set={copy}", "max.epoch=1",
                      "selection=test_all4", "eval.mask=train")
     assert status == 0  # asked for by name, a test-set protocol stays possible

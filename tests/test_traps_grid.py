@@ -139,6 +139,11 @@ def test_a_folder_of_another_grid_is_refused_naming_both_grids(shared, tmp_path,
         assert (f"--out {out} holds the runs of grid 'a' ({mine.resolve()}), not of grid 'b' ({other.resolve()}): "
                 f"give this grid its own --out folder") in caplog.text
     assert (out / "grid.json").read_bytes() == manifest and not (out / "runs").exists()
+    twin = _grid_file(tmp_path / "elsewhere" / "a.yaml", "a", TINY)  # another file of the same grid name
+    caplog.clear()
+    with caplog.at_level("ERROR"):
+        assert G.main([str(twin), "--dataset-root", str(shared), "--out", str(out), "--dry-run"]) == 2
+    assert f"holds the runs of grid 'a' from {mine.resolve()}, not from {twin.resolve()}" in caplog.text
     (out / "grid.json").write_bytes(manifest[: len(manifest) // 2])  # whose folder it is cannot be read
     caplog.clear()
     with caplog.at_level("ERROR"):
@@ -311,3 +316,23 @@ def test_grid_json_records_the_grid_file_and_the_table_names_it(shared, tmp_path
     assert G.main([str(REPO / "conf" / "grids" / "quick.yaml"), "--datasets", "coat", "--dataset-root", str(shared),
                    "--out", str(inside), "--dry-run"]) == 0
     assert json.loads((inside / "grid.json").read_text())["grid_file"] == "conf/grids/quick.yaml"
+
+
+def test_a_shorter_stopping_rule_that_would_have_stopped_the_run_earlier_is_a_difference(tmp_path):
+    """A grid whose patience went from 20 to 3 used to accept the longer runs as its own ("0 to run")."""
+    run = tmp_path / "run"
+    run.mkdir()
+    values = [0.1, 0.2, 0.2, 0.2, 0.2, 0.25, 0.2, 0.2]  # stalls three times after epoch 2, improves at 6
+    (run / "epochs.csv").write_text("epoch,valid/Recall@20\n" + "".join(f"{i + 1},{v}\n" for i, v in enumerate(values)))
+    record = {"selection.resolved": "valid", "early_stop.patience": 20, "early_stop.min_epochs": 0,
+              "selection.metric": "Recall@20", "early_stop.files": []}
+    assert G.shorter_rule(record, {"early_stop.patience": 3, "early_stop.min_epochs": 0}, run) == [
+        "early_stop.patience: recorded 20, grid 3 (the grid's rule stops this run after epoch 5 of its 8)"]
+    assert G.shorter_rule(record, {"early_stop.patience": 5, "early_stop.min_epochs": 0}, run) == []  # same run
+    assert G.shorter_rule(record, {"early_stop.patience": 30, "early_stop.min_epochs": 0}, run) == []  # longer
+    assert G.shorter_rule(record, {"early_stop.patience": 3, "early_stop.min_epochs": 8}, run) == []  # not before 8
+    # an OOD file watched too (early_stop.files) keeps the run going while it improves
+    (run / "epochs.csv").write_text("epoch,valid/Recall@20,ood_valid/Recall@20\n"
+                                    + "".join(f"{i + 1},{v},{i}\n" for i, v in enumerate(values)))
+    assert G.shorter_rule({**record, "early_stop.files": ["ood_valid"]},
+                          {"early_stop.patience": 3, "early_stop.min_epochs": 0}, run) == []

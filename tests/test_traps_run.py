@@ -285,8 +285,15 @@ def test_a_step_decay_of_zero_or_below_is_a_config_error(tmp_path, caplog, decay
 
 
 def test_a_positive_step_decay_still_scales_the_rate(tmp_path, shared):
-    status, runs = _run(tmp_path, *_coat(shared), "learning.rate.step=1", "learning.rate.decay=0.5")
+    import csv
+    status, runs = _run(tmp_path / "decay", *_coat(shared), "learning.rate.step=1", "learning.rate.decay=0.5")
     assert status == 0 and read_status(runs[0])["state"] == "finished"
+    status, flat = _run(tmp_path / "flat", *_coat(shared))
+    assert status == 0
+    decayed, constant = (list(csv.DictReader((r / "epochs.csv").open())) for r in (runs[0], flat[0]))
+    # coat is one batch per epoch: epoch 2's loss is taken before its step (at the full rate's parameters),
+    # epoch 3's after the first step at half the rate
+    assert decayed[1]["bpr"] == constant[1]["bpr"] and decayed[2]["bpr"] != constant[2]["bpr"]
 
 
 # 7: an absurd learning rate ------------------------------------------------------------------------------------------
