@@ -5,7 +5,8 @@ under a longer stopping rule, exactly as a run started with it would have gone o
 
 Exit status: 0 done; 2 a problem with the configuration, the data or the environment (one line, also in
 the run's log when the run folder exists); 3 training diverged; 130 / 143 interrupted by Ctrl-C / SIGTERM
-(the last finished epoch is checkpointed: resume it; before the first epoch ends there is nothing to resume). Any other error is a bug and shows its traceback.
+(the last finished epoch is checkpointed: resume it; before the first epoch ends there is nothing to resume).
+Any other error is a bug and shows its traceback.
 """
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ from data.loader import read_interactions
 from data.presets import get_preset
 from model import MODELS
 from util.io import atomic_write_json, atomic_write_text
-from util.results import (RECORD_ONLY, STOP_KEYS, machine_id, read_status, recorded_threads, rule_length,
+from util.results import (RECORD_ONLY, STOP_KEYS, FolderLock, read_status, recorded_threads, rule_length,
                           writer_alive)
 from util.typing_coerce import ConfigError
 
@@ -290,9 +290,8 @@ def selected_index(rows: list[dict[str, float]], protocol: str, run: Optional[Pa
     return protocol_index(rows, protocol, keys)
 
 
-def validation_scores(run: Path, protocol: str) -> tuple[float, ...]:
+def validation_scores(rows: list[dict[str, float]], protocol: str, run: Path) -> tuple[float, ...]:
     """What a candidate is chosen by: its reported epoch's validation Recall@20, NDCG@20, Recall@10, NDCG@10."""
-    rows = read_rows(run)
     index = selected_index(rows, protocol, run)
     return candidate_score(rows[index] if index is not None else None, protocol)
 
@@ -483,42 +482,15 @@ def shown_path(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-class GridLock:
-    """An exclusive lock on a grid folder (OUT/.grid.lock, flock) held while a grid runs: one grid run per folder.
-    acquire() raises ConfigError naming the process that holds it (its pid, written into the file)."""
+class GridLock(FolderLock):
+    """The lock of a grid folder (OUT/.grid.lock) while a grid runs there: one grid run per folder."""
 
-    def __init__(self, out: Path):
-        self.path = Path(out) / ".grid.lock"
-        self.handle: Any = None
+    name = ".grid.lock"
 
-    def acquire(self) -> None:
-        """Take the lock or raise ConfigError."""
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            handle.close()
-            raise ConfigError(f"{self.path.parent} is being run by another bench.grid (process {holder}, holding "
-                              f"{self.path.name}): one grid run per folder; wait for it to end or stop it first "
-                              f"(--dry-run shows its progress)") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()} on {machine_id()}\n")
-        handle.flush()
-        self.handle = handle
-
-    def release(self) -> None:
-        """Let go of the lock."""
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
+    def busy(self, holder: str) -> str:
+        """Names the other bench.grid."""
+        return (f"{self.path.parent} is being run by another bench.grid (process {holder}, holding {self.path.name}): "
+                f"one grid run per folder; wait for it to end or stop it first (--dry-run shows its progress)")
 
 
 class GridRunner:
@@ -665,8 +637,9 @@ class GridRunner:
         if self.grid.protocols[0] in TEST_SELECTED:
             return {self.grid.protocols[0]: done[0]}
         chosen: dict[str, Optional[Cell]] = {}
+        curves = [(tag(c.candidate), read_rows(c.run_dir()), c.run_dir()) for c in done]  # once for all protocols
         for p in self.grid.protocols:
-            best, fallback = choose_candidate([(tag(c.candidate), validation_scores(c.run_dir(), p)) for c in done])
+            best, fallback = choose_candidate([(t, validation_scores(rows, p, run)) for t, rows, run in curves])
             chosen[p] = next(c for c in done if tag(c.candidate) == best)
             if fallback:
                 self.fallbacks.add(f"{done[0].dataset}/{done[0].method}/{p}")

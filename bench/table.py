@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats
 
 from bench.grid import read_json, read_manifest, read_rows, selected_index, tag
+from bench.protocol import validation_file
 from conf.config import repo_relative
 from data.loader import read_interactions
 from data.presets import get_preset
@@ -151,7 +152,7 @@ def candidates(results: Path) -> list[dict[str, Any]]:
                     run = results / cell["run"]
                     rows = finished_rows(run)
                     index = selected_index(rows, protocol, run)
-                    validation = "valid" if protocol == "valid" else "ood_valid"
+                    validation = validation_file(protocol)
                     row = rows[index]
                     rec.update({"epoch": index + 1, "epochs": len(rows),
                                 "validation": row.get(f"{validation}/Recall@20"),

@@ -5,6 +5,7 @@ folder of main.py, whatever the working directory."""
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import json
 import os
 import logging
@@ -18,6 +19,7 @@ import yaml
 from conf.params import PARAMS, REFERENCE_REG_FORM
 from data.presets import get_preset
 from util.results import RECORD_ONLY, STOP_KEYS, check_record, read_checkpoint, rule_length
+from util.seed import SEED_MAX
 from util.typing_coerce import ConfigError, coerce, suggest
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class RunConfig:
     ease_lambda: float = _key("EASE.lambda", 500.0, minimum=0.0, doc="EASE: L2 weight of the closed form")
     negative_sampler: str = _key("negative.sampler", "rns", doc="name in module/samplers registry")
     device: str = _key("device", "auto", doc="auto | cpu | cuda | cuda:N")
-    seed: int = _key("seed", 2025, minimum=0, maximum=2**32 - 1, doc="seeds python, numpy, torch and numba "
+    seed: int = _key("seed", 2025, minimum=0, maximum=SEED_MAX, doc="seeds python, numpy, torch and numba "
                      "(0 to 2^32 - 1: numpy's and numba's seeds and torch's CPU generator are 32-bit)")
     selection: str = _key("selection", "auto", choices=SELECTION_RULES, doc="model-selection rule (auto: the sampler's, else valid if a validation file exists; "
                              "reference: the baselines' reference code, best test selection.metric, a test-set protocol)")
@@ -334,10 +336,8 @@ def _layers(cfg: RunConfig, flat: dict[str, Any], origin: dict[str, str], explic
 
 def not_default(cfg: RunConfig) -> list[str]:
     """`key = value (layer)` for every value that is not a built-in default: what the run's log lists."""
-    values = {**cfg.to_dict()}
-    for owner, params in {cfg.negative_sampler: cfg.params, **cfg.other_params}.items():
-        for name, value in dataclasses.asdict(params).items():
-            values[f"params.{owner}.{name}"] = value
+    resolved = cfg.to_dict()
+    values = {**resolved, **_params_flat(resolved)}
     return [f"{key} = {values.get(key)} ({layer})" for key, layer in cfg.layers.items()
             if layer not in (BUILT_IN, PARAMS_FILE)]
 
@@ -384,7 +384,8 @@ def config_of_run(run_dir: Path, overrides: Sequence[str] = ()) -> RunConfig:
         if left:
             raise ConfigError(f"--resume: {path} records settings that cannot be restored today "
                               f"({', '.join(sorted(left))}); start a new run")
-    unrecorded = sorted(k for k in config.layers if k not in stored and k not in _params_flat(stored))
+    recorded = {**stored, **_params_flat(stored)}
+    unrecorded = sorted(k for k in config.layers if k not in recorded)
     if unrecorded:
         log.warning("not in the run's record (keys added since it started; today's values are used): %s",
                     ", ".join(unrecorded))
@@ -424,14 +425,15 @@ def _check(key: str, value: Any, f: dataclasses.Field) -> None:
     choices, minimum = f.metadata["choices"], f.metadata["min"]
     if choices and value is not None and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-    maximum = f.metadata.get("max")
+    maximum = f.metadata["max"]
     for v in value if isinstance(value, list) else [value]:
         if v is None:
             continue
-        if maximum is not None and (v > maximum or (minimum is not None and v < minimum)):
+        below = minimum is not None and v < minimum
+        if maximum is not None and (below or v > maximum):  # a key with a maximum names its whole range
             span = f"{minimum} to {maximum}" if minimum is not None else f"at most {maximum}"
             raise ConfigError(f"{key}: {v!r} is outside the allowed range {span}")
-        if minimum is not None and v < minimum:
+        if below:
             raise ConfigError(f"{key}: {v!r} is below the minimum {minimum}")
     if f.metadata.get("positive") and value is not None and not value > 0:
         raise ConfigError(f"{key}: {value!r} must be > 0")
@@ -485,19 +487,7 @@ def _anchor_paths(cfg: RunConfig) -> None:
 
 def _same_content(a: Optional[Path], b: Optional[Path]) -> bool:
     """Whether two existing files are one file or hold the same bytes (False when either is missing)."""
-    if a is None or b is None or not a.is_file() or not b.is_file():
-        return False
-    if os.path.samefile(a, b):
-        return True
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    with a.open("rb") as x, b.open("rb") as y:
-        while True:
-            block = x.read(1 << 20)
-            if block != y.read(1 << 20):
-                return False
-            if not block:
-                return True
+    return a is not None and b is not None and a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False)
 
 
 def _check_selection(cfg: RunConfig) -> None:

@@ -221,12 +221,6 @@ def detect_formats(files: dict[str, Path], max_lines: int = 200_000) -> tuple[st
     return fmt, (why if name == next(iter(paths)) else f"{paths[name].name}: {why}")
 
 
-def detect_format(path: Path, max_lines: int = 200_000) -> tuple[str, str]:
-    """(format, why) of one data file when its content leaves no doubt, else a DataFileError asking for
-    data.format (see detect_formats, which checks several files together)."""
-    return detect_formats({"file": Path(path)}, max_lines)
-
-
 # ---- reading ------------------------------------------------------------------------------------------
 def read_interactions(path: Path, fmt: str, min_weight: float = 0.0) -> RawInteractions:
     """Parse one data file in the given format ('triples', 'pairs' or 'adjacency')."""

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -52,3 +54,14 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def wait_for(predicate: Callable[[], Any], seconds: float = 120.0, every: float = 0.1) -> Any:
+    """Poll predicate until it returns something true (returned), or fail the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError("timed out")

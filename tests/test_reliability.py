@@ -7,13 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from bench import grid as G
 from main import main
-from tests.conftest import REPO, write
+from tests.conftest import REPO, wait_for, write
 from tests.test_end_to_end import _run
 from util.results import read_status
 
@@ -26,16 +25,6 @@ def _popen(tmp_path, *overrides):
     for o in overrides:
         args += ["--set", o]
     return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(predicate, seconds=60.0):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def _cli(*args):
@@ -138,10 +127,10 @@ def test_paths_with_spaces_are_never_split(tmp_path, shared):
 def test_a_second_process_cannot_train_a_live_run_and_a_killed_one_is_said_gone(tmp_path, shared):
     first = _popen(tmp_path, *COAT_LONG, f"dataset.root={shared}")
     try:
-        run = _wait_for(lambda: next((p.parent for p in (tmp_path / "results").glob("*/checkpoint.pt")), None))
-        status = _wait_for(lambda: read_status(run) if read_status(run).get("epoch") else None)
+        run = wait_for(lambda: next((p.parent for p in (tmp_path / "results").glob("*/checkpoint.pt")), None))
+        status = wait_for(lambda: read_status(run) if read_status(run).get("epoch") else None)
         assert status["state"] == "running" and status["pid"] == first.pid and status["epoch"] >= 1  # the heartbeat
-        later = _wait_for(lambda: read_status(run) if read_status(run)["epoch"] > status["epoch"] else None)
+        later = wait_for(lambda: read_status(run) if read_status(run)["epoch"] > status["epoch"] else None)
         assert later["updated"] >= status["updated"]
         second = _cli("--resume", str(run))
         assert second.returncode == 2 and "Traceback" not in second.stderr
@@ -155,7 +144,7 @@ def test_a_second_process_cannot_train_a_live_run_and_a_killed_one_is_said_gone(
         assert cell.state() == "stale"  # bench.grid sees that the writer is gone
         third = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--threads", "1", "--resume", str(run)],
                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_for(lambda: "resuming run" in (run / "run.log").read_text())
+        wait_for(lambda: "resuming run" in (run / "run.log").read_text())
         third.send_signal(signal.SIGTERM)
         _, err = third.communicate(timeout=60)
         assert "(status was running, epoch" in err and "its process is gone" in err
@@ -176,9 +165,9 @@ def test_own_files_without_a_format_are_detected_only_without_doubt(tmp_path, sh
     assert "data.format not given: read as adjacency (line 1 has 4 or more columns; triples and pairs have at most 3)" \
         in caplog.text
     weights = write(tmp_path / "w" / "train.txt", "".join(f"{u} {u % 7} 0.5\n" for u in range(40)))
-    from data.loader import detect_format
-    assert detect_format(weights)[0] == "triples"
-    assert detect_format(write(tmp_path / "p.txt", "1 2\n3 4\n"))[0] == "pairs"
+    from data.loader import detect_formats
+    assert detect_formats({"train": weights})[0] == "triples"
+    assert detect_formats({"train": write(tmp_path / "p.txt", "1 2\n3 4\n")})[0] == "pairs"
 
 
 # 10 and 11: the dry run resolves every cell; a failed cell fails the grid
@@ -210,7 +199,7 @@ def test_a_signal_to_the_grid_reaches_its_cells_which_are_interrupted_not_failed
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "bench.grid", str(path), "--dataset-root", str(shared), "--out",
                              str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run = _wait_for(lambda: next((p.parent for p in out.glob("runs/*/*/*/*/*/checkpoint.pt")), None))
+    run = wait_for(lambda: next((p.parent for p in out.glob("runs/*/*/*/*/*/checkpoint.pt")), None))
     child = read_status(run)["pid"]
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)

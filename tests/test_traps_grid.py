@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from bench import grid as G
 from bench import table as T
 from conf.config import load_config
 from data.presets import PRESETS
-from tests.conftest import REPO, write
+from tests.conftest import REPO, wait_for, write
 from tests.test_grid import _fake_run, _rows
 from util.results import machine_id, process_alive, read_status
 
@@ -35,16 +34,6 @@ def _grid_file(path: Path, name: str, keys: str, methods: str = "rns: {keys: {ne
 
 def _runs(out: Path) -> list[Path]:
     return sorted(p.parent for p in (out / "runs").rglob("config.json"))
-
-
-def _wait_for(condition, timeout: float = 120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 def _training(out: Path, count: int):
@@ -157,7 +146,7 @@ def test_a_second_grid_run_on_a_folder_is_refused_naming_the_holder(shared, tmp_
     out = tmp_path / "out"
     first = _grid_process(path, shared, out)
     try:
-        _wait_for(lambda: _training(out, 1))
+        wait_for(lambda: _training(out, 1))
         with caplog.at_level("ERROR"):
             assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out)]) == 2
         assert f"is being run by another bench.grid (process {first.pid} on" in caplog.text
@@ -183,7 +172,7 @@ def test_a_rerun_after_kill_9_of_the_grid_waits_for_its_orphaned_cells_and_train
     first = _grid_process(path, shared, out, "--jobs", "2")
     pids = []
     try:
-        runs = _wait_for(lambda: _training(out, 2))
+        runs = wait_for(lambda: _training(out, 2))
         pids = [read_status(r)["pid"] for r in runs]
         first.kill()  # the grid only: its cells run in sessions of their own and train on
         first.communicate(timeout=60)

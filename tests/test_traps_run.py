@@ -17,7 +17,7 @@ import torch
 
 import base.graph_recommender as gr
 from main import main
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_for
 from tests.test_end_to_end import _run
 from tests.test_robust import _cut_after_second_epoch, _rows
 from util.io import TEMP_NAME, WriteError, atomic_write, atomic_write_text, remove_stale_temp_files
@@ -29,16 +29,6 @@ COAT = ["dataset=coat", "max.epoch=3", "early_stop.patience=0", "fhn.probe=0"]
 
 def _coat(shared):
     return [*COAT, f"dataset.root={shared}"]
-
-
-def _wait_for(predicate, seconds=120.0):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def _main_process(tmp_path, *overrides, **popen):
@@ -259,8 +249,8 @@ def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path, sha
     finished epoch is checkpointed: resume with ...' with no checkpoint at all."""
     proc = _main_process(tmp_path, *_coat(shared), "batch.size=1", "embedding.size=1024", "max.epoch=1")
     try:
-        log_file = _wait_for(lambda: next((tmp_path / "results").glob("*/run.log"), None))
-        _wait_for(lambda: "negative sampler:" in log_file.read_text())  # built: the first epoch is training
+        log_file = wait_for(lambda: next((tmp_path / "results").glob("*/run.log"), None))
+        wait_for(lambda: "negative sampler:" in log_file.read_text())  # built: the first epoch is training
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

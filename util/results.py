@@ -87,37 +87,59 @@ def writer_alive(status: dict[str, Any]) -> bool:
             and process_alive(status.get("pid")))
 
 
-class RunLock:
-    """An exclusive lock on a run folder (RUN/.lock, flock) held while a process trains it: one trainer per
-    run folder. acquire() raises ConfigError naming the holder (from status.json) when another process has it."""
+class FolderLock:
+    """An exclusive lock on FOLDER/NAME (flock) held while a process works in a folder: one such process per
+    folder. The holder writes its pid and machine into the file; acquire() raises ConfigError with busy()'s
+    message when another process holds it. The lock goes with its process, also when that is killed."""
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
+    name = ".lock"
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / self.name
         self.handle: Any = None
 
     def acquire(self) -> None:
         """Take the lock or raise ConfigError."""
         try:
             import fcntl
-        except ImportError:  # not POSIX: no lock (status.json's pid check still applies)
+        except ImportError:  # not POSIX: no lock (status.json's pid check still applies to runs)
             return
-        self.handle = self.path.open("a")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
         try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self.handle.close()
-            self.handle = None
-            status = read_status(self.path.parent)
-            raise ConfigError(f"{self.path.parent} is being trained by process {status.get('pid', '?')} on "
-                              f"{status.get('host', 'this machine')} (status.json updated {status.get('updated', '?')}, "
-                              f"epoch {status.get('epoch', '?')}): one trainer per run folder; wait for it to end "
-                              f"or stop it first") from None
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise ConfigError(self.busy(holder)) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} on {machine_id()}\n")
+        handle.flush()
+        self.handle = handle
+
+    def busy(self, holder: str) -> str:
+        """The error when another process (`holder`: its pid and machine) holds the lock."""
+        return f"{self.path.parent} is in use by process {holder} (holding {self.path.name})"
 
     def release(self) -> None:
         """Let go of the lock."""
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+
+
+class RunLock(FolderLock):
+    """The lock of a run folder (RUN/.lock) while a process trains it: one trainer per run folder."""
+
+    def busy(self, holder: str) -> str:
+        """Names the trainer from its status.json."""
+        status = read_status(self.path.parent)
+        return (f"{self.path.parent} is being trained by process {status.get('pid', '?')} on "
+                f"{status.get('host', 'this machine')} (status.json updated {status.get('updated', '?')}, "
+                f"epoch {status.get('epoch', '?')}): one trainer per run folder; wait for it to end "
+                f"or stop it first")
 
 
 def read_checkpoint(path: Path, map_location: Any) -> dict[str, Any]:
