@@ -245,7 +245,10 @@ class GraphRecommender(Recommender):
                 self.epoch_rows.append(row)
                 self.writer.add_epoch(row)
                 log.info("%s", self._epoch_line(epoch, stats, metrics, improved))
-                if metrics and self.stop_due(epoch):
+                if self.halts(epoch):
+                    self.stopped_early = True
+                    log.info("halted after epoch %d (early_stop.halt_after)", epoch + 1)
+                elif metrics and self.stop_due(epoch):
                     self.stopped_early = True
                     log.info("early stop after epoch %d: no %s improvement for %d evaluations", epoch + 1,
                              cfg.selection_metric, cfg.patience)
@@ -253,6 +256,10 @@ class GraphRecommender(Recommender):
                 self.writer.write_status("running", epoch=epoch + 1)  # the heartbeat: epoch and time after each epoch
             if self.stopped_early:
                 break
+
+    def halts(self, epoch: int) -> bool:
+        """Whether early_stop.halt_after ends training after 0-based `epoch`, whatever validation says."""
+        return 0 < self.config.halt_after <= epoch + 1
 
     def stop_due(self, epoch: int) -> bool:
         """Whether training stops after evaluated 0-based `epoch`: the selection's patience ran out and at least
@@ -354,7 +361,7 @@ class GraphRecommender(Recommender):
         if not changed:
             return
         last = state["epoch"]
-        self.stopped_early = bool(state["stopped_early"]) and self.stop_due(last)
+        self.stopped_early = bool(state["stopped_early"]) and (self.halts(last) or self.stop_due(last))
         note = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
         self.writer.lengthen_config(now, f"after epoch {last + 1}: {note}")
         self.save_checkpoint(last, improved=False)  # checkpoint and config.json agree again (also if it stops here)

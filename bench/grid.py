@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -82,6 +82,9 @@ class Grid:
     extra_seeds: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # dataset -> method -> seeds
     ood_valid_fraction: float = 0.3
     file: Optional[Path] = None  # the grid file it was read from (grid.json and the tables name it)
+    power: Optional[Power] = None  # more seeds where the answer is decided
+    halving: Optional[Halving] = None  # a cheaper first-seed search on some datasets
+
 
     def candidates(self, method: str) -> list[dict[str, Any]]:
         """Every combination of the method's search values (the grid's, updated by the method's own)."""
@@ -103,6 +106,38 @@ class Grid:
         """The seeds a method runs with on a dataset (the first one chooses the hyperparameters)."""
         extra = self.extra_seeds.get(dataset, {}).get(method, [])
         return list(self.methods[method].get("seeds", self.seeds)) + list(extra)
+
+    def seeds_for(self, dataset: str, method: str, powered: bool) -> list[int]:
+        """The seeds a chosen candidate runs with: seeds_of, joined by every `power` seed where the method is a
+        powered one in that protocol (a power method, or the best other method there), else by the first
+        `power.at_least` seeds of its own."""
+        seeds = self.seeds_of(dataset, method)
+        if self.power is None:
+            return seeds
+        more = self.power.seeds if powered else self.power.seeds[: self.power.at_least.get(method, 0)]
+        return seeds + [s for s in more if s not in seeds]
+
+
+@dataclass
+class Halving:
+    """A grid's `halving` section: successive halving of the first-seed candidates of every trained method on
+    these datasets. Every candidate trains `rung` epochs (early_stop.halt_after: the same epochs as a full run's
+    first ones); the `keep` best per protocol on the cut curve (bench/protocol.py's order) go on to the full rule,
+    continuing from their checkpoint; the choice is made among those."""
+
+    datasets: list[str]
+    rung: int
+    keep: int
+
+
+@dataclass
+class Power:
+    """A grid's `power` section: where the answer is decided, more seeds (bench/verdict.py reads them)."""
+
+    seeds: list[int]  # every seed a powered candidate runs with (with the method's own seeds)
+    methods: list[str]  # the methods under test: powered in every dataset and protocol
+    best_other: bool = True  # also the best other method of each dataset x protocol, by first-seed validation
+    at_least: dict[str, int] = field(default_factory=dict)  # method -> the first N power seeds, wherever it runs
 
 
 def _is_int(v: Any) -> bool:
@@ -150,7 +185,7 @@ def load_grid(path: Path) -> Grid:
     """Read and check a grid file (every field's type too); a bad one is a ConfigError naming the problem."""
     tree = read_yaml(path)
     known = {"name", "datasets", "protocols", "seeds", "methods", "keys", "search", "extra_seeds",
-             "ood_valid_fraction"}
+             "ood_valid_fraction", "power", "halving"}
     unknown = set(tree) - known
     if unknown:
         raise ConfigError(f"{path}: unknown grid key(s) {sorted(unknown)} (known: {sorted(known)})")
@@ -159,7 +194,8 @@ def load_grid(path: Path) -> Grid:
             raise ConfigError(f"{path}: `{required}` is missing or empty")
     for field_name, kind in (("name", "str"), ("datasets", "strings"), ("protocols", "strings"), ("seeds", "ints"),
                              ("methods", "mapping"), ("keys", "mapping"), ("search", "mapping"),
-                             ("extra_seeds", "mapping"), ("ood_valid_fraction", "number")):
+                             ("extra_seeds", "mapping"), ("ood_valid_fraction", "number"), ("power", "mapping"),
+                             ("halving", "mapping")):
         if tree.get(field_name) is not None:
             _expect(path, field_name, tree[field_name], kind)
     for key, values in (tree.get("search") or {}).items():
@@ -219,10 +255,63 @@ def load_grid(path: Path) -> Grid:
                 protocols=protocols, seeds=[int(s) for s in tree["seeds"]], methods=methods,
                 keys=dict(tree.get("keys") or {}), search={k: list(v) for k, v in (tree.get("search") or {}).items()},
                 extra_seeds=tree.get("extra_seeds") or {},
-                ood_valid_fraction=float(tree.get("ood_valid_fraction", 0.3)), file=Path(path))
+                ood_valid_fraction=float(tree.get("ood_valid_fraction", 0.3)), file=Path(path),
+                power=_power(path, tree.get("power"), methods, protocols),
+                halving=_halving(path, tree.get("halving"), tree["datasets"], protocols))
     if protocols[0] in TEST_SELECTED and any(len(grid.candidates(m)) > 1 for m in methods):
         raise ConfigError(f"{path}: the {protocols[0]} protocol selects on the test set: give one candidate per method")
     return grid
+
+
+def _halving(path: Path, tree: Optional[dict[str, Any]], datasets: list[str], protocols: list[str]) -> Optional[Halving]:
+    """The `halving` section of a grid file, checked: datasets of the grid, a rung of at least one epoch, at least
+    one candidate kept; only under the validation protocols."""
+    if tree is None:
+        return None
+    unknown = set(tree) - {"datasets", "rung", "keep"}
+    if unknown:
+        raise ConfigError(f"{path}: `halving`: unknown entries {sorted(unknown)} (datasets, rung, keep)")
+    if any(p in TEST_SELECTED for p in protocols):
+        raise ConfigError(f"{path}: `halving` needs the valid or ood_valid protocol (it ranks on validation data)")
+    named = _expect(path, "halving.datasets", tree.get("datasets"), "strings")
+    outside = sorted(set(named) - set(datasets))
+    if outside:
+        raise ConfigError(f"{path}: `halving.datasets` names datasets not in `datasets`: {outside}")
+    for entry in ("rung", "keep"):
+        if not _is_int(tree.get(entry)) or tree[entry] < 1:
+            raise ConfigError(f"{path}: `halving.{entry}` must be a whole number of at least 1, got {tree.get(entry)!r}")
+    return Halving(datasets=list(named), rung=int(tree["rung"]), keep=int(tree["keep"]))
+
+
+def _power(path: Path, tree: Optional[dict[str, Any]], methods: dict[str, Any], protocols: list[str]) -> Optional[Power]:
+    """The `power` section of a grid file, checked: seeds (at least two, each once), methods and at_least naming
+    the grid's methods, at_least within the seeds; only under the validation protocols."""
+    if tree is None:
+        return None
+    unknown = set(tree) - {"seeds", "methods", "best_other", "at_least"}
+    if unknown:
+        raise ConfigError(f"{path}: `power`: unknown entries {sorted(unknown)} (seeds, methods, best_other, at_least)")
+    if any(p in TEST_SELECTED for p in protocols):
+        raise ConfigError(f"{path}: `power` needs the valid or ood_valid protocol (the best other method is chosen "
+                          f"on validation data)")
+    seeds = _expect(path, "power.seeds", tree.get("seeds"), "ints")
+    if len(seeds) < 2:
+        raise ConfigError(f"{path}: `power.seeds` must list at least two seeds, got {seeds}")
+    _single_seeds(path, "power.seeds", seeds)
+    named = _expect(path, "power.methods", tree.get("methods") or [], "strings")
+    at_least = _expect(path, "power.at_least", tree.get("at_least") or {}, "mapping")
+    for method in list(named) + list(at_least):
+        if method not in methods:
+            raise ConfigError(f"{path}: `power` names method {method!r}, which is not in `methods`")
+    for method, count in at_least.items():
+        if not _is_int(count) or not 1 <= count <= len(seeds):
+            raise ConfigError(f"{path}: `power.at_least.{method}` must be a number of seeds from 1 to "
+                              f"{len(seeds)} (len(power.seeds)), got {count!r}")
+    best_other = tree.get("best_other", True)
+    if not isinstance(best_other, bool):
+        raise ConfigError(f"{path}: `power.best_other` must be true or false, got {best_other!r}")
+    return Power(seeds=[int(s) for s in seeds], methods=[str(m) for m in named], best_other=best_other,
+                 at_least={str(k): int(v) for k, v in at_least.items()})
 
 
 # ---- protocols on a run's epochs.csv ---------------------------------------------------
@@ -319,6 +408,7 @@ class Cell:
     seed: int
     folder: Path
     keys: dict[str, Any]
+    halted_at: Optional[int] = None  # a halving rung's epochs, for a candidate that stops there
 
     @property
     def id(self) -> str:
@@ -470,6 +560,8 @@ def shorter_rule(record: dict[str, Any], wanted: dict[str, Any], run: Path) -> l
     files = ["valid", *(record.get("early_stop.files") or [])]
     last = stop_index(rows, files, int(wanted.get("early_stop.patience", 0) or 0),
                       int(wanted.get("early_stop.min_epochs", 0) or 0), str(record.get("selection.metric", "Recall@20")))
+    halt = int(wanted.get("early_stop.halt_after", 0) or 0)
+    last = min(last, halt - 1) if halt > 0 else last
     if last + 1 >= len(rows):
         return []
     return [f"{k}: recorded {record.get(k)}, grid {wanted[k]} (the grid's rule stops this run after epoch {last + 1} "
@@ -509,6 +601,8 @@ class GridRunner:
         self.stopping = 0  # the signal number once SIGINT or SIGTERM arrived
         self.draining = 0  # the signal number once SIGUSR1 arrived: running cells finish, no new one starts
         self.fallbacks: set[str] = set()  # dataset/method/protocol choices a tie of all four validation metrics made
+        self.best_other: dict[str, str] = {}  # dataset/protocol -> the best method outside power.methods (plan)
+        self.last_scores: dict[str, tuple[float, ...]] = {}  # protocol -> the scores of choose's last choice
 
     @property
     def halted(self) -> bool:
@@ -609,26 +703,91 @@ class GridRunner:
         return Cell(dataset, method, candidate, seed, folder, keys)
 
     def plan(self, datasets: list[str]) -> tuple[list[Cell], list[Cell], dict[str, Any]]:
-        """(first-seed cells, later-seed cells known so far, choices): later seeds need the first seed's choice."""
+        """(first-seed cells, later-seed cells known so far, choices), a dataset's cells before the next one's:
+        later seeds need the first seed's choice, the power seeds of the best other method every first seed of the
+        dataset. Sets self.best_other (dataset/protocol -> method)."""
         first, later, choices = [], [], {}
+        self.best_other = {}
         for dataset in datasets:
             data = self.data_keys(dataset)
+            chosen_by: dict[str, tuple[dict[str, Optional[Cell]], dict[str, tuple[float, ...]]]] = {}
+            ended: set[str] = set()
             for method in self.grid.methods:
                 if not self.grid.runs_on(dataset, method):
                     continue
                 seeds = self.grid.seeds_of(dataset, method)
                 cells = [self.cell(dataset, method, c, seeds[0], data) for c in self.grid.candidates(method)]
+                if self.halves(dataset, cells):
+                    cells = self.halve(cells)
                 first += cells
-                chosen = self.choose(cells)
+                chosen = self.choose([c for c in cells if c.halted_at is None])
+                chosen_by[method] = (chosen, dict(self.last_scores))
+                if all(c.state() in ("finished", "failed") for c in cells):
+                    ended.add(method)
                 choices[f"{dataset}/{method}"] = {p: (c.candidate if c else None) for p, c in chosen.items()}
-                picked = {tag(c.candidate): c for c in chosen.values() if c is not None}
-                for c in picked.values():
-                    later += [self.cell(dataset, method, c.candidate, s, data) for s in seeds[1:]]
+            best = self.best_other_methods(chosen_by, ended)
+            self.best_other.update({f"{dataset}/{p}": m for p, m in best.items()})
+            for method, (chosen, _) in chosen_by.items():
+                seeds_by_tag: dict[str, tuple[Cell, list[int]]] = {}
+                for p, c in chosen.items():
+                    if c is None:
+                        continue
+                    power = self.grid.power
+                    powered = power is not None and (method in power.methods or best.get(p) == method)
+                    have = seeds_by_tag.setdefault(tag(c.candidate), (c, []))[1]
+                    have += [s for s in self.grid.seeds_for(dataset, method, powered)[1:] if s not in have]
+                for c, seeds in seeds_by_tag.values():
+                    later += [self.cell(dataset, method, c.candidate, s, data) for s in seeds]
         return first, later, choices
+
+    def halves(self, dataset: str, cells: list[Cell]) -> bool:
+        """Whether a pair's first-seed candidates are halved: its dataset is in `halving` and it trains in epochs."""
+        return (self.grid.halving is not None and dataset in self.grid.halving.datasets and len(cells) > 1
+                and not issubclass(MODELS.get(str(cells[0].keys.get("model.name", "LightGCN")), object),
+                                   ClosedFormRecommender))
+
+    def halve(self, cells: list[Cell]) -> list[Cell]:
+        """A halved pair's first-seed cells as they stand: every candidate at the rung (early_stop.halt_after) until
+        all have ended; then the `keep` best of each protocol on the curve cut at the rung (bench/protocol.py's order,
+        ties to the tag that sorts first) under the full rule (halt_after 0: they continue), the rest at the rung."""
+        rung, keep = self.grid.halving.rung, self.grid.halving.keep
+        at_rung = [replace(c, keys={**c.keys, "early_stop.halt_after": rung}, halted_at=rung) for c in cells]
+        if any(c.state() not in ("finished", "failed") for c in at_rung):
+            return at_rung
+        kept: set[str] = set()
+        curves = [(tag(c.candidate), read_rows(c.run_dir())[:rung], c.keys) for c in at_rung if c.state() == "finished"]
+        for p in self.grid.protocols:
+            scored = [(candidate_score(rows[protocol_index(rows, p, keys)] if rows else None, p), t)
+                      for t, rows, keys in curves]
+            ranked = sorted(sorted(scored, key=lambda st: st[1]), key=lambda st: st[0], reverse=True)
+            kept.update(t for _, t in ranked[:keep])
+        return [replace(c, keys={**c.keys, "early_stop.halt_after": 0}) if tag(c.candidate) in kept else h
+                for c, h in zip(cells, at_rung)]
+
+    def best_other_methods(self, chosen_by: dict[str, tuple[dict[str, Optional[Cell]], dict[str, tuple[float, ...]]]],
+                           ended: set[str]) -> dict[str, str]:
+        """Per protocol, the method outside `power.methods` whose chosen candidate has the best first-seed validation
+        scores (bench/protocol.py's order of the four metrics; a tie of all four goes to the method name that sorts
+        first); {} without `power.best_other`, and until every such method's first-seed cells have ended."""
+        power = self.grid.power
+        if power is None or not power.best_other:
+            return {}
+        others = {m: v for m, v in chosen_by.items() if m not in power.methods}
+        if not others or any(m not in ended for m in others):
+            return {}
+        best = {}
+        for p in self.grid.protocols:
+            name, _ = choose_candidate([(m, scores[p]) for m, (chosen, scores) in others.items()
+                                        if chosen.get(p) is not None])
+            if name is not None:
+                best[p] = name
+        return best
 
     def choose(self, cells: list[Cell]) -> dict[str, Optional[Cell]]:
         """Per protocol, the finished first-seed cell with the best validation scores (None until all finished);
-        a choice only the fallback made (a tie of all four validation metrics) is noted in self.fallbacks."""
+        a choice only the fallback made (a tie of all four validation metrics) is noted in self.fallbacks, the
+        chosen cells' scores kept in self.last_scores (protocol -> scores)."""
+        self.last_scores: dict[str, tuple[float, ...]] = {}
         if any(c.state() != "finished" and c.state() != "failed" for c in cells):
             return {p: None for p in self.grid.protocols}
         done = [c for c in cells if c.state() == "finished"]
@@ -639,8 +798,10 @@ class GridRunner:
         chosen: dict[str, Optional[Cell]] = {}
         curves = [(tag(c.candidate), read_rows(c.run_dir()), c.run_dir()) for c in done]  # once for all protocols
         for p in self.grid.protocols:
-            best, fallback = choose_candidate([(t, validation_scores(rows, p, run)) for t, rows, run in curves])
+            scored = [(t, validation_scores(rows, p, run)) for t, rows, run in curves]
+            best, fallback = choose_candidate(scored)
             chosen[p] = next(c for c in done if tag(c.candidate) == best)
+            self.last_scores[p] = dict(scored)[best]
             if fallback:
                 self.fallbacks.add(f"{done[0].dataset}/{done[0].method}/{p}")
         return chosen
@@ -798,18 +959,21 @@ class GridRunner:
         return cell.state()
 
     def run_all(self, datasets: list[str]) -> None:
-        """Run every cell, `jobs` at a time, first seeds first; a dataset/method pair's later seeds are queued as
-        soon as its own first-seed candidates are done (no job waits for the other pairs); a failing cell does
-        not stop the others."""
-        queued: set[str] = set()
+        """Run every cell, `jobs` at a time, dataset by dataset in the grid's order (a dataset's first seeds, then its
+        later seeds, before the next dataset's); a dataset/method pair's later seeds are queued as soon as its own
+        first-seed candidates are done (no job waits for the other pairs); a failing cell does not stop the
+        others."""
+        queued: set[tuple[str, Any]] = set()  # a cell at a halving's rung and under the full rule are two
         running: set[Any] = set()
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             while True:
                 first, later, _ = self.plan(datasets)
-                for c in first + later:
-                    if self.halted or c.id in queued or not to_run(c.state(), self.retry_failed):
+                order = {d: i for i, d in enumerate(datasets)}
+                for c in sorted(first + later, key=lambda c: order[c.dataset]):  # stable: first seeds first
+                    key = (c.id, c.halted_at)
+                    if self.halted or key in queued or not to_run(c.state(), self.retry_failed):
                         continue
-                    queued.add(c.id)
+                    queued.add(key)
                     running.add(pool.submit(self.run_cell, c))
                 if not running:
                     return
@@ -831,10 +995,21 @@ class GridRunner:
         first, later, choices = self.plan(datasets)
         cells = [{"id": c.id, "dataset": c.dataset, "method": c.method, "candidate": c.candidate, "seed": c.seed,
                   "state": c.state(), "error": c.error(), "run": str(c.run_dir().relative_to(self.out))
-                  if c.run_dir() else None} for c in first + later]
+                  if c.run_dir() else None, **({"halted_at": c.halted_at} if c.halted_at else {})}
+                 for c in first + later]
         return {"grid": self.grid.name, "grid_file": self.file_shown(), "protocols": self.grid.protocols,
                 "datasets": datasets, "skipped_datasets": skipped, "methods": self.grid.methods,
-                "seeds": self.grid.seeds, "choices": choices, "tie_fallback": sorted(self.fallbacks), "cells": cells}
+                "seeds": self.grid.seeds, "choices": choices, "tie_fallback": sorted(self.fallbacks),
+                "power": self.power_manifest(),
+                "halving": vars(self.grid.halving) if self.grid.halving is not None else None, "cells": cells}
+
+    def power_manifest(self) -> Optional[dict[str, Any]]:
+        """grid.json's `power`: the grid file's section and the best other method of each dataset x protocol."""
+        power = self.grid.power
+        if power is None:
+            return None
+        return {"seeds": power.seeds, "methods": power.methods, "at_least": power.at_least,
+                "best_other": dict(sorted(self.best_other.items()))}
 
 
 # ---- cost estimate of the remaining cells (dry run) --------------------------------------
@@ -864,27 +1039,54 @@ def run_records(root: Path) -> list[dict[str, Any]]:
         t, epochs = metrics.get("median_epoch_seconds") or {}, metrics["selection"]["epochs_run"]
         every = int(config.get("eval.every", 1) or 1)
         evaluations = -(-epochs // every)
-        seconds = (t.get("sample_s", 0.0) + t.get("train_s", 0.0)) * epochs + t.get("eval_s", 0.0) * evaluations
+        training = (t.get("sample_s", 0.0) + t.get("train_s", 0.0)) * epochs
+        seconds = training + t.get("eval_s", 0.0) * evaluations
+        data = metrics.get("data") or {}
+        size = (data["users"], data["items"], data["train"]) if all(k in data for k in ("users", "items", "train")) else None
         records.append({"grid": metrics_path.relative_to(root).parts[0], "kind": _kind(keys), "seconds": seconds,
                         "epochs": epochs, "best": metrics["selection"]["epoch"], "epoch_s": seconds / max(1, epochs),
-                        "lr": float(keys.get("learning.rate", 0.01))})
+                        "train_epoch_s": training / max(1, epochs), "eval_epoch_s": (seconds - training) / max(1, epochs),
+                        "lr": float(keys.get("learning.rate", 0.01)), "size": size})
     return records
 
 
-def estimate_seconds(cell: Cell, records: list[dict[str, Any]]) -> Optional[float]:
+def scaled_epoch_seconds(similar: list[dict[str, Any]], size: tuple[int, int, int]) -> tuple[Optional[float], str]:
+    """(seconds per epoch on a dataset of `size` (users, items, training rows), the dataset it was scaled from),
+    from the records of the same model and sampler on the recorded dataset with the most training rows: training
+    time times the ratio of rows x (users + items) (every batch propagates the whole graph), evaluation time
+    times the ratio of users x items (every user scores every item). (None, "") without sized records."""
+    sized = [r for r in similar if r.get("size")]
+    if not sized:
+        return None, ""
+    biggest = max(sized, key=lambda r: r["size"][2])
+    ref = [r for r in sized if r["kind"][0] == biggest["kind"][0]]
+    users, items, rows = biggest["size"]
+    train = float(np.median([r["train_epoch_s"] for r in ref])) * (size[2] * (size[0] + size[1])) / (rows * (users + items))
+    evaluation = float(np.median([r["eval_epoch_s"] for r in ref])) * (size[0] * size[1]) / (users * items)
+    return train + evaluation, biggest["kind"][0]
+
+
+def estimate_seconds(cell: Cell, records: list[dict[str, Any]],
+                     sizes: Optional[dict[str, tuple[int, int, int]]] = None) -> Optional[float]:
     """CPU seconds a cell is expected to take: the median seconds per epoch of the finished runs of its kind
     (dataset, model, sampler; those at its learning rate where there are any) times the epochs it should run:
     their median selected epoch plus its own patience (times eval.every), at least its early_stop.min_epochs, at
     most its max.epoch (all of them without early stopping); a `short` cell only the epochs after its last
-    (from its own selected epoch; without its checkpoint it runs again, whole). None when no run of its kind has
-    been recorded."""
+    (from its own selected epoch; without its checkpoint it runs again, whole). On a dataset without a run of its
+    kind but with its size in `sizes`, the seconds per epoch are scaled from another dataset's runs of the same
+    model and sampler (scaled_epoch_seconds). None when neither is possible."""
     kind = _kind(cell.keys)
-    similar = [r for r in records if r["kind"] == kind]
-    if not similar:
-        return None
     lr = float(cell.keys.get("learning.rate", 0.01))
-    similar = [r for r in similar if r["lr"] == lr] or similar
-    per_epoch = float(np.median([r["epoch_s"] for r in similar]))
+    similar = [r for r in records if r["kind"] == kind]
+    if similar:
+        similar = [r for r in similar if r["lr"] == lr] or similar
+        per_epoch: Optional[float] = float(np.median([r["epoch_s"] for r in similar]))
+    else:
+        similar = [r for r in records if r["kind"][1:] == kind[1:]]
+        similar = [r for r in similar if r["lr"] == lr] or similar
+        per_epoch = scaled_epoch_seconds(similar, sizes[kind[0]])[0] if sizes and kind[0] in sizes else None
+    if per_epoch is None:
+        return None
     if kind[2] == "-":
         return per_epoch
     limit = int(cell.keys.get("max.epoch", 120))
@@ -894,41 +1096,69 @@ def estimate_seconds(cell: Cell, records: list[dict[str, Any]]) -> Optional[floa
         selection = json.loads((run / "metrics.json").read_text())["selection"]
         best, done = float(selection["epoch"]), int(selection["epochs_run"])
     epochs = min(limit, max(float(cell.keys.get("early_stop.min_epochs", 0)), best + patience)) if patience > 0 else limit
+    halt = int(cell.keys.get("early_stop.halt_after", 0) or 0)
+    epochs = min(epochs, halt) if halt > 0 else epochs
     return per_epoch * max(0.0, epochs - done)
+
+
+def dataset_size(runner: "GridRunner", dataset: str) -> tuple[int, int, int]:
+    """(users, items, rows) of a dataset's training file, as the cost estimate scales by them."""
+    preset = get_preset(dataset)
+    raw = read_interactions(runner.root_of(dataset) / preset.name / preset.train, preset.format)
+    return len(set(raw.users)), len(set(raw.items)), len(raw.users)
 
 
 def cost_lines(runner: "GridRunner", datasets: list[str], retry_failed: bool, jobs: int,
                records_root: Path = REPO / "results" / "grids") -> list[str]:
-    """The dry run's estimate of the CPU time the remaining cells need, from the committed run records, and the
-    CPU time the grid's own finished records took."""
+    """The dry run's estimate of the CPU time the remaining cells need, from the committed run records (scaled by
+    size from another dataset's where a dataset has none), and the CPU time the grid's own finished records took."""
     records = run_records(records_root)
     first, later, choices = runner.plan(datasets)
+    recorded = {r["kind"][0] for r in records}
+    sizes = {d: dataset_size(runner, d) for d in datasets if d not in recorded}
     known, unknown = 0.0, []
     for c in first + later:
         if not to_run(c.state(), retry_failed):
             continue
-        seconds = estimate_seconds(c, records)
+        seconds = estimate_seconds(c, records, sizes)
         if seconds is None:
             unknown.append(c.id)
         else:
             known += seconds
     lines = [f"estimated CPU time of the listed cells to run: {known / 3600:.1f} h (about {known / 3600 / jobs:.1f} h "
              f"at --jobs {jobs}), from {len(records)} finished run records under results/grids"]
+    for dataset, size in sizes.items():
+        lines.append(f"  {dataset} has no run record: its cells' epochs are scaled by size (users {size[0]}, items "
+                     f"{size[1]}, training rows {size[2]}) from the largest recorded dataset's runs of the same method")
     if unknown:
         lines.append(f"  {len(unknown)} cell(s) of a kind with no record are not counted, e.g. {unknown[0]}")
     waiting = [k for k, v in choices.items() if all(x is None for x in v.values())]
+    power = runner.grid.power
     if waiting:
         extra_min = extra_max = 0.0
         for key in waiting:
             dataset, method = key.split("/", 1)
             cells = [c for c in first if c.dataset == dataset and c.method == method]
-            seeds = len(runner.grid.seeds_of(dataset, method)) - 1
-            per = [estimate_seconds(c, records) or 0.0 for c in cells]
+            powered = power is not None and method in power.methods
+            seeds = len(runner.grid.seeds_for(dataset, method, powered)) - 1
+            full = [replace(c, keys={**c.keys, "early_stop.halt_after": 0}, halted_at=None) for c in cells]
+            per = [estimate_seconds(c, records, sizes) or 0.0 for c in full]
             mean = float(np.mean(per)) if per else 0.0
             extra_min += seeds * mean
             extra_max += seeds * mean * min(len(cells), len(runner.grid.protocols))
-        lines.append(f"  the later seeds of {len(waiting)} pair(s) are not listed yet: +{extra_min / 3600:.1f} h "
+            if any(c.halted_at for c in cells):  # the kept candidates go on from the rung to the full rule
+                more = mean - float(np.mean([estimate_seconds(c, records, sizes) or 0.0 for c in cells]))
+                keep = runner.grid.halving.keep
+                extra_min += keep * more
+                extra_max += min(len(cells), keep * len(runner.grid.protocols)) * more
+        lines.append(f"  the later seeds of {len(waiting)} pair(s) (and the kept candidates of a halving) are not listed "
+                     f"yet: +{extra_min / 3600:.1f} h "
                      f"(one choice for every protocol) to +{extra_max / 3600:.1f} h (a different one per protocol)")
+        if power is not None and power.best_other:
+            undecided = sorted({k.split("/", 1)[0] for k in waiting} - {k.split("/", 1)[0] for k in runner.best_other})
+            if undecided:
+                lines.append(f"  not counted: the power seeds of the best other method of {', '.join(undecided)} "
+                             f"(chosen once every first seed there has ended)")
     out = runner.out.resolve()
     own = records if out.parent == Path(records_root).resolve() else run_records(out.parent)
     spent = [r["seconds"] for r in own if r["grid"] == out.name]

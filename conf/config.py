@@ -86,6 +86,10 @@ class RunConfig:
     min_epochs: int = _key("early_stop.min_epochs", 0, minimum=0,
                            doc="no early stop before this many epochs (an earlier epoch can still be selected); "
                                "0 = off")
+    halt_after: int = _key("early_stop.halt_after", 0, minimum=0,
+                           doc="stop after this many epochs whatever validation says (a rung of successive halving: "
+                               "unlike a smaller max.epoch it changes nothing before it; --resume --set "
+                               "early_stop.halt_after=0 continues the run); 0 = off")
     eval_every: int = _key("eval.every", 1, minimum=1, doc="evaluate after epochs 1, 1+N, 1+2N, ... and the last "
                            "(the reference code's `epoch % N == 0`); selection and patience see only these")
     stop_watch: list[str] = _key("early_stop.files", [], doc="more eval files whose selection.metric must also "

@@ -163,13 +163,14 @@ def read_checkpoint(path: Path, map_location: Any) -> dict[str, Any]:
 RECORD_CHECKED = ("device.resolved", "commit", "threads", "run_id", "data.files")
 RECORD_ONLY = RECORD_CHECKED + ("lengthened",)
 # the keys that only decide when training stops: a finished run continues under larger values (--resume --set)
-STOP_KEYS = ("early_stop.min_epochs", "early_stop.patience")
+STOP_KEYS = ("early_stop.min_epochs", "early_stop.patience", "early_stop.halt_after")
 
 
 def rule_length(key: str, value: Any) -> float:
-    """How long a STOP_KEYS value lets a run go on, comparably (patience 0 never stops: the longest)."""
+    """How long a STOP_KEYS value lets a run go on, comparably (patience 0 and halt_after 0 never stop: the
+    longest)."""
     value = int(value or 0)
-    return float("inf") if key == "early_stop.patience" and value == 0 else float(value)
+    return float("inf") if key in ("early_stop.patience", "early_stop.halt_after") and value == 0 else float(value)
 
 
 def recorded_threads(run_dir: Path) -> Optional[int]:

@@ -1,0 +1,231 @@
+"""Power and halving in grids: early_stop.halt_after, successive halving of the first-seed candidates, the best
+other method chosen on validation and the power seeds it and the methods under test get."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from bench import grid as G
+from tests.conftest import write
+
+
+def _run(folder, rows, state="finished", config=None):
+    run = folder / "LightGCN-x-s1-20260101-000000"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(config or {}))
+    (run / "status.json").write_text(json.dumps({"state": state, "pid": 0}))
+    halted = bool((config or {}).get("early_stop.halt_after"))
+    (run / "metrics.json").write_text(json.dumps({"selection": {"epoch": 1, "epochs_run": len(rows),
+                                                                "stopped_early": halted}}))
+    with (run / "epochs.csv").open("w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return run
+
+
+def _rows(valid, ood_valid):
+    """epochs.csv rows with these validation Recall@20 values (NDCG@20 equal, so Recall decides)."""
+    return [{"epoch": e + 1, "valid/Recall@20": v, "valid/NDCG@20": v, "ood_valid/Recall@20": o,
+             "ood_valid/NDCG@20": o, "test_ood/Recall@20": 0.5} for e, (v, o) in enumerate(zip(valid, ood_valid))]
+
+
+# ---- early_stop.halt_after ---------------------------------------------------------------
+def _curve(run):
+    return [line for line in (run / "epochs.csv").read_text().splitlines()]
+
+
+def _strip_times(lines):
+    """epochs.csv lines without the timing columns (the only values that differ between two equal runs)."""
+    header = lines[0].split(",")
+    keep = [i for i, k in enumerate(header) if not k.endswith("_s")]
+    return [",".join(line.split(",")[i] for i in keep) for line in lines]
+
+
+def test_a_halted_run_continued_is_the_uninterrupted_run(shared, tmp_path):
+    from main import main as run_main
+    keys = ["dataset=coat", f"dataset.root={shared}", "max.epoch=6", "early_stop.patience=0", "negative.sampler=dns",
+            "fhn.probe=0", "LightGCN.n_layer=2", "seed=7"]
+    sets = lambda extra, out: sum((["--set", k] for k in keys + extra + [f"output={out}", f"log.dir={out}/log"]), [])
+    assert run_main(sets([], tmp_path / "whole")) == 0
+    assert run_main(sets(["early_stop.halt_after=2"], tmp_path / "halted")) == 0
+    whole = next((tmp_path / "whole").glob("*/epochs.csv")).parent
+    halted = next((tmp_path / "halted").glob("*/epochs.csv")).parent
+    metrics = json.loads((halted / "metrics.json").read_text())["selection"]
+    assert metrics["epochs_run"] == 2 and metrics["stopped_early"]
+    assert _strip_times(_curve(halted)) == _strip_times(_curve(whole))[:3]  # header and the first two epochs
+    assert run_main(["--resume", str(halted), "--set", "early_stop.halt_after=0"]) == 0
+    assert _strip_times(_curve(halted)) == _strip_times(_curve(whole))  # bit for bit the run never halted
+    assert json.loads((halted / "config.json").read_text())["lengthened"] == [
+        "after epoch 2: early_stop.halt_after 2 -> 0"]
+    assert run_main(["--resume", str(halted), "--set", "early_stop.halt_after=1"]) == 2  # shorter: refused
+
+
+# ---- successive halving ------------------------------------------------------------------
+def _halving_grid(keep=1):
+    return G.Grid("t", ["coat"], ["valid", "ood_valid"], [1], {"m": {}},
+                  search={"learning.rate": [0.1, 0.2, 0.3, 0.4]}, halving=G.Halving(["coat"], rung=2, keep=keep))
+
+
+def test_halving_lists_the_rung_then_the_best_of_each_protocol_under_the_full_rule(tmp_path):
+    grid = _halving_grid()
+    runner = G.GridRunner(grid, tmp_path, tmp_path)
+    runner.data_keys = lambda dataset: {"dataset": dataset}
+    first, later, choices = runner.plan(["coat"])
+    assert [c.keys["early_stop.halt_after"] for c in first] == [2, 2, 2, 2]  # every candidate at the rung
+    assert choices["coat/m"] == {"valid": None, "ood_valid": None} and not later
+    # at the rung: lr 0.1 best on valid, lr 0.3 best on ood_valid; lr 0.2 the best on valid *after* the rung
+    curves = {0.1: ([0.3, 0.4], [0.1, 0.1]), 0.2: ([0.2, 0.3], [0.1, 0.1]), 0.3: ([0.1, 0.1], [0.2, 0.3]),
+              0.4: ([0.1, 0.2], [0.1, 0.2])}
+    for cell in first:
+        v, o = curves[cell.candidate["learning.rate"]]
+        _run(cell.folder, _rows(v, o), config={"early_stop.halt_after": 2})
+    first, later, choices = runner.plan(["coat"])
+    kept = {c.candidate["learning.rate"]: c.keys["early_stop.halt_after"] for c in first}
+    assert kept == {0.1: 0, 0.2: 2, 0.3: 0, 0.4: 2}  # the best of each protocol goes on; the others stay
+    assert [c.halted_at for c in first] == [None, 2, None, 2]
+    assert {c.candidate["learning.rate"]: c.state() for c in first} == {0.1: "short", 0.2: "finished", 0.3: "short",
+                                                                        0.4: "finished"}
+    assert choices["coat/m"] == {"valid": None, "ood_valid": None}  # the kept ones have not finished the full rule
+    # the kept candidates continue (their curves go on from the rung's epochs); lr 0.3 ends best on both files
+    for cell in first:
+        if cell.halted_at is None:
+            v, o = curves[cell.candidate["learning.rate"]]
+            shutil.rmtree(cell.run_dir())
+            more = [0.9] if cell.candidate["learning.rate"] == 0.3 else [0.5]
+            _run(cell.folder, _rows(v + more, o + more), config={"early_stop.halt_after": 0})
+    first, later, choices = runner.plan(["coat"])
+    assert choices["coat/m"] == {"valid": {"learning.rate": 0.3}, "ood_valid": {"learning.rate": 0.3}}
+    # the ranking at the rung reads the first `rung` epochs, also of a run continued since: the same cells stay kept
+    assert {c.candidate["learning.rate"]: c.keys["early_stop.halt_after"] for c in first} == kept
+    manifest = runner.manifest(["coat"], {})
+    assert manifest["halving"] == {"datasets": ["coat"], "rung": 2, "keep": 1}
+    assert sorted(c["candidate"]["learning.rate"] for c in manifest["cells"] if c.get("halted_at")) == [0.2, 0.4]
+
+
+def test_halving_breaks_a_tie_at_the_rung_by_the_tag_never_by_the_grid_order(tmp_path):
+    results = []
+    for order in ([0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]):
+        grid = G.Grid("t", ["coat"], ["valid"], [1], {"m": {}}, search={"learning.rate": order},
+                      halving=G.Halving(["coat"], rung=1, keep=2))
+        out = tmp_path / str(order[0])
+        runner = G.GridRunner(grid, out, tmp_path)
+        runner.data_keys = lambda dataset: {"dataset": dataset}
+        for cell in runner.plan(["coat"])[0]:
+            _run(cell.folder, _rows([0.2], [0.1]))  # all four tie on every metric
+        results.append(sorted(c.candidate["learning.rate"] for c in runner.plan(["coat"])[0] if c.halted_at is None))
+    assert results[0] == results[1] == [0.1, 0.2]  # tags rate=0.1 and rate=0.2 sort first
+
+
+def test_a_closed_form_model_is_not_halved(tmp_path):
+    grid = G.Grid("t", ["coat"], ["valid"], [1], {"ease": {"keys": {"model.name": "EASE"},
+                                                           "search": {"EASE.lambda": [1, 2]}}},
+                  halving=G.Halving(["coat"], rung=1, keep=1))
+    runner = G.GridRunner(grid, tmp_path, tmp_path)
+    runner.data_keys = lambda dataset: {"dataset": dataset}
+    assert all(c.halted_at is None and "early_stop.halt_after" not in c.keys for c in runner.plan(["coat"])[0])
+
+
+# ---- power: the best other method and its seeds -----------------------------------------
+def _power_grid():
+    return G.Grid("t", ["coat"], ["valid", "ood_valid"], [1, 2], {"cns": {}, "a": {}, "b": {}, "rns": {}},
+                  power=G.Power(seeds=[1, 2, 3, 4, 5], methods=["cns"], at_least={"rns": 3}))
+
+
+def test_power_seeds_go_to_the_methods_under_test_and_the_best_other_method_by_validation(tmp_path):
+    runner = G.GridRunner(_power_grid(), tmp_path, tmp_path)
+    runner.data_keys = lambda dataset: {"dataset": dataset}
+    first = runner.plan(["coat"])[0]
+    # a: the best IID validation; b: the best OOD validation, tied with rns on Recall@20, ahead on NDCG@20; the
+    # method under test (cns) scores highest of all and is not an "other" method
+    values = {"cns": ([0.9], [0.9]), "a": ([0.5], [0.1]), "b": ([0.2], [0.4]), "rns": ([0.1], [0.4])}
+    for cell in first:
+        v, o = values[cell.method]
+        rows = _rows(v, o)
+        if cell.method == "rns":
+            rows[0]["ood_valid/NDCG@20"] = 0.3
+        _run(cell.folder, rows)
+    del values
+    # not before every other method's first seeds have ended
+    partial = G.GridRunner(_power_grid(), tmp_path / "partial", tmp_path)
+    partial.data_keys = runner.data_keys
+    _run(partial.cell("coat", "a", {}, 1, {"dataset": "coat"}).folder, _rows([0.5], [0.1]))
+    partial.plan(["coat"])
+    assert partial.best_other == {}
+    first, later, choices = runner.plan(["coat"])
+    assert runner.best_other == {"coat/valid": "a", "coat/ood_valid": "b"}
+    seeds = {}
+    for cell in later:
+        seeds.setdefault(cell.method, []).append(cell.seed)
+    assert seeds == {"cns": [2, 3, 4, 5], "a": [2, 3, 4, 5], "b": [2, 3, 4, 5], "rns": [2, 3]}
+    assert runner.manifest(["coat"], {})["power"] == {"seeds": [1, 2, 3, 4, 5], "methods": ["cns"],
+                                                      "at_least": {"rns": 3},
+                                                      "best_other": {"coat/ood_valid": "b", "coat/valid": "a"}}
+
+
+@pytest.mark.parametrize("section,message", [
+    ("power: {seeds: [1]}", "`power.seeds` must list at least two seeds, got [1]"),
+    ("power: {seeds: [1, 2, 1]}", "`power.seeds` lists seed 1 twice"),
+    ("power: {seeds: [1, 2], methods: [x]}", "`power` names method 'x', which is not in `methods`"),
+    ("power: {seeds: [1, 2], at_least: {m: 3}}", "`power.at_least.m` must be a number of seeds from 1 to 2"),
+    ("power: {seeds: [1, 2], best_other: 1}", "`power.best_other` must be true or false, got 1"),
+    ("power: {seeds: [1, 2], more: 1}", "`power`: unknown entries ['more']"),
+    ("halving: {datasets: [food], rung: 5, keep: 2}", "`halving.datasets` names datasets not in `datasets`: ['food']"),
+    ("halving: {datasets: [coat], rung: 0, keep: 2}", "`halving.rung` must be a whole number of at least 1, got 0"),
+    ("halving: {datasets: [coat], rung: 5}", "`halving.keep` must be a whole number of at least 1, got None"),
+    ("halving: [coat]", "`halving` must be a mapping"),
+])
+def test_bad_power_and_halving_sections_are_grid_file_errors(tmp_path, caplog, section, message):
+    path = write(tmp_path / "g.yaml", f"name: g\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\n"
+                                      f"methods: {{m: {{}}}}\n{section}\n")
+    with caplog.at_level("ERROR"):
+        assert G.main([str(path), "--dataset-root", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    assert message in caplog.text and not (tmp_path / "out").exists()
+
+
+# ---- the cost of a dataset without records -------------------------------------------------
+def test_a_dataset_without_records_is_estimated_by_scaling_anothers(tmp_path):
+    run = tmp_path / "records" / "old" / "runs" / "food" / "rns" / "default" / "s1" / "r"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"input": {"dataset": "food", "negative.sampler": "rns"}}))
+    (run / "metrics.json").write_text(json.dumps({
+        "selection": {"epochs_run": 10, "epoch": 5}, "data": {"users": 10, "items": 30, "train": 100},
+        "median_epoch_seconds": {"sample_s": 0.0, "train_s": 2.0, "eval_s": 1.0}}))
+    records = G.run_records(tmp_path / "records")
+    grid = G.Grid("t", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns", "max.epoch": 100}}})
+    cell = G.GridRunner(grid, tmp_path / "out", tmp_path).cell("coat", "rns", {}, 1, {"dataset": "coat"})
+    assert G.estimate_seconds(cell, records) is None  # no size given: nothing to scale by
+    # twice the rows and users + items 80 instead of 40: training 2 s x 4; users x items 1200 instead of 300: 1 s x 4;
+    # epochs: the median selected epoch 5 + the default patience 10
+    assert G.estimate_seconds(cell, records, {"coat": (20, 60, 200)}) == pytest.approx((2.0 * 4 + 1.0 * 4) * 15)
+    halted = G.Cell("coat", "rns", {}, 1, cell.folder, {**cell.keys, "early_stop.halt_after": 3}, halted_at=3)
+    assert G.estimate_seconds(halted, records, {"coat": (20, 60, 200)}) == pytest.approx(12.0 * 3)  # the rung only
+
+
+def test_a_halved_grid_continues_its_kept_candidates_into_the_runs_a_full_grid_makes(shared, tmp_path):
+    text = ("name: h\ndatasets: [coat]\nprotocols: [valid, ood_valid]\nseeds: [1]\n"
+            "keys: {max.epoch: 4, early_stop.patience: 0, fhn.probe: 0, LightGCN.n_layer: 1}\n"
+            "search: {learning.rate: [0.01, 0.05, 0.2]}\nmethods:\n  rns: {keys: {negative.sampler: rns}}\n%s")
+    halved, full = tmp_path / "halved", tmp_path / "full"
+    path = write(tmp_path / "h.yaml", text % "halving: {datasets: [coat], rung: 2, keep: 1}\n")
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(halved)]) == 0
+    assert G.main([str(write(tmp_path / "f.yaml", text % "")), "--dataset-root", str(shared), "--out", str(full)]) == 0
+    manifest = json.loads((halved / "grid.json").read_text())
+    assert {c["state"] for c in manifest["cells"]} == {"finished"}
+    kept = [c for c in manifest["cells"] if not c.get("halted_at")]
+    stopped = [c for c in manifest["cells"] if c.get("halted_at")]
+    assert 1 <= len(kept) <= 2 and len(kept) + len(stopped) == 3
+    for cell in stopped:
+        assert len(_curve(halved / cell["run"])) == 1 + 2  # header and the rung's two epochs
+    for cell in kept:  # one run folder, continued: the curve of the grid that never halved
+        run = halved / cell["run"]
+        assert len(list(run.parent.glob("*/config.json"))) == 1
+        assert json.loads((run / "config.json").read_text())["lengthened"] == [
+            "after epoch 2: early_stop.halt_after 2 -> 0"]
+        twin = next(c for c in json.loads((full / "grid.json").read_text())["cells"] if c["id"] == cell["id"])
+        assert _strip_times(_curve(run)) == _strip_times(_curve(full / twin["run"]))
+    chosen = {tuple(v.items()) for v in manifest["choices"]["coat/rns"].values()}
+    assert chosen <= {tuple(c["candidate"].items()) for c in kept}  # chosen among the kept candidates only
