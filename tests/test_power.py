@@ -211,8 +211,9 @@ def test_a_halved_grid_continues_its_kept_candidates_into_the_runs_a_full_grid_m
             "search: {learning.rate: [0.01, 0.05, 0.2]}\nmethods:\n  rns: {keys: {negative.sampler: rns}}\n%s")
     halved, full = tmp_path / "halved", tmp_path / "full"
     path = write(tmp_path / "h.yaml", text % "halving: {datasets: [coat], rung: 2, keep: 1}\n")
-    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(halved)]) == 0
-    assert G.main([str(write(tmp_path / "f.yaml", text % "")), "--dataset-root", str(shared), "--out", str(full)]) == 0
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(halved), "--threads", "1"]) == 0
+    assert G.main([str(write(tmp_path / "f.yaml", text % "")), "--dataset-root", str(shared), "--out", str(full),
+                   "--threads", "1"]) == 0
     manifest = json.loads((halved / "grid.json").read_text())
     assert {c["state"] for c in manifest["cells"]} == {"finished"}
     kept = [c for c in manifest["cells"] if not c.get("halted_at")]

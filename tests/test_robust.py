@@ -134,7 +134,7 @@ def test_a_finished_run_lengthened_by_resume_equals_a_run_started_with_the_longe
 
 
 @pytest.mark.parametrize("override, message", [
-    ("max.epoch=20", "--set can only lengthen its stopping rule (early_stop.min_epochs, early_stop.patience), "
+    ("max.epoch=20", "--set can only lengthen its stopping rule (early_stop.min_epochs, early_stop.patience, early_stop.halt_after), "
                      "not max.epoch"),
     ("early_stop.min_epochs=1", "--resume: --set early_stop.min_epochs=1 is below the run's 3"),
     ("early_stop.min_epochs=x", "early_stop.min_epochs"),

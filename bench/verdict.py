@@ -1,0 +1,313 @@
+"""The verdict with its intervals: python -m bench.verdict RESULTS_DIR [--out DIR] [--readme README.md [--check]]
+
+Per dataset x protocol column of a grid with a `power` section (grid.json names the best other method of each
+column, chosen on first-seed validation, never on a test file): each method under test minus the best other
+method on test_ood Recall@20 and NDCG@20 at each run's protocol-reported epoch, with a 95% confidence interval
+over seeds: a t interval on the paired differences where the seeds pair (Welch's where they do not) and a
+percentile bootstrap beside it. The verdict word comes from the t interval: `better` (above 0), `level` (it
+contains 0; its width is given), `worse` (below 0).
+
+Writes verdict.md and verdict.csv to --out (default RESULTS_DIR). With --readme FILE, also writes the answer
+block between FILE's `<!-- verdict:start -->` and `<!-- verdict:end -->` lines; with --check as well, writes
+nothing and exits 1 when that block differs from what the records give (tests/test_verdict.py runs it on the
+committed records).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from scipy import stats
+
+from bench.grid import read_json, read_manifest
+from bench.table import collect, grid_file
+from conf.config import repo_relative
+from util.io import atomic_write_text
+from util.typing_coerce import ConfigError
+
+log = logging.getLogger("bench.verdict")
+METRICS = ("Recall@20", "NDCG@20")
+FILE = "test_ood"  # what the verdict is about: the OOD test part each protocol reports on
+LEVEL = 0.95
+BOOTSTRAP = 10000  # resamples
+BOOTSTRAP_SEED = 20250101
+START, END = "<!-- verdict:start -->", "<!-- verdict:end -->"
+
+
+@dataclass
+class Interval:
+    """A difference of means with its 95% t and bootstrap intervals over seeds."""
+
+    n: int  # pairs (paired) or the smaller group (unpaired)
+    paired: bool
+    diff: float  # the mean difference
+    low: float
+    high: float
+    boot_low: float
+    boot_high: float
+
+    @property
+    def word(self) -> str:
+        """better (the t interval above 0), worse (below 0) or level (it contains 0)."""
+        return "better" if self.low > 0 else "worse" if self.high < 0 else "level"
+
+    @property
+    def boot_word(self) -> str:
+        """The same word from the bootstrap interval."""
+        return "better" if self.boot_low > 0 else "worse" if self.boot_high < 0 else "level"
+
+
+def interval(mine: dict[int, float], other: dict[int, float]) -> Optional[Interval]:
+    """mine minus other over seeds: paired on the seeds both have (at least two), else Welch's interval over each
+    side's seeds (at least two each); None when neither is possible. A side without spread (a method fitted in
+    closed form, the same every seed) is fine; both without spread give a zero-width interval."""
+    common = sorted(set(mine) & set(other))
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    if len(common) >= 2:
+        d = np.array([mine[s] - other[s] for s in common])
+        n, mean = len(d), float(d.mean())
+        half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+        boots = d[rng.integers(0, n, size=(BOOTSTRAP, n))].mean(axis=1)
+        return Interval(n, True, mean, mean - half, mean + half, *_percentiles(boots))
+    a, b = np.array(list(mine.values())), np.array(list(other.values()))
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    mean = float(a.mean() - b.mean())
+    if va + vb == 0:
+        return Interval(min(len(a), len(b)), False, mean, mean, mean, mean, mean)
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, dof) * math.sqrt(va + vb))
+    boots = (a[rng.integers(0, len(a), size=(BOOTSTRAP, len(a)))].mean(axis=1)
+             - b[rng.integers(0, len(b), size=(BOOTSTRAP, len(b)))].mean(axis=1))
+    return Interval(min(len(a), len(b)), False, mean, mean - half, mean + half, *_percentiles(boots))
+
+
+def _percentiles(values: np.ndarray) -> tuple[float, float]:
+    tail = (1 - LEVEL) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def verdicts(results: Path) -> list[dict[str, Any]]:
+    """One record per dataset, protocol, method under test and metric: the best other method, the seeds of both,
+    their means and the interval of the difference. A ConfigError for a grid without `power`."""
+    manifest = read_manifest(results)
+    power = manifest.get("power")
+    if not power:
+        raise ConfigError(f"{results}/grid.json has no `power` section (the grid file's `power` names the methods "
+                          f"under test; a dry run of the grid writes it)")
+    data = collect(results)
+    out = []
+    for dataset in manifest["datasets"]:
+        for protocol in manifest["protocols"]:
+            other = power["best_other"].get(f"{dataset}/{protocol}")
+            methods = data.get(protocol, {}).get(dataset, {})
+            for method in power["methods"]:
+                for metric in METRICS:
+                    rec: dict[str, Any] = {"dataset": dataset, "protocol": protocol, "method": method,
+                                           "other": other, "metric": metric}
+                    mine = _values(methods.get(method), metric)
+                    theirs = _values(methods.get(other), metric) if other else {}
+                    rec.update({"seeds": len(mine), "other_seeds": len(theirs),
+                                "mean": float(np.mean(list(mine.values()))) if mine else None,
+                                "other_mean": float(np.mean(list(theirs.values()))) if theirs else None})
+                    found = interval(mine, theirs) if mine and theirs else None
+                    if found is not None:
+                        rec.update({**asdict(found), "word": found.word, "boot_word": found.boot_word})
+                    out.append(rec)
+    return out
+
+
+def _values(entry: Optional[dict[str, Any]], metric: str) -> dict[int, float]:
+    """Per seed, a method's test_ood `metric` at its protocol's reported epoch (collect's rows)."""
+    if not entry:
+        return {}
+    return {int(seed): run["row"][f"{FILE}/{metric}"] for seed, run in entry["runs"].items()
+            if f"{FILE}/{metric}" in run["row"]}
+
+
+def _num(value: Optional[float], digits: int = 4) -> str:
+    return "" if value is None else f"{value:+.{digits}f}" if value != 0 else f"{0:.{digits}f}"
+
+
+def _mean(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def shown(rec: dict[str, Any]) -> str:
+    """A difference as the README shows it: `+0.0012 [-0.0003, +0.0027] level (width 0.0030)`."""
+    return f"{_diff(rec)} {_word(rec)}" if "word" in rec else _word(rec)
+
+
+def provenance(results: Path) -> tuple[list[str], str, str]:
+    """(the commits the grid's finished runs were made at, the grid file, how far the grid is), as grid.json and
+    the records give them."""
+    manifest = read_manifest(results)
+    commits = set()
+    for cell in manifest["cells"]:
+        if cell.get("run") and cell.get("state") == "finished":
+            commits.add(read_json(results / cell["run"] / "config.json").get("commit", "not recorded"))
+    states = [c["state"] for c in manifest["cells"]]
+    waiting = sum(all(v is None for v in chosen.values()) for chosen in manifest["choices"].values())
+    unnamed = sum(1 for d in manifest["datasets"] for p in manifest["protocols"]
+                  if f"{d}/{p}" not in (manifest.get("power") or {}).get("best_other", {}))
+    if states.count("finished") == len(states) and not waiting and not unnamed:
+        progress = f"Complete: all {len(states)} cells of the grid finished."
+    else:
+        progress = (f"**Interim**: {states.count('finished')} of the {len(states)} cells listed so far finished"
+                    + (f"; the later seeds of {waiting} dataset/method pair(s) are not listed yet" if waiting else "")
+                    + (f"; the best other method of {unnamed} column(s) is not named yet" if unnamed else "")
+                    + "; the intervals use the seeds finished so far.")
+    return sorted(commits), grid_file(manifest), progress
+
+
+def markdown(records: list[dict[str, Any]], results: Path) -> str:
+    """verdict.md: every interval, t and bootstrap, with both sides' means and seeds."""
+    commits, grid, progress = provenance(results)
+    lines = [f"## The verdict with its intervals (grid `{read_manifest(results)['grid']}`)", "", progress, "",
+             f"Made by `python -m bench.verdict {repo_relative(results.resolve())}` from the run records (runs by "
+             f"`python -m bench.grid {grid}` at commit(s) {', '.join(commits) or 'none'}). Per column, each method under test minus the "
+             f"best other method (named by first-seed validation, `power.best_other` in grid.json) on {FILE} at "
+             f"each run's protocol-reported epoch; 95% intervals over seeds: t on the paired differences (seeds "
+             f"pair; Welch where they do not) and a percentile bootstrap ({BOOTSTRAP} resamples). The word comes "
+             f"from the t interval: better (above 0), level (contains 0), worse (below 0).", "",
+             "| dataset | protocol | method | best other | metric | seeds (pairs) | method mean | other mean | "
+             "difference [95% t] | 95% bootstrap | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        pairs = f"{r['seeds']} / {r['other_seeds']}" + (f" ({r['n']} paired)" if r.get("paired") else "")
+        boot = f"[{_num(r['boot_low'])}, {_num(r['boot_high'])}]" if "word" in r else ""
+        if "word" in r and r["boot_word"] != r["word"]:
+            boot += f" ({r['boot_word']})"
+        lines.append(f"| {r['dataset']} | {r['protocol']} | {r['method']} | {r['other'] or ''} | {r['metric']} | "
+                     f"{pairs} | {_mean(r['mean'])} | {_mean(r['other_mean'])} | {_diff(r)} | "
+                     f"{boot} | {_word(r)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _diff(rec: dict[str, Any]) -> str:
+    """The difference and its t interval, or nothing."""
+    return f"{_num(rec['diff'])} [{_num(rec['low'])}, {_num(rec['high'])}]" if "word" in rec else ""
+
+
+def _word(rec: dict[str, Any]) -> str:
+    """The verdict word (with the interval's width when level), or why there is none."""
+    if "word" not in rec:
+        return "no interval yet" if rec.get("other") else "best other not named yet"
+    return f"{rec['word']} (width {rec['high'] - rec['low']:.4f})" if rec["word"] == "level" else rec["word"]
+
+
+def answer_block(records: list[dict[str, Any]], results: Path) -> str:
+    """The README's answer: a count of the verdict words, then one row per dataset x protocol column."""
+    commits, grid, progress = provenance(results)
+    recall = [r for r in records if r["metric"] == "Recall@20"]
+    decided = [r for r in recall if "word" in r]
+    counts = {w: sum(r["word"] == w for r in decided) for w in ("better", "level", "worse")}
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    columns = list(dict.fromkeys((r["dataset"], r["protocol"]) for r in records))
+    lines = [progress, "", f"Of {len(recall)} comparisons on OOD test Recall@20 ({len(methods)} CNSDiff presets x {len(columns)} "
+             f"dataset/protocol columns), {len(decided)} have an interval: CNSDiff is better than the best other "
+             f"method in {counts['better']}, level in {counts['level']}, worse in {counts['worse']} (95% t interval "
+             f"over paired seeds).", "",
+             "| dataset | protocol | best other (by validation) | " + " | ".join(
+                 f"{m} minus it, {metric} [95% CI]" for m in methods for metric in ("R@20", "N@20"))
+             + f" | seeds ({', '.join(methods)} / other) |",
+             "|---|---|---|" + "---|" * (2 * len(methods)) + "---|"]
+    for dataset, protocol in columns:
+        rows = {(r["method"], r["metric"]): r for r in records if (r["dataset"], r["protocol"]) == (dataset, protocol)}
+        other = next(iter(rows.values()))["other"] or "not named yet"
+        cells = [shown(rows[(m, metric)]) for m in methods for metric in METRICS]
+        seeds = ", ".join(f"{rows[(m, 'Recall@20')]['seeds']}" for m in methods)
+        theirs = next(iter(rows.values()))["other_seeds"]
+        lines.append(f"| {dataset} | `{protocol}` | {other} | " + " | ".join(cells) + f" | {seeds} / {theirs} |")
+    lines += ["", *bullets(records), "", f"Generated by `python -m bench.verdict {repo_relative(results.resolve())} "
+              f"--out results/tables/{read_manifest(results)['grid']} --readme README.md` from the run records (runs "
+              f"by `python -m bench.grid {grid}` at {len(commits)} commit(s), each run's config.json names its own); "
+              f"every interval, with its bootstrap twin and both sides' means, in "
+              f"`results/tables/{read_manifest(results)['grid']}/verdict.md`."]
+    return "\n".join(lines) + "\n"
+
+
+def bullets(records: list[dict[str, Any]]) -> list[str]:
+    """Per dataset, one line of verdict words on OOD test Recall@20 (NDCG@20 where its word differs)."""
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in records):
+        parts = []
+        for protocol in dict.fromkeys(r["protocol"] for r in records if r["dataset"] == dataset):
+            rows = {(r["method"], r["metric"]): r for r in records if (r["dataset"], r["protocol"]) == (dataset, protocol)}
+            other = next(iter(rows.values()))["other"]
+            words = []
+            for method in dict.fromkeys(m for m, _ in rows):
+                recall, ndcg = rows[(method, "Recall@20")], rows[(method, "NDCG@20")]
+                word = recall.get("word", "no interval yet")
+                if ndcg.get("word", word) != word:
+                    word += f" (NDCG@20: {ndcg['word']})"
+                words.append(f"{method} {word}")
+            parts.append(f"`{protocol}` against {other}: " + ", ".join(words) if other else
+                         f"`{protocol}`: best other method not named yet")
+        out.append(f"- **{dataset}**: " + "; ".join(parts) + ".")
+    return out
+
+
+def replace_block(text: str, block: str, path: Path) -> str:
+    """text with the lines between START and END replaced by block; a ConfigError naming the file without both."""
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise ConfigError(f"{path}: needs one `{START}` line and one `{END}` line after it")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{block}{END}{tail}"
+
+
+def to_csv(records: Sequence[dict[str, Any]]) -> str:
+    """verdict.csv: one row per record."""
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--out", type=Path, help="folder for verdict.md and verdict.csv (default: RESULTS)")
+    parser.add_argument("--readme", type=Path, help="also write the answer block into this file's verdict markers")
+    parser.add_argument("--check", action="store_true", help="with --readme: write nothing; exit 1 if it differs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        records = verdicts(args.results)
+        if args.readme:
+            text = args.readme.read_text(encoding="utf-8") if args.readme.is_file() else ""
+            wanted = replace_block(text, answer_block(records, args.results), args.readme)
+            if args.check:
+                if wanted != text:
+                    log.error("%s: the verdict block differs from what the records give; run python -m bench.verdict "
+                              "%s --readme %s", args.readme, args.results, args.readme)
+                    return 1
+                return 0
+            atomic_write_text(args.readme, wanted)
+        elif args.check:
+            raise ConfigError("--check needs --readme FILE")
+    except ConfigError as exc:
+        log.error("error: %s", exc)
+        return 2
+    out = args.out or args.results
+    atomic_write_text(out / "verdict.md", markdown(records, args.results))
+    atomic_write_text(out / "verdict.csv", to_csv(records))
+    log.info("%s", out / "verdict.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

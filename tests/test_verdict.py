@@ -1,0 +1,133 @@
+"""The verdict's intervals and words on constructed seeds, and the README's answer block against the records."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bench import verdict as V
+from tests.conftest import REPO
+
+
+def test_a_paired_interval_is_the_t_interval_of_the_differences():
+    other = {s: 0.10 + 0.01 * s for s in range(10)}  # seeds move both methods alike: pairing removes it
+    spread = [0.002, -0.001, 0.0005, -0.002, 0.001, 0.0, 0.0015, -0.0005, 0.001, -0.0015]
+    mine = {s: other[s] + 0.003 + e for s, e in zip(range(10), spread)}
+    found = V.interval(mine, other)
+    d = np.array([mine[s] - other[s] for s in range(10)])
+    assert found.paired and found.n == 10 and found.diff == pytest.approx(0.003 + np.mean(spread))
+    half = stats.t.ppf(0.975, 9) * d.std(ddof=1) / math.sqrt(10)
+    assert (found.low, found.high) == pytest.approx((d.mean() - half, d.mean() + half))
+    ci = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)  # scipy's own, an independent check
+    assert (found.low, found.high) == pytest.approx((ci.low, ci.high))
+    assert found.word == "better" and found.boot_word == "better"
+    assert found.boot_low < found.diff < found.boot_high
+    assert V.interval(mine, other) == found  # the bootstrap is seeded: the same records give the same digits
+    # unpaired, the seeds' common movement (0.01 per seed) swamps a 0.003 difference
+    assert V.interval(mine, {s + 100: v for s, v in other.items()}).word == "level"
+
+
+@pytest.mark.parametrize("shift,word", [(0.01, "better"), (0.0, "level"), (-0.01, "worse")])
+def test_the_word_comes_from_the_interval(shift, word):
+    rng = np.random.default_rng(1)
+    other = {s: 0.2 + rng.normal(0, 0.01) for s in range(10)}
+    mine = {s: other[s] + shift + rng.normal(0, 0.002) for s in range(10)}
+    found = V.interval(mine, other)
+    assert found.word == word
+    rec = {"other": "dens", **vars(found), "word": found.word, "boot_word": found.boot_word}
+    text = V.shown(rec)
+    assert text.split("]")[1].strip().startswith(word)
+    assert ("width" in text) == (word == "level")
+
+
+def test_an_unpaired_interval_is_welchs_and_too_few_seeds_give_none():
+    mine, other = {1: 0.30, 2: 0.32, 3: 0.31, 4: 0.33}, {11: 0.20, 12: 0.25, 13: 0.22}
+    found = V.interval(mine, other)
+    ci = stats.ttest_ind(list(mine.values()), list(other.values()), equal_var=False).confidence_interval(0.95)
+    assert not found.paired and (found.low, found.high) == pytest.approx((ci.low, ci.high))
+    assert V.interval({1: 0.3}, {1: 0.2}) is None  # one pair, one seed each: no interval
+    fixed = V.interval({1: 0.3, 2: 0.3}, {5: 0.2, 6: 0.2})  # no spread on either side (closed-form models)
+    assert fixed.low == fixed.high == pytest.approx(0.1) and fixed.word == "better"
+    closed_form = V.interval({1: 0.30, 2: 0.32, 3: 0.31}, {1: 0.29, 2: 0.29, 3: 0.29})  # EASE: the same every seed
+    # t with 2 degrees of freedom is wide; the percentile bootstrap of 3 values is far too narrow: why the word
+    # comes from the t interval
+    assert closed_form.paired and closed_form.word == "level" and closed_form.boot_word == "better"
+
+
+# ---- a constructed grid folder -------------------------------------------------------------
+def _grid(folder, values, best_other):
+    """grid.json and runs: values[method][seed] = test_ood Recall@20 (NDCG@20 half of it), one epoch each."""
+    cells = []
+    for method, per_seed in values.items():
+        for seed, value in per_seed.items():
+            run = folder / "runs" / "d" / method / "default" / f"s{seed}" / "r"
+            run.mkdir(parents=True)
+            (run / "config.json").write_text(json.dumps({"commit": "abc1234"}))
+            row = {"epoch": 1, "valid/Recall@20": 0.5, "valid/NDCG@20": 0.5, "test_ood/Recall@20": value,
+                   "test_ood/NDCG@20": value / 2}
+            with (run / "epochs.csv").open("w") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(row))
+                writer.writeheader()
+                writer.writerow(row)
+            cells.append({"id": f"d/{method}/default/s{seed}", "dataset": "d", "method": method, "candidate": {},
+                          "seed": seed, "state": "finished", "error": "", "run": str(run.relative_to(folder))})
+    (folder / "grid.json").write_text(json.dumps({
+        "grid": "g", "grid_file": "conf/grids/g.yaml", "protocols": ["valid"], "datasets": ["d"], "cells": cells,
+        "choices": {f"d/{m}": {"valid": {}} for m in values},
+        "power": {"seeds": [1, 2, 3], "methods": ["cns"], "at_least": {}, "best_other": best_other}}))
+
+
+def test_the_verdict_and_the_readme_block_from_records(tmp_path):
+    values = {"cns": {1: 0.30, 2: 0.31, 3: 0.32}, "dens": {1: 0.20, 2: 0.215, 3: 0.22}, "rns": {1: 0.4, 2: 0.4, 3: 0.4}}
+    _grid(tmp_path, values, {"d/valid": "dens"})  # rns tests best, but validation named DENS: the verdict uses DENS
+    records = V.verdicts(tmp_path)
+    recall = next(r for r in records if r["metric"] == "Recall@20")
+    assert recall["other"] == "dens" and recall["n"] == 3 and recall["paired"]
+    assert recall["mean"] == pytest.approx(0.31) and recall["other_mean"] == pytest.approx(0.635 / 3)
+    d = np.array([0.10, 0.095, 0.10])
+    assert recall["low"] == pytest.approx(d.mean() - stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3))
+    ndcg = next(r for r in records if r["metric"] == "NDCG@20")
+    assert ndcg["mean"] - ndcg["other_mean"] == pytest.approx(0.295 / 6) == pytest.approx(ndcg["diff"])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nintro\n\n{V.START}\nold\n{V.END}\n\nafter\n")
+    assert V.main([str(tmp_path), "--readme", str(readme), "--check"]) == 1  # "old" is not what the records give
+    assert V.main([str(tmp_path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nintro\n\n") and text.endswith(f"{V.END}\n\nafter\n")
+    assert "| d | `valid` | dens | +0.0983 [" in text and "better" in text
+    assert "CNSDiff is better than the best other method in 1, level in 0, worse in 0" in text
+    assert V.main([str(tmp_path), "--readme", str(readme), "--check"]) == 0
+    assert (tmp_path / "verdict.md").is_file() and "| d | valid | cns | dens | Recall@20 |" in (
+        tmp_path / "verdict.md").read_text()
+    changed = text.replace("+0.0983", "+0.0984", 1)  # one digit
+    readme.write_text(changed)
+    assert V.main([str(tmp_path), "--readme", str(readme), "--check"]) == 1
+
+
+def test_no_power_section_or_no_markers_is_a_clear_error(tmp_path, caplog):
+    _grid(tmp_path, {"cns": {1: 0.3, 2: 0.3}}, {})
+    manifest = json.loads((tmp_path / "grid.json").read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    with caplog.at_level("ERROR"):
+        assert V.main([str(tmp_path), "--readme", str(readme)]) == 2
+    assert "needs one `<!-- verdict:start -->` line" in caplog.text and readme.read_text() == "no markers\n"
+    records = V.verdicts(tmp_path)
+    assert all(V.shown(r) == "best other not named yet" for r in records)
+    del manifest["power"]
+    (tmp_path / "grid.json").write_text(json.dumps(manifest))
+    caplog.clear()
+    with caplog.at_level("ERROR"):
+        assert V.main([str(tmp_path)]) == 2
+    assert "has no `power` section" in caplog.text
+
+
+def test_the_readme_answer_is_what_the_committed_records_give():
+    results = REPO / "results" / "grids" / "main"
+    if not (results / "grid.json").is_file():
+        pytest.skip("no committed main grid")
+    assert V.main([str(results), "--readme", str(REPO / "README.md"), "--check"]) == 0
