@@ -103,7 +103,7 @@ class FHNProbe:
                 epoch: int, max_epoch: int, device: torch.device) -> dict[str, float]:
         """The FHN columns for the model and sampler as they are now."""
         items_out, neg_scores, pos_scores = [], [], []
-        with preserved_random_state():
+        with preserved_random_state(device):
             user_all, item_all, layers = model.propagate(sampler.needs_layers)
             cands_all = torch.from_numpy(candidates.draw(self.users, sampler.n_candidates)).to(device)
             users_all = torch.from_numpy(self.users).to(device)

@@ -168,15 +168,12 @@ class GraphRecommender(Recommender):
         """One pass over the shuffled training pairs; returns mean loss terms, diagnostics and timings."""
         cfg = self.config
         t0 = time.perf_counter()
-        users, pos, negs = self.epoch_sampler.epoch()
-        users_t = torch.from_numpy(users).to(self.device)
-        pos_t = torch.from_numpy(pos).to(self.device)
-        negs_t = torch.from_numpy(negs).to(self.device)
+        users_t, pos_t, negs_t = (self.to_device(a) for a in self.epoch_sampler.epoch())
         t1 = time.perf_counter()
         self.model.train()
         self.sampler.train()
         sums: dict[str, torch.Tensor] = {}
-        n_batches = math.ceil(len(users) / cfg.batch_size)
+        n_batches = math.ceil(len(users_t) / cfg.batch_size)
         progress = Progress(f"epoch {epoch + 1}", n_batches)
         for b in range(n_batches):
             sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
@@ -195,6 +192,13 @@ class GraphRecommender(Recommender):
         result["sample_s"] = t1 - t0
         result["train_s"] = time.perf_counter() - t1
         return result
+
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the run's device: on a GPU through pinned memory, without blocking the host."""
+        tensor = torch.from_numpy(array)
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def evaluate_all(self) -> tuple[dict[str, dict[str, float]], tuple[torch.Tensor, torch.Tensor]]:
@@ -321,7 +325,7 @@ class GraphRecommender(Recommender):
         return {"epoch": epoch, "config": self.config.to_dict(), "record": self.config.record, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "sampler": self.sampler.state_dict(), "selection": dict(vars(self.selection)),
                 "best_epoch": self.best_epoch, "best_emb": tuple(t.detach().cpu() for t in self.best_emb),
-                "epoch_rows": self.epoch_rows, "stopped_early": self.stopped_early, "random": random_state()}
+                "epoch_rows": self.epoch_rows, "stopped_early": self.stopped_early, "random": random_state(self.device)}
 
     def save_checkpoint(self, epoch: int, improved: bool) -> None:
         """checkpoint.pt (atomic) after every epoch; best.pt / epoch-NNN.pt as checkpoint.keep asks."""
@@ -335,7 +339,9 @@ class GraphRecommender(Recommender):
 
     def load_checkpoint(self) -> None:
         """Restore model, optimiser, sampler, selection, best embeddings, rows and random streams."""
-        state = read_checkpoint(self.run_dir / "checkpoint.pt", self.device)  # SELFRec checked that it exists
+        # onto the CPU whatever the run's device: load_state_dict copies each tensor where its module lives, and
+        # the random states must stay CPU tensors (SELFRec checked that the file exists)
+        state = read_checkpoint(self.run_dir / "checkpoint.pt", "cpu")
         check_record(self.run_dir, state)  # config.json must still be the run's record
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -348,7 +354,7 @@ class GraphRecommender(Recommender):
         self.writer.rows = list(self.epoch_rows)
         self.stopped_early = state["stopped_early"]
         self.start_epoch = state["epoch"] + 1
-        set_random_state(state["random"])
+        set_random_state(state["random"], self.device)
         log.info("resumed after epoch %d of %d", self.start_epoch, self.config.max_epoch)
         self.lengthen(state)
 

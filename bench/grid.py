@@ -498,6 +498,8 @@ def comparable(config: dict[str, Any]) -> dict[str, Any]:
             out.update({f"params.{sampler}.{name}": v for name, v in ((value or {}).get(sampler) or {}).items()})
         elif key in DATA_PATHS:
             out[key] = _data_file(value)
+        elif key == "device" and value == "auto":  # the device `auto` resolved to (records from before the grids
+            out[key] = config.get("device.resolved", value)  # fixed it): the same run as one that named it
         else:
             out[key] = value
     return out
@@ -589,8 +591,9 @@ class GridRunner:
     """Builds the cells of a grid and runs those that are not finished."""
 
     def __init__(self, grid: Grid, out: Path, dataset_root: Path, jobs: int = 1, retry_failed: bool = False,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, device: str = "cpu"):
         self.grid, self.out, self.root = grid, Path(out), Path(dataset_root)
+        self.device = device  # every cell's device key (a grid file's keys.device wins): never `auto`
         self.jobs, self.retry_failed = jobs, retry_failed
         # torch threads per cell: one when cells run side by side, else every core, unless told
         self.threads = threads or (1 if jobs > 1 else os.cpu_count() or 1)
@@ -698,7 +701,8 @@ class GridRunner:
 
     def cell(self, dataset: str, method: str, candidate: dict[str, Any], seed: int, data: dict[str, Any]) -> Cell:
         """One cell with its full set of config keys."""
-        keys = {**self.grid.keys, **data, **self.grid.keys_of(dataset, method), **candidate, "seed": seed}
+        keys = {"device": self.device, **self.grid.keys, **data, **self.grid.keys_of(dataset, method), **candidate,
+                "seed": seed}
         folder = self.out / "runs" / dataset / method / tag(candidate) / f"s{seed}"
         return Cell(dataset, method, candidate, seed, folder, keys)
 
@@ -1198,6 +1202,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--dataset-root", type=Path, default=Path("dataset"))
     parser.add_argument("--out", type=Path, help="default: results/grids/<grid name>")
     parser.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    parser.add_argument("--device", default="cpu",
+                        help="every cell's device (cpu, cuda, cuda:N; default cpu, so that a GPU machine does not "
+                             "change a grid's device silently); a grid file's keys.device wins")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     lock: Optional[GridLock] = None
@@ -1211,7 +1218,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             _known_dataset(name, "--datasets")
         root = args.dataset_root if args.dataset_root.is_absolute() else Path.cwd() / args.dataset_root
         out = args.out or REPO / "results" / "grids" / grid.name
-        runner = GridRunner(grid, out, root, args.jobs, args.retry_failed, args.threads)
+        if str(args.device).strip().lower() == "auto":
+            raise ConfigError("--device: give the device (cpu, cuda, cuda:N), not auto: a grid's records name theirs")
+        runner = GridRunner(grid, out, root, args.jobs, args.retry_failed, args.threads, args.device)
         runner.check_owner()
         if not args.dry_run:  # a dry run starts nothing: it may list the cells of a folder a grid is running
             lock = GridLock(out)

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from util.device import host_path
+
 # byte -> its 8 bits as floats, times 1 / (1 - 0.5): the inverted-dropout mask for p = 0.5
 _HALF_LUT = ((torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1).float() * 2.0
 
@@ -17,7 +19,7 @@ def inverted_dropout(x: torch.Tensor, p: float, out: Optional[torch.Tensor] = No
     """Inverted dropout (into `out` when given). On the CPU with p = 0.5 each random byte gives 8 fair
     keep/drop bits (looked up as a scaled float mask): the same distribution as F.dropout, several times
     cheaper than torch's CPU bernoulli sampler. Elsewhere it is F.dropout."""
-    if p != 0.5 or x.device.type != "cpu":
+    if p != 0.5 or not host_path(x):
         dropped = F.dropout(x, p, training=True)
         return dropped if out is None else out.copy_(dropped)
     n = x.numel()

@@ -14,15 +14,20 @@ from module.samplers.base import TrainBatch
 from tests.test_end_to_end import _run
 
 
-def _sampler(**kw):
+def _sampler(device, **kw):
     torch.manual_seed(0)
-    return ADARSampler(ADARParams(**kw), 10, 10, 8, torch.device("cpu"))
+    return ADARSampler(ADARParams(**kw), 10, 10, 8, device).to(device)
+
+
+def _leaf(device, *shape):
+    """torch.randn(*shape, requires_grad=True), on device (the same draw on the CPU)."""
+    return torch.randn(*shape).to(device).requires_grad_(True)
 
 
 def _closed_form(sampler, s_pos, s_neg):
     """t* by hand: a loop over the schedule table."""
     p = sampler.params
-    sqrt_ab = sampler.ab[1:].sqrt().numpy()
+    sqrt_ab = sampler.ab[1:].sqrt().cpu().numpy()
     out = []
     for sp, sn in zip(s_pos.tolist(), s_neg.tolist()):
         if sp <= sn:
@@ -38,10 +43,10 @@ def _closed_form(sampler, s_pos, s_neg):
 
 @pytest.mark.parametrize("kw", [{}, {"kappa": 0.5}, {"schedule": "linear", "t_min": 3, "t_max": 40},
                                 {"r_min": 0.3, "r_max": 0.6}])
-def test_transition_point_equals_the_closed_form(kw):
-    s = _sampler(**kw)
-    s_pos = torch.tensor([2.0, 1.0, 1.0, 1.0, 0.5, -0.2, 3.0, 1.0, 1.0])
-    s_neg = torch.tensor([1.0, 0.9, 0.1, 0.01, 0.6, -0.5, -1.0, 1.0, 0.5])
+def test_transition_point_equals_the_closed_form(device, kw):
+    s = _sampler(device, **kw)
+    s_pos = torch.tensor([2.0, 1.0, 1.0, 1.0, 0.5, -0.2, 3.0, 1.0, 1.0], device=device)
+    s_neg = torch.tensor([1.0, 0.9, 0.1, 0.01, 0.6, -0.5, -1.0, 1.0, 0.5], device=device)
     t, rule = s.transition(s_pos, s_neg)
     assert t.tolist() == _closed_form(s, s_pos, s_neg)
     # boundary rules: row 4 is not separated (s_ui <= s_neg) -> t_min; rows 5, 6 have s_neg <= 0 < s_ui -> t_max
@@ -51,50 +56,53 @@ def test_transition_point_equals_the_closed_form(kw):
     assert t[1] <= t[2] <= t[3]
 
 
-def test_kappa_moves_the_target_towards_the_positive_and_fixed_mode_ignores_scores():
-    s_pos, s_neg = torch.tensor([1.0]), torch.tensor([0.2])
-    assert _sampler(kappa=0.5).transition(s_pos, s_neg)[0] < _sampler().transition(s_pos, s_neg)[0]
-    t, _ = _sampler(timestep="fixed", fixed_t=13).transition(torch.tensor([1.0, -1.0]), torch.tensor([0.3, 0.0]))
+def test_kappa_moves_the_target_towards_the_positive_and_fixed_mode_ignores_scores(device):
+    s_pos, s_neg = torch.tensor([1.0], device=device), torch.tensor([0.2], device=device)
+    assert _sampler(device, kappa=0.5).transition(s_pos, s_neg)[0] < _sampler(device).transition(s_pos, s_neg)[0]
+    t, _ = _sampler(device, timestep="fixed", fixed_t=13).transition(torch.tensor([1.0, -1.0], device=device),
+                                                                     torch.tensor([0.3, 0.0], device=device))
     assert t.tolist() == [13, 13]
 
 
-def test_scan_and_closed_form_agree_on_a_linear_case():
-    s = _sampler(gen_mode="forward", steps=50, scan_points=50, r_min=0.01, r_max=0.99)
+def test_scan_and_closed_form_agree_on_a_linear_case(device):
+    s = _sampler(device, gen_mode="forward", steps=50, scan_points=50, r_min=0.01, r_max=0.99)
     # with zero noise the forward-noised positive scores exactly sqrt(ab_t) * s_ui: the scan must find t*
-    user = torch.tensor([[1.0] + [0.0] * 7]).repeat(6, 1)
+    user = torch.tensor([[1.0] + [0.0] * 7]).repeat(6, 1).to(device)
     z0 = torch.zeros(6, 8)
     z0[:, 0] = torch.tensor([1.0, 2.0, 0.7, 1.5, 3.0, 1.0])
-    s_neg = torch.tensor([0.5, 0.3, 0.6, 1.4, 0.1, 0.95])
+    z0 = z0.to(device)
+    s_neg = torch.tensor([0.5, 0.3, 0.6, 1.4, 0.1, 0.95], device=device)
     closed, rule = s.transition(z0[:, 0], s_neg)
     assert (rule == 0).all()
-    scanned = s.scan(z0, s_neg, user, user, torch.zeros_like(z0), torch.ones(()))
+    scanned = s.scan(z0, s_neg, user, user, torch.zeros_like(z0), torch.ones((), device=device))
     assert scanned.tolist() == closed.tolist()
 
 
 @pytest.mark.parametrize("mode", ["reverse", "onestep", "forward"])
-def test_generation_modes_shape_and_detached(mode):
-    s = _sampler(gen_mode=mode)
-    z0 = torch.randn(12, 8, requires_grad=True)
-    user = torch.randn(12, 8, requires_grad=True)
-    t = torch.randint(1, 51, (12,))
-    out = s.generate(z0, t, user, torch.randn(12, 8))
+def test_generation_modes_shape_and_detached(device, mode):
+    s = _sampler(device, gen_mode=mode)
+    z0 = _leaf(device, 12, 8)
+    user = _leaf(device, 12, 8)
+    t = torch.randint(1, 51, (12,)).to(device)
+    out = s.generate(z0, t, user, torch.randn(12, 8).to(device))
     assert out.shape == (12, 8) and not out.requires_grad and torch.isfinite(out).all()
     if mode == "reverse":  # rows at t = 0 after stepping: with a zero-noise, zero-step case z0 comes back
-        same = s.generate(z0.detach(), torch.zeros(12, dtype=torch.long), user, torch.randn(12, 8))
+        same = s.generate(z0.detach(), torch.zeros(12, dtype=torch.long, device=device), user,
+                          torch.randn(12, 8).to(device))
         assert torch.allclose(same, z0.detach())
 
 
-def test_the_denoiser_learns_a_toy_distribution():
+def test_the_denoiser_learns_a_toy_distribution(device):
     torch.manual_seed(1)
-    s = _sampler(hidden=64)
+    s = _sampler(device, hidden=64)
     opt = torch.optim.Adam(s.net.parameters(), lr=1e-3)
-    centres = torch.randn(4, 8) * 2
-    user = torch.randn(4, 8)
+    centres = (torch.randn(4, 8) * 2).to(device)
+    user = torch.randn(4, 8).to(device)
 
     def loss():
-        k = torch.randint(0, 4, (256,))
-        z0 = centres[k] + 0.05 * torch.randn(256, 8)
-        t = torch.randint(1, 51, (256,))
+        k = torch.randint(0, 4, (256,)).to(device)
+        z0 = centres[k] + 0.05 * torch.randn(256, 8).to(device)
+        t = torch.randint(1, 51, (256,)).to(device)
         eps = torch.randn_like(z0)
         return torch.nn.functional.mse_loss(s.net(s.noised(z0, t, eps), t, user[k]), eps)
     with torch.no_grad():
@@ -109,40 +117,43 @@ def test_the_denoiser_learns_a_toy_distribution():
     assert end < 0.6 * start
 
 
-def _batch(epoch, b=16, m=4):
+def _batch(device, epoch, b=16, m=4):
+    """A batch drawn on the CPU from its own generator (the same on every device), moved to device."""
     g = torch.Generator().manual_seed(3)
-    items = torch.randn(40, 8, generator=g)
-    cands = torch.randint(0, 40, (b, m), generator=g)
-    return TrainBatch(torch.arange(b), torch.arange(b), cands, epoch, 10, torch.randn(b, 8, generator=g), items)
+    items = torch.randn(40, 8, generator=g).to(device)
+    cands = torch.randint(0, 40, (b, m), generator=g).to(device)
+    return TrainBatch(torch.arange(b, device=device), torch.arange(b, device=device), cands, epoch, 10,
+                      torch.randn(b, 8, generator=g).to(device), items)
 
 
-def test_warm_up_epochs_use_plain_bpr_then_generation_starts():
-    s = _sampler(warmup_epochs=2)
-    user, pos = torch.randn(16, 8), torch.randn(16, 8)
-    early = s.negatives(_batch(1), user, pos)
-    b = _batch(1)
+def test_warm_up_epochs_use_plain_bpr_then_generation_starts(device):
+    s = _sampler(device, warmup_epochs=2)
+    user, pos = torch.randn(16, 8).to(device), torch.randn(16, 8).to(device)
+    early = s.negatives(_batch(device, 1), user, pos)
+    b = _batch(device, 1)
     assert torch.equal(early.neg_emb, b.item_all[b.cands[:, 0]]) and torch.equal(early.neg_items, b.cands[:, 0])
     assert set(early.losses) == {"adar_denoiser"} and early.bpr_weight == 1.0
-    late = s.negatives(_batch(2), user, pos)
+    late = s.negatives(_batch(device, 2), user, pos)
     assert late.neg_items is None and set(late.losses) == {"adar_denoiser", "bpr_rand"}
     assert late.bpr_weight == s.params.lambda_g and not late.neg_emb.requires_grad
     assert {"t_star_mean", "t_star_q50", "rule_closed", "gen_below_pos", "gen_below_neg"} <= set(late.diagnostics)
-    replace = _sampler(warmup_epochs=0, loss_mode="replace").negatives(_batch(0), user, pos)
+    replace = _sampler(device, warmup_epochs=0, loss_mode="replace").negatives(_batch(device, 0), user, pos)
     assert set(replace.losses) == {"adar_denoiser"}
 
 
-def test_seeded_generation_is_deterministic():
+def test_seeded_generation_is_deterministic(device):
     outs = []
     for _ in range(2):
-        s = _sampler(warmup_epochs=0)
+        s = _sampler(device, warmup_epochs=0)
         torch.manual_seed(9)
-        outs.append(s.negatives(_batch(0), torch.randn(16, 8), torch.randn(16, 8)).neg_emb)
+        batch = _batch(device, 0)
+        outs.append(s.negatives(batch, torch.randn(16, 8).to(device), torch.randn(16, 8).to(device)).neg_emb)
     assert torch.equal(outs[0], outs[1])
 
 
-def test_two_epoch_run_on_coat_writes_its_diagnostics(shared, tmp_path):
+def test_two_epoch_run_on_coat_writes_its_diagnostics(shared, tmp_path, device_key):
     status, runs = _run(tmp_path, "dataset=coat", f"dataset.root={shared}", "max.epoch=2",
-                        "negative.sampler=adar", "params.warmup_epochs=1", "params.scan=true")
+                        "negative.sampler=adar", "params.warmup_epochs=1", "params.scan=true", f"device={device_key}")
     assert status == 0
     rows = list(csv.DictReader((runs[0] / "epochs.csv").open()))
     assert "t_star_mean" not in rows[0] or rows[0]["t_star_mean"] == ""  # warm-up epoch: plain BPR
@@ -154,10 +165,10 @@ def test_two_epoch_run_on_coat_writes_its_diagnostics(shared, tmp_path):
     assert json.loads((runs[0] / "metrics.json").read_text())["sampler"]["timestep"] == "adaptive"
 
 
-def test_the_precomputed_step_equals_the_network():
-    s = _sampler()
-    z, user = torch.randn(9, 8), torch.randn(9, 8)
-    t = torch.randint(1, 51, (9,))
+def test_the_precomputed_step_equals_the_network(device):
+    s = _sampler(device)
+    z, user = torch.randn(9, 8).to(device), torch.randn(9, 8).to(device)
+    t = torch.randint(1, 51, (9,)).to(device)
     # the network by its definition: the MLP on the concatenation [z_t ; W PE(t) ; e_u]
     defined = s.net.net(torch.cat([z, s.net.time(s.net.pe[t]), user], dim=-1))
     torch.testing.assert_close(s.net(z, t, user), defined, rtol=1e-5, atol=1e-6)
@@ -165,12 +176,14 @@ def test_the_precomputed_step_equals_the_network():
     torch.testing.assert_close(s.net.step(z, t, user_part, time_part), defined, rtol=1e-5, atol=1e-6)
     # in place in larger work buffers (generation uses their first rows as the active rows shrink)
     hidden = s.net.net[0].out_features
-    work = (torch.full((20, hidden), float("nan")), torch.full((20, hidden), float("nan")), torch.zeros(20, 8))
+    nan = float("nan")
+    work = (torch.full((20, hidden), nan, device=device), torch.full((20, hidden), nan, device=device),
+            torch.zeros(20, 8, device=device))
     torch.testing.assert_close(s.net.step(z, t, user_part, time_part, work), defined, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(work[2][:9], defined, rtol=1e-5, atol=1e-6)
     # forward() (the training path) gives every weight the gradient of the defined network
     weights = list(s.net.parameters())
-    g = torch.randn(9, 8)
+    g = torch.randn(9, 8).to(device)
     expected = torch.autograd.grad((defined * g).sum(), weights)
     got = torch.autograd.grad((s.net(z, t, user) * g).sum(), weights)
     for e, a in zip(expected, got):
@@ -183,7 +196,7 @@ def test_the_benchmark_counts_the_noise_network_flops():
     and ceil(t* / stride) network calls per row in reverse generation."""
     from torch.utils.flop_counter import FlopCounterMode
     from bench.bench_epoch import adar_noise_net_gflop
-    s = ADARSampler(ADARParams(), 10, 10, 16, torch.device("cpu"))
+    s = ADARSampler(ADARParams(), 10, 10, 16, torch.device("cpu"))  # CPU: counts the CPU path's network calls
     rows, hidden = 64, s.params.hidden
     z, user, t = torch.randn(rows, 16), torch.randn(rows, 16), torch.randint(1, 51, (rows,))
     est = adar_noise_net_gflop(rows, t, 16, hidden, s.params.reverse_stride)
@@ -203,13 +216,13 @@ def test_the_benchmark_counts_the_noise_network_flops():
     assert est["generation"] == pytest.approx(sum(calls) * per_call / 1e9)
 
 
-def test_reverse_generation_equals_ddim_steps_row_by_row():
+def test_reverse_generation_equals_ddim_steps_row_by_row(device):
     """The batched, sorted, in-place reverse loop against the DDIM formulas applied to each row alone."""
     torch.manual_seed(3)
-    s = _sampler()
+    s = _sampler(device)
     rows = 7
-    z0, user, noise = torch.randn(rows, 8), torch.randn(rows, 8), torch.randn(rows, 8)
-    t = torch.tensor([50, 1, 7, 25, 5, 33, 12])
+    z0, user, noise = (torch.randn(rows, 8).to(device) for _ in range(3))
+    t = torch.tensor([50, 1, 7, 25, 5, 33, 12], device=device)
     got = s.generate(z0, t, user, noise, mode="reverse")
     ab = s.ab.double()
     for r in range(rows):
@@ -218,7 +231,7 @@ def test_reverse_generation_equals_ddim_steps_row_by_row():
         while k > 0:
             n = max(k - s.params.reverse_stride, 0)
             with torch.no_grad():
-                eps = s.net(z.float()[None], torch.tensor([k]), user[r][None])[0].double()
+                eps = s.net(z.float()[None], torch.tensor([k], device=device), user[r][None])[0].double()
             x0 = (z - (1 - ab[k]).sqrt() * eps) / ab[k].sqrt()
             z = ab[n].sqrt() * x0 + (1 - ab[n]).sqrt() * eps
             k = n

@@ -167,20 +167,20 @@ def test_inverted_dropout_keeps_half_and_rescales():
     assert abs((z > 0).float().mean().item() - 0.75) < 0.01
 
 
-def _sampler(**kw):
+def _sampler(device, **kw):
     torch.manual_seed(0)
-    return CNSDiffSampler(CNSDiffParams(**kw), 10, 10, 8, torch.device("cpu"))
+    return CNSDiffSampler(CNSDiffParams(**kw), 10, 10, 8, device).to(device)
 
 
 @pytest.mark.parametrize("preset", ["official", "paper"])
-def test_batched_chains_equal_a_per_chain_loop(preset):
-    s = _sampler(preset=preset, dropout_at_generation=False)
-    pos, user = torch.randn(6, 8), torch.randn(6, 8)
+def test_batched_chains_equal_a_per_chain_loop(device, preset):
+    s = _sampler(device, preset=preset, dropout_at_generation=False)
+    pos, user = torch.randn(6, 8).to(device), torch.randn(6, 8).to(device)
     cond = user if s.params.user_condition else None
     torch.manual_seed(1)
     got = s.generate(pos, cond)
     torch.manual_seed(1)
-    noise = torch.randn(len(s.starts), 6, 8)
+    noise = torch.randn(len(s.starts), 6, 8, device=device)  # generate's draw, from the device's stream
     for c, start in enumerate(s.starts):
         x = s.diffusion.q_sample(pos, start - 1, noise[c])
         top = start - 1 if s.params.denoise_from_start else 19
@@ -189,32 +189,37 @@ def test_batched_chains_equal_a_per_chain_loop(preset):
         torch.testing.assert_close(got[c], x, rtol=1e-4, atol=1e-5)
 
 
-def test_chain_lengths_per_preset():
+def test_chain_lengths_per_preset(device):
     calls = {}
     for preset in ("official", "paper"):
-        s = _sampler(preset=preset)
+        s = _sampler(device, preset=preset)
         rows = []
         step = s.denoiser.step
         s.denoiser.step = lambda x, *a, **k: (rows.append(x.shape[0]), step(x, *a, **k))[1]
-        s.generate(torch.randn(4, 8), torch.randn(4, 8) if s.params.user_condition else None)
+        s.generate(torch.randn(4, 8).to(device), torch.randn(4, 8).to(device) if s.params.user_condition else None)
         calls[preset] = rows
     assert calls["official"] == [12] * 20  # 3 chains x 4 rows, all 20 steps
     assert calls["paper"] == [4] * 4 + [8] * 4 + [12] * 10  # starts 18, 14, 10 run 18, 14, 10 steps
 
 
-def _batch(b=16, epoch=0, max_epoch=10, items=None):
-    """A batch whose candidate k is row k of `items` (the item table)."""
-    items = torch.randn(b, 8) if items is None else items
-    return TrainBatch(torch.arange(b), torch.arange(b), torch.arange(b).unsqueeze(1), epoch, max_epoch,
-                      torch.randn(b, 8), items)
+def _batch(device, b=16, epoch=0, max_epoch=10, items=None):
+    """A batch on device whose candidate k is row k of `items` (the item table, already on device)."""
+    items = torch.randn(b, 8).to(device) if items is None else items
+    ids = [torch.arange(b, device=device) for _ in range(3)]  # users, positives, candidates: three tensors
+    return TrainBatch(ids[0], ids[1], ids[2].unsqueeze(1), epoch, max_epoch, torch.randn(b, 8).to(device), items)
 
 
-def test_synthetic_negative_carries_no_gradient_random_negative_does():
-    s = _sampler()
-    user = torch.randn(16, 8, requires_grad=True)
-    pos = torch.randn(16, 8, requires_grad=True)
-    cand = torch.randn(16, 8, requires_grad=True)
-    out = s.negatives(_batch(epoch=9, items=cand), user, pos)
+def _leaf(device, *shape):
+    """torch.randn(*shape, requires_grad=True), on device (the same draw on the CPU)."""
+    return torch.randn(*shape).to(device).requires_grad_(True)
+
+
+def test_synthetic_negative_carries_no_gradient_random_negative_does(device):
+    s = _sampler(device)
+    user = _leaf(device, 16, 8)
+    pos = _leaf(device, 16, 8)
+    cand = _leaf(device, 16, 8)
+    out = s.negatives(_batch(device, epoch=9, items=cand), user, pos)
     out.neg_emb.sum().backward()
     assert pos.grad is None and user.grad is None  # the synthetic part is detached
     assert cand.grad is not None and cand.grad.abs().sum() > 0
@@ -225,10 +230,10 @@ def test_synthetic_negative_carries_no_gradient_random_negative_does():
     assert sum(out.diagnostics[f"win_s{k}"].item() for k in (10, 14, 18)) == pytest.approx(1.0)
 
 
-def test_curriculum_moves_from_random_to_synthetic():
-    s = _sampler()
-    user, pos = torch.randn(4000, 8), torch.randn(4000, 8)
-    b = _batch(4000, epoch=0)
+def test_curriculum_moves_from_random_to_synthetic(device):
+    s = _sampler(device)
+    user, pos = torch.randn(4000, 8).to(device), torch.randn(4000, 8).to(device)
+    b = _batch(device, 4000, epoch=0)
     early = s.negatives(b, user, pos).diagnostics["mix_ratio"].item()
     b.epoch = 8
     late = s.negatives(b, user, pos).diagnostics["mix_ratio"].item()
@@ -236,19 +241,20 @@ def test_curriculum_moves_from_random_to_synthetic():
     assert late == pytest.approx(7.4 / 10, abs=0.02)  # Beta(7.4, 2.6) at progress 0.8
 
 
-def test_hardest_candidate_is_chosen_by_user_score():
-    s = _sampler()
-    user = torch.randn(32, 8)
-    cands = torch.randn(3, 32, 8)
+def test_hardest_candidate_is_chosen_by_user_score(device):
+    s = _sampler(device)
+    user = torch.randn(32, 8).to(device)
+    cands = torch.randn(3, 32, 8).to(device)
     s.generate = lambda pos, u: cands  # type: ignore[method-assign]
-    out = s.negatives(_batch(32, epoch=10, max_epoch=10, items=torch.zeros(32, 8)), user, torch.randn(32, 8))
-    best = cands[torch.einsum("bd,cbd->cb", user, cands).argmax(0), torch.arange(32)]
+    out = s.negatives(_batch(device, 32, epoch=10, max_epoch=10, items=torch.zeros(32, 8, device=device)), user,
+                      torch.randn(32, 8).to(device))
+    best = cands[torch.einsum("bd,cbd->cb", user, cands).argmax(0), torch.arange(32, device=device)]
     ratio = out.diagnostics["mix_ratio"].item()
     assert ratio > 0.5
     assert (out.diagnostics["score_synth"].item() == pytest.approx((user * best).sum(-1).mean().item(), rel=1e-5))
 
 
-def test_presets_and_single_switches():
+def test_presets_and_single_switches(device):
     official, paper = CNSDiffParams(), CNSDiffParams(preset="paper")
     assert (official.train_denoiser, official.user_condition, official.denoise_from_start,
             official.dropout_at_generation, official.selection) == (False, False, False, True, "test_all4")
@@ -261,9 +267,10 @@ def test_presets_and_single_switches():
         CNSDiffParams(preset="best")
     with pytest.raises(ValueError, match="sample_start"):
         CNSDiffParams(num_steps=30)
-    s = _sampler(preset="paper")
+    s = _sampler(device, preset="paper")
     assert s.param_groups() and s.param_groups()[0]["lr"] == 0.01
-    assert _sampler().param_groups() == [] and not any(p.requires_grad for p in _sampler().denoiser.parameters())
+    assert _sampler(device).param_groups() == []
+    assert not any(p.requires_grad for p in _sampler(device).denoiser.parameters())
 
 
 @pytest.mark.parametrize("bound", [None, 2.0])
@@ -292,24 +299,24 @@ def test_reused_workspace_is_detected_before_backward():
         first.sum().backward()
 
 
-def test_ablation_switches_random_source_and_fixed_curriculum():
+def test_ablation_switches_random_source_and_fixed_curriculum(device):
     s = CNSDiffSampler(CNSDiffParams(negative_source="random", curriculum="fixed", fixed_ratio=0.3), 4, 16, 8,
-                       torch.device("cpu"))
+                       device).to(device)
 
     def never(*args, **kwargs):
         raise AssertionError("the synthetic candidates must not be generated")
     s.generate = never  # type: ignore[method-assign]
-    items = torch.randn(16, 8, requires_grad=True)
-    b = _batch(16, epoch=5, items=items)
-    user, pos = torch.randn(16, 8), torch.randn(16, 8)
+    items = _leaf(device, 16, 8)
+    b = _batch(device, 16, epoch=5, items=items)
+    user, pos = torch.randn(16, 8).to(device), torch.randn(16, 8).to(device)
     out = s.negatives(b, user, pos)
     assert torch.allclose(out.neg_emb, items[b.cands[:, 0]])  # RNS's negative
     assert out.diagnostics["mix_ratio"].item() == pytest.approx(0.3)
     assert not any(k.startswith("win_s") for k in out.diagnostics) and "cl" in out.losses
     out.neg_emb.sum().backward()
     assert items.grad.abs().sum() > 0
-    fixed = CNSDiffSampler(CNSDiffParams(curriculum="fixed", fixed_ratio=0.8), 4, 16, 8, torch.device("cpu"))
-    out = fixed.negatives(_batch(16, epoch=0), user, pos)
+    fixed = CNSDiffSampler(CNSDiffParams(curriculum="fixed", fixed_ratio=0.8), 4, 16, 8, device).to(device)
+    out = fixed.negatives(_batch(device, 16, epoch=0), user, pos)
     assert out.diagnostics["mix_ratio"].item() == pytest.approx(0.8)
     assert {"dist_s10", "dist_s14", "dist_s18"} <= set(out.diagnostics)
     with pytest.raises(ValueError, match="negative_source"):

@@ -25,12 +25,12 @@ def _eval_set(truth_rows, mask_rows, n_users, n_items):
     return EvalSet("t", "test", users, truth, csr(mask_rows), {})
 
 
-def test_hand_computed_case():
+def test_hand_computed_case(device):
     # one user, 5 items, scores rank items 4,3,2,1,0; item 4 is masked -> ranking 3,2,1,0
-    user = torch.tensor([[1.0]])
-    items = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]])
+    user = torch.tensor([[1.0]], device=device)
+    items = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]], device=device)
     es = _eval_set([(0, 2), (0, 0)], [(0, 4)], 1, 5)
-    m = RankingEvaluator(es.users, es.truth, es.mask, [1, 2, 4], torch.device("cpu")).evaluate(user, items)
+    m = RankingEvaluator(es.users, es.truth, es.mask, [1, 2, 4], device).evaluate(user, items)
     assert m["Recall@1"] == 0 and m["Recall@2"] == 0.5 and m["Recall@4"] == 1.0
     assert m["Precision@2"] == 0.5 and m["Hit Ratio@2"] == 0.5
     idcg2 = 1 + 1 / math.log2(3)
@@ -63,7 +63,7 @@ def _reference(user_emb, item_emb, es, top_n):
 
 
 @pytest.mark.parametrize("batch_users", [3, 1000])
-def test_matches_slow_reference_on_random_data(batch_users):
+def test_matches_slow_reference_on_random_data(device, batch_users):
     rng = np.random.default_rng(0)
     n_users, n_items = 40, 60
     dense = rng.random((n_users, n_items))
@@ -72,30 +72,30 @@ def test_matches_slow_reference_on_random_data(batch_users):
     es = _eval_set(truth, mask, n_users, n_items)
     user_emb = rng.standard_normal((n_users, 8)).astype(np.float32)
     item_emb = rng.standard_normal((n_items, 8)).astype(np.float32)
-    got = RankingEvaluator(es.users, es.truth, es.mask, [5, 10, 20], torch.device("cpu"), batch_users).evaluate(
-        torch.from_numpy(user_emb), torch.from_numpy(item_emb))
+    got = RankingEvaluator(es.users, es.truth, es.mask, [5, 10, 20], device, batch_users).evaluate(
+        torch.from_numpy(user_emb).to(device), torch.from_numpy(item_emb).to(device))
     ref = _reference(user_emb, item_emb, es, [5, 10, 20])
     assert got.keys() == ref.keys()
     for key in ref:
         assert got[key] == pytest.approx(ref[key], abs=1e-12), key
 
 
-def test_topk_excludes_masked_items():
+def test_topk_excludes_masked_items(device):
     es = _eval_set([(0, 1)], [(0, 0), (0, 2)], 1, 4)
-    scores, items = RankingEvaluator(es.users, es.truth, es.mask, [2], torch.device("cpu")).topk(
-        torch.ones(1, 1), torch.tensor([[9.0], [1.0], [8.0], [2.0]]), 2)
+    scores, items = RankingEvaluator(es.users, es.truth, es.mask, [2], device).topk(
+        torch.ones(1, 1, device=device), torch.tensor([[9.0], [1.0], [8.0], [2.0]], device=device), 2)
     assert items.tolist() == [[3, 1]] and scores.tolist() == [[2.0, 1.0]]
 
 
-def test_average_recommendation_popularity():
+def test_average_recommendation_popularity(device):
     # one user, items ranked 3, 2, 1, 0 by score (item 4 masked); popularity = 10 x item id
-    user = torch.tensor([[1.0]])
-    items = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]])
+    user = torch.tensor([[1.0]], device=device)
+    items = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]], device=device)
     es = _eval_set([(0, 2)], [(0, 4)], 1, 5)
     pop = np.array([0.0, 10.0, 20.0, 30.0, 40.0])
-    m = RankingEvaluator(es.users, es.truth, es.mask, [1, 2], torch.device("cpu"), 16, pop).evaluate(user, items)
+    m = RankingEvaluator(es.users, es.truth, es.mask, [1, 2], device, 16, pop).evaluate(user, items)
     assert m["ARP@1"] == 30.0 and m["ARP@2"] == 25.0
-    assert "ARP@1" not in RankingEvaluator(es.users, es.truth, es.mask, [1], torch.device("cpu")).evaluate(user, items)
+    assert "ARP@1" not in RankingEvaluator(es.users, es.truth, es.mask, [1], device).evaluate(user, items)
 
 
 def test_early_stopping_waits_for_every_watched_file():
@@ -118,14 +118,14 @@ def test_early_stopping_waits_for_every_watched_file():
     assert epoch == 3
 
 
-def test_popularity_penalty_reranks_by_score_minus_gamma_log_degree():
-    user = torch.tensor([[1.0]])
-    items = torch.tensor([[1.0], [0.9]])  # item 0 scores higher but is far more popular
+def test_popularity_penalty_reranks_by_score_minus_gamma_log_degree(device):
+    user = torch.tensor([[1.0]], device=device)
+    items = torch.tensor([[1.0], [0.9]], device=device)  # item 0 scores higher but is far more popular
     es = _eval_set([(0, 1)], [], 1, 2)
     pop = np.array([1000.0, 1.0])
-    plain = RankingEvaluator(es.users, es.truth, es.mask, [1], torch.device("cpu"), 16, pop)
+    plain = RankingEvaluator(es.users, es.truth, es.mask, [1], device, 16, pop)
     assert plain.evaluate(user, items)["Recall@1"] == 0.0
-    penalised = RankingEvaluator(es.users, es.truth, es.mask, [1], torch.device("cpu"), 16, pop, pop_penalty=0.1)
+    penalised = RankingEvaluator(es.users, es.truth, es.mask, [1], device, 16, pop, pop_penalty=0.1)
     # 1.0 - 0.1 log(1001) = 0.309 < 0.9 - 0.1 log(2) = 0.831
     m = penalised.evaluate(user, items)
     assert m["Recall@1"] == 1.0 and m["ARP@1"] == 1.0

@@ -13,14 +13,15 @@ from tests.test_samplers import _recommender, _toy_data
 
 
 class HeldOutOracle(NegativeSampler):
-    """Always returns one of the user's held-out positives (or, with synthetic=True, its embedding)."""
+    """Always returns one of the user's held-out positives (or, with synthetic=True, its embedding); the table of
+    item ids lives on `device`, the probe's."""
 
     name = "oracle"
     Params = RNSParams
 
-    def __init__(self, table: torch.Tensor, synthetic: bool = False):
-        super().__init__(RNSParams(), 0, 0, 0, torch.device("cpu"))
-        self.table, self.synthetic = table, synthetic
+    def __init__(self, table: torch.Tensor, device: torch.device, synthetic: bool = False):
+        super().__init__(RNSParams(), 0, 0, 0, device)
+        self.table, self.synthetic = table.to(device), synthetic
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         items = self.table[batch.users]
@@ -37,23 +38,23 @@ def _first_heldout(data) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("synthetic", [False, True])
-def test_a_sampler_returning_held_out_positives_scores_one(tmp_path, synthetic):
+def test_a_sampler_returning_held_out_positives_scores_one(tmp_path, device, device_key, synthetic):
     data, _ = _toy_data(n_users=40, n_items=60)
-    rec = _recommender(tmp_path, "rns", data)
+    rec = _recommender(tmp_path, "rns", data, device=device_key)
     keep = np.diff(data.eval_sets["test_ood"].truth.indptr) > 0
     probe = FHNProbe(data, 10_000, 1, 64)
     probe.users, probe.pos = probe.users[keep[probe.users]], probe.pos[keep[probe.users]]
-    oracle = HeldOutOracle(_first_heldout(data), synthetic)
-    out = probe.measure(rec.model, oracle, rec.epoch_sampler, 0, 3, torch.device("cpu"))
+    oracle = HeldOutOracle(_first_heldout(data), device, synthetic)
+    out = probe.measure(rec.model, oracle, rec.epoch_sampler, 0, 3, device)
     assert out["fhn_heldout"] == 1.0
     assert 0 < out["fhn_heldout_base"] < 0.5
 
 
-def test_uniform_negatives_hit_held_out_items_at_the_base_rate(tmp_path):
+def test_uniform_negatives_hit_held_out_items_at_the_base_rate(tmp_path, device, device_key):
     data, _ = _toy_data(seed=2, n_users=200, n_items=80, density=0.2)
-    rec = _recommender(tmp_path, "rns", data, **{"params.rns.n_negs": 20})
+    rec = _recommender(tmp_path, "rns", data, **{"params.rns.n_negs": 20, "device": device_key})
     probe = FHNProbe(data, 100_000, 1, 512)
-    out = probe.measure(rec.model, rec.sampler, rec.epoch_sampler, 0, 3, torch.device("cpu"))
+    out = probe.measure(rec.model, rec.sampler, rec.epoch_sampler, 0, 3, device)
     n = len(probe) * 20
     base = out["fhn_heldout_base"]
     # exact chance level: mean over probe rows of |held-out of u| / |non-training items of u|
@@ -65,22 +66,22 @@ def test_uniform_negatives_hit_held_out_items_at_the_base_rate(tmp_path):
     assert out["neg_pop"] > 0 and np.isfinite(out["neg_score"]) and np.isfinite(out["pos_score"])
 
 
-def test_ground_truth_columns_on_the_synthetic_dataset(tmp_path):
+def test_ground_truth_columns_on_the_synthetic_dataset(tmp_path, device, device_key):
     write(SyntheticSpec(n_users=60, n_items=50, exposures_biased=30, exposures_ood=20, like_rate=0.2), tmp_path / "syn")
     from conf.config import resolve
     from data.dataset import load_data
     syn = tmp_path / "syn"
     cfg = resolve({"training.set": str(syn / "train.txt"), "valid.set": str(syn / "valid_iid.txt"),
-                   "test.set": {"test_ood": str(syn / "test_ood.txt")}, "device": "cpu", "data.format": "triples"})
+                   "test.set": {"test_ood": str(syn / "test_ood.txt")}, "device": device_key, "data.format": "triples"})
     data = load_data(**cfg.data_arguments())
     truth = truth_matrix(data, tmp_path / "syn")
     assert truth is not None and truth.shape == (data.n_users, data.n_items)
     liked = np.unpackbits(np.load(tmp_path / "syn" / "truth.npz")["liked"], axis=1, count=50).astype(bool)
     u, i = 5, 7
     assert truth[u, i] == liked[int(data.user_ids[u]), int(data.item_ids[i])]
-    rec = _recommender(tmp_path, "rns", data, **{"params.rns.n_negs": 10})
+    rec = _recommender(tmp_path, "rns", data, **{"params.rns.n_negs": 10, "device": device_key})
     probe = FHNProbe(data, 500, 1, 128, truth)
-    out = probe.measure(rec.model, rec.sampler, rec.epoch_sampler, 0, 3, torch.device("cpu"))
+    out = probe.measure(rec.model, rec.sampler, rec.epoch_sampler, 0, 3, device)
     assert 0 < out["fhn_true_base"] < 1
     n = len(probe) * 10
     assert abs(out["fhn_true"] - out["fhn_true_base"]) < 4 * np.sqrt(out["fhn_true_base"] / n)
@@ -89,7 +90,7 @@ def test_ground_truth_columns_on_the_synthetic_dataset(tmp_path):
     table = torch.from_numpy(free_liked.argmax(1))
     keep = free_liked.any(1)
     probe.users, probe.pos = probe.users[keep[probe.users]], probe.pos[keep[probe.users]]
-    out = probe.measure(rec.model, HeldOutOracle(table), rec.epoch_sampler, 0, 3, torch.device("cpu"))
+    out = probe.measure(rec.model, HeldOutOracle(table, device), rec.epoch_sampler, 0, 3, device)
     assert out["fhn_true"] == 1.0
 
 
@@ -98,7 +99,8 @@ def test_the_probe_does_not_change_the_training_trajectory(tmp_path, name):
     data, _ = _toy_data(seed=4, n_users=50, n_items=40)
     rows = []
     for probe in (0, 64):
-        rec = _recommender(tmp_path / str(probe), name, data, **{"fhn.probe": probe, "selection": "test_all4"},
+        rec = _recommender(tmp_path / str(probe), name, data, **{"fhn.probe": probe, "selection": "test_all4",
+                                                                 "device": "cpu"},  # CPU: trainings equal bit for bit
                            **({"params.cnsdiff.preset": "paper"} if name == "cnsdiff" else {}))
         rec.train()
         rows.append([{k: v for k, v in r.items() if "/" in k} for r in rec.epoch_rows])

@@ -42,10 +42,11 @@ def test_a_reference_split_with_a_changed_byte_is_refused(shared, tmp_path):
 
 
 @pytest.mark.parametrize("sampler", list(SAMPLERS))
-def test_mf_runs_every_sampler_for_an_epoch_on_dens_toy(shared, tmp_path, sampler):
+def test_mf_runs_every_sampler_for_an_epoch_on_dens_toy(shared, tmp_path, device_key, sampler):
     status, runs = _run(tmp_path, "dataset=dens-toy", f"dataset.root={shared}", "model.name=MF", "max.epoch=1",
                         f"negative.sampler={sampler}", "selection=reference", "embedding.size=16",
-                        "fhn.probe=256", "params.adar.warmup_epochs=0" if sampler == "adar" else "seed=2025")
+                        "fhn.probe=256", "params.adar.warmup_epochs=0" if sampler == "adar" else "seed=2025",
+                        f"device={device_key}")
     assert status == 0
     metrics = json.loads((runs[0] / "metrics.json").read_text())
     assert metrics["model"] == "MF" and metrics["selection"]["rule"] == "reference"
@@ -71,12 +72,13 @@ class _Curve:
         rec.evaluate_all = evaluate_all
 
 
-def test_the_reference_protocol_evaluates_every_5_epochs_and_stops_after_10_checks(tmp_path):
+def test_the_reference_protocol_evaluates_every_5_epochs_and_stops_after_10_checks(tmp_path, device_key):
     from tests.test_samplers import _recommender, _toy_data
     data, _ = _toy_data()
     data.eval_sets = {"test": data.eval_sets["test_ood"]}
     rec = _recommender(tmp_path, "rns", data, **{"test.set": {"test": "o.txt"}, "selection": "reference",
-                                                  "eval.every": 5, "early_stop.patience": 10, "max.epoch": 1000})
+                                                  "eval.every": 5, "early_stop.patience": 10, "max.epoch": 1000,
+                                                  "device": device_key})
     # rises until epoch 41, ties at 51 (a tie moves the choice later), then falls
     curve = {1: 0.1, 6: 0.2, 11: 0.3, 16: 0.3, 21: 0.4, 26: 0.5, 31: 0.55, 36: 0.6, 41: 0.7, 46: 0.65, 51: 0.7}
     stub = _Curve(rec, lambda e: curve.get(e, 0.5))
@@ -112,7 +114,7 @@ def _reference_metrics(ranking, truth, k):
     return float(np.mean(recalls)), float(np.mean(ndcgs))
 
 
-def test_our_recall_and_ndcg_equal_the_reference_formulas_on_a_constructed_ranking():
+def test_our_recall_and_ndcg_equal_the_reference_formulas_on_a_constructed_ranking(device):
     rng = np.random.default_rng(7)
     n_users, n_items, k = 6, 30, 20
     scores = rng.permutation(n_users * n_items).reshape(n_users, n_items).astype(np.float64)
@@ -123,9 +125,9 @@ def test_our_recall_and_ndcg_equal_the_reference_formulas_on_a_constructed_ranki
         truth[u] = set(rng.choice(free, [1, 2, 5, 12, 21, 25][u], replace=False).tolist())
     es = _eval_set([(u, i) for u in truth for i in truth[u]], [(u, i) for u in train for i in train[u]],
                    n_users, n_items)
-    user = torch.eye(n_users, dtype=torch.float64)
-    items = torch.from_numpy(scores.T.copy())  # item i's score for user u is scores[u, i]
-    ours = RankingEvaluator(es.users, es.truth, es.mask, [k], torch.device("cpu")).evaluate(user, items)
+    user = torch.eye(n_users, dtype=torch.float64, device=device)
+    items = torch.from_numpy(scores.T.copy()).to(device)  # item i's score for user u is scores[u, i]
+    ours = RankingEvaluator(es.users, es.truth, es.mask, [k], device).evaluate(user, items)
     ranking = [[i for i in np.argsort(-scores[u]) if i not in train[u]] for u in range(n_users)]
     recall, ndcg = _reference_metrics(ranking, [truth[u] for u in range(n_users)], k)
     assert ours["Recall@20"] == pytest.approx(recall, rel=1e-12)
@@ -133,11 +135,12 @@ def test_our_recall_and_ndcg_equal_the_reference_formulas_on_a_constructed_ranki
     assert 0 < recall < 1 and not math.isclose(recall, ndcg)
 
 
-def test_reg_form_weight_decay_moves_every_row_and_the_step_decay_scales_the_rate(tmp_path):
+def test_reg_form_weight_decay_moves_every_row_and_the_step_decay_scales_the_rate(tmp_path, device_key):
     from tests.test_samplers import _one_batch, _recommender, _toy_data
     data, _ = _toy_data()
     rec = _recommender(tmp_path, "rns", data, **{"reg.form": "weight_decay", "reg.lambda": 0.5,
-                                                  "learning.rate.step": 2, "learning.rate.decay": 0.5})
+                                                  "learning.rate.step": 2, "learning.rate.decay": 0.5,
+                                                  "device": device_key})
     assert rec.optimizer.param_groups[0]["weight_decay"] == 0.5
     loss, logged = rec.batch_loss(*_one_batch(rec, rows=4), 0)
     assert logged["l2"].item() == 0.0  # Adam applies it

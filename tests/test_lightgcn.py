@@ -22,24 +22,25 @@ def _random_norm_adj(n_users, n_items, seed=0):
     return inv[:, None] * a * inv[None, :]
 
 
-def test_symmetric_spmm_values_and_gradient():
+def test_symmetric_spmm_values_and_gradient(device):
     dense = _random_norm_adj(6, 5)
-    adj = to_torch_csr(sp.csr_matrix(dense), torch.device("cpu"))
-    x = torch.randn(11, 4, dtype=torch.float32, requires_grad=True)
-    w = torch.randn(11, 4)
+    adj = to_torch_csr(sp.csr_matrix(dense), device)
+    x = torch.randn(11, 4, dtype=torch.float32).to(device).requires_grad_(True)
+    w = torch.randn(11, 4).to(device)
     (symmetric_spmm(adj, x) * w).sum().backward()
     x_ref = x.detach().clone().requires_grad_(True)
-    ref = torch.from_numpy(dense).float() @ x_ref
+    ref = torch.from_numpy(dense).float().to(device) @ x_ref
     (ref * w).sum().backward()
     torch.testing.assert_close(symmetric_spmm(adj, x.detach()), ref.detach())
     torch.testing.assert_close(x.grad, x_ref.grad)
 
 
-def test_encoder_matches_dense_layer_mean_with_gradients():
+def test_encoder_matches_dense_layer_mean_with_gradients(device):
     n_users, n_items, dim, layers = 7, 9, 4, 2
     dense = torch.from_numpy(_random_norm_adj(n_users, n_items, seed=1)).float()
     torch.manual_seed(0)
-    enc = LGCNEncoder(n_users, n_items, dim, layers, to_torch_csr(sp.csr_matrix(dense.numpy()), torch.device("cpu")))
+    enc = LGCNEncoder(n_users, n_items, dim, layers, to_torch_csr(sp.csr_matrix(dense.numpy()), device)).to(device)
+    dense = dense.to(device)
     users, items = enc()
     ego = torch.cat([enc.user_emb, enc.item_emb]).detach().clone().requires_grad_(True)
     outs, cur = [ego], ego
@@ -54,10 +55,9 @@ def test_encoder_matches_dense_layer_mean_with_gradients():
     torch.testing.assert_close(torch.cat([enc.user_emb.grad, enc.item_emb.grad]), ego.grad)
 
 
-def test_xavier_bounds_per_table():
+def test_xavier_bounds_per_table(device):
     torch.manual_seed(0)
-    enc = LGCNEncoder(100, 10, 64, 1, to_torch_csr(sp.csr_matrix((110, 110), dtype=np.float32),
-                                                  torch.device("cpu")))
+    enc = LGCNEncoder(100, 10, 64, 1, to_torch_csr(sp.csr_matrix((110, 110), dtype=np.float32), device)).to(device)
     assert enc.user_emb.abs().max() <= np.sqrt(6 / (100 + 64))
     assert enc.item_emb.abs().max() <= np.sqrt(6 / (10 + 64))
     assert enc.user_emb.abs().max() > 0.9 * np.sqrt(6 / (100 + 64))

@@ -16,6 +16,7 @@ from model.graph.LightGCN import LightGCN
 from module.samplers import SAMPLERS, get_sampler_class
 from module.samplers.base import TrainBatch
 from tests.test_end_to_end import _run
+from util.device import resolve_device
 from util.sampler import EpochSampler
 from util.seed import seed_everything
 
@@ -40,21 +41,26 @@ def _toy_data(seed=0, n_users=30, n_items=40, density=0.25):
 
 
 def _recommender(tmp_path, sampler, data, **keys):
+    """A built LightGCN on data with this sampler; keys: config keys over these, device=device_key (the fixture's)
+    to build it on the tests' device."""
     flat = {"training.set": "t.txt", "test.set": {"test_ood": "o.txt"}, "negative.sampler": sampler, "max.epoch": 3,
-            "batch.size": 64, "embedding.size": 8, "device": "cpu", "fhn.probe": 64, **keys}
+            "batch.size": 64, "embedding.size": 8,
+            "device": "cpu",  # CPU: the default; a test passes device=device_key, or "cpu" saying why
+            "fhn.probe": 64, **keys}
     if sampler == "adar":
         flat.setdefault("params.adar.warmup_epochs", 0)  # generate from the first batch
     cfg = resolve(flat)
     seed_everything(3)
-    rec = LightGCN(cfg, data, torch.device("cpu"), tmp_path)
+    rec = LightGCN(cfg, data, resolve_device(flat["device"]), tmp_path)
     rec.build()
     return rec
 
 
 def _one_batch(rec, rows=48):
+    """The first rows of an epoch's (users, positives, candidates), on the recommender's device."""
     users, pos, cands = rec.epoch_sampler.epoch()
     sl = slice(0, rows)
-    return tuple(torch.from_numpy(a[sl]) for a in (users, pos, cands))
+    return tuple(torch.from_numpy(a[sl]).to(rec.device) for a in (users, pos, cands))
 
 
 def _negatives(rec, users, pos, cands, epoch=0):
@@ -64,22 +70,22 @@ def _negatives(rec, users, pos, cands, epoch=0):
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_every_sampler_avoids_training_items_has_shapes_and_gradients(tmp_path, name):
+def test_every_sampler_avoids_training_items_has_shapes_and_gradients(tmp_path, device_key, name):
     data, dense = _toy_data()
-    rec = _recommender(tmp_path, name, data)
+    rec = _recommender(tmp_path, name, data, device=device_key)
     users, pos, cands = _one_batch(rec)
-    assert not dense[users.numpy()[:, None], cands.numpy()].any()  # candidates are never training items
+    assert not dense[users.cpu().numpy()[:, None], cands.cpu().numpy()].any()  # candidates are never training items
     out, _, item_all = _negatives(rec, users, pos, cands)
     assert out.neg_emb.shape[0] == len(users) and out.neg_emb.shape[-1] == 8
     if name in REAL_ITEM:
-        items = out.neg_items.reshape(len(users), -1).numpy()
-        assert not dense[users.numpy()[:, None], items].any()
+        items = out.neg_items.reshape(len(users), -1).cpu().numpy()
+        assert not dense[users.cpu().numpy()[:, None], items].any()
         picked = item_all[out.neg_items]
         assert torch.allclose(picked, out.neg_emb)  # the embedding is the named item's
     else:
         assert out.neg_items is None
         nearest = rec.fhn.nearest(out.neg_emb.detach().reshape(len(users), -1, 8), users, item_all)
-        assert not dense[users.numpy()[:, None], nearest.numpy()].any()
+        assert not dense[users.cpu().numpy()[:, None], nearest.cpu().numpy()].any()
     loss, _ = rec.batch_loss(users, pos, cands, 0)
     rec.optimizer.zero_grad()
     loss.backward()
@@ -87,9 +93,9 @@ def test_every_sampler_avoids_training_items_has_shapes_and_gradients(tmp_path, 
     assert rec.model.user_emb.grad.abs().sum() > 0
 
 
-def test_dens_gates_receive_gradients_and_are_optimised(tmp_path):
+def test_dens_gates_receive_gradients_and_are_optimised(tmp_path, device_key):
     data, _ = _toy_data()
-    rec = _recommender(tmp_path, "dens", data)
+    rec = _recommender(tmp_path, "dens", data, device=device_key)
     gates = list(rec.sampler.parameters())
     assert len(gates) == 8  # four Linear layers, weight and bias
     in_optimizer = {id(p) for g in rec.optimizer.param_groups for p in g["params"]}
@@ -105,9 +111,9 @@ def test_dens_gates_receive_gradients_and_are_optimised(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["mixgcf", "cnsdiff"])
-def test_synthetic_parts_are_detached_where_the_method_says(tmp_path, name):
+def test_synthetic_parts_are_detached_where_the_method_says(tmp_path, device_key, name):
     data, _ = _toy_data()
-    rec = _recommender(tmp_path, name, data)
+    rec = _recommender(tmp_path, name, data, device=device_key)
     users, pos, cands = _one_batch(rec)
     user_all, item_all, layers = rec.model.propagate(rec.sampler.needs_layers)
     item_all.retain_grad()
@@ -127,84 +133,85 @@ def test_synthetic_parts_are_detached_where_the_method_says(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_seeded_negatives_are_identical(tmp_path, name):
+def test_seeded_negatives_are_identical(tmp_path, device_key, name):
     data, _ = _toy_data()
     outs = []
     for _ in range(2):
-        rec = _recommender(tmp_path, name, data)
+        rec = _recommender(tmp_path, name, data, device=device_key)
         seed_everything(11)
         out, _, _ = _negatives(rec, *_one_batch(rec))
         outs.append(out.neg_emb.detach())
     assert torch.equal(outs[0], outs[1])
 
 
-def _batch_with_scores(sampler_name, user, pos, cand, **params):
-    """A sampler on hand-made embeddings: final embeddings only (no graph)."""
+def _batch_with_scores(device, sampler_name, user, pos, cand, **params):
+    """A sampler on hand-made embeddings (moved to device): final embeddings only (no graph)."""
     cls = get_sampler_class(sampler_name)
-    sampler = cls(cls.Params(**params), 1, cand.shape[0], user.shape[-1], torch.device("cpu"))
+    sampler = cls(cls.Params(**params), 1, cand.shape[0], user.shape[-1], device).to(device)
+    user, pos, cand = user.to(device), pos.to(device), cand.to(device)
     b, m = cand.shape[0], cand.shape[1]
-    cands = torch.arange(b * m).reshape(b, m)
-    batch = TrainBatch(torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.long), cands, 0, 10,
-                       user, cand.reshape(b * m, -1))
+    cands = torch.arange(b * m, device=device).reshape(b, m)
+    users, pos_ids = (torch.zeros(b, dtype=torch.long, device=device) for _ in range(2))
+    batch = TrainBatch(users, pos_ids, cands, 0, 10, user, cand.reshape(b * m, -1))
     return sampler.negatives(batch, user, pos), cands
 
 
-def test_dns_takes_the_top_candidate_and_dns_mn_the_top_n():
+def test_dns_takes_the_top_candidate_and_dns_mn_the_top_n(device):
     user = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     pos = torch.zeros(2, 2)
     cand = torch.tensor([[[0.1, 5.0], [0.9, 0.0], [0.5, 0.0], [0.7, 0.0]],
                          [[9.0, 0.2], [0.0, -1.0], [0.0, 0.3], [0.0, 0.25]]])
-    out, cands = _batch_with_scores("dns", user, pos, cand, n_candidates=4)
+    out, cands = _batch_with_scores(device, "dns", user, pos, cand, n_candidates=4)
     assert out.neg_items.tolist() == [cands[0, 1].item(), cands[1, 2].item()]
-    out, cands = _batch_with_scores("dns_mn", user, pos, cand, n_candidates=4, n_negs=2)
+    out, cands = _batch_with_scores(device, "dns_mn", user, pos, cand, n_candidates=4, n_negs=2)
     assert out.neg_items.tolist() == [[cands[0, 1].item(), cands[0, 3].item()], [cands[1, 2].item(), cands[1, 3].item()]]
     assert out.neg_emb.shape == (2, 2, 2)
 
 
 @pytest.mark.parametrize("reduce,weight", [("sum", 2.0), ("mean", 1.0)])
-def test_dns_mn_trains_on_bpr_summed_or_averaged_over_the_n_negatives(reduce, weight):
+def test_dns_mn_trains_on_bpr_summed_or_averaged_over_the_n_negatives(device, reduce, weight):
     from util.loss import bpr_loss
     user, pos = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.0]])
     cand = torch.tensor([[[0.2, 0.0], [0.9, 0.0], [0.1, 0.0]]])
-    out, _ = _batch_with_scores("dns_mn", user, pos, cand, n_candidates=3, n_negs=2, reduce=reduce)
+    out, _ = _batch_with_scores(device, "dns_mn", user, pos, cand, n_candidates=3, n_negs=2, reduce=reduce)
     terms = [torch.nn.functional.softplus(torch.tensor(s - 0.5)).item() for s in (0.9, 0.2)]
     assert out.bpr_weight == weight
-    assert (out.bpr_weight * bpr_loss(user, pos, out.neg_emb)).item() == pytest.approx(sum(terms) * weight / 2)
+    assert (out.bpr_weight * bpr_loss(user, pos, out.neg_emb.cpu())).item() == pytest.approx(sum(terms) * weight / 2)
 
 
-def test_ahns_takes_the_candidate_closest_to_its_target():
+def test_ahns_takes_the_candidate_closest_to_its_target(device):
     user = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     pos = torch.tensor([[1.0, 0.0], [-0.5, 0.0]])  # s_ui = 1 (easy) and -0.5 (hard)
     # targets with alpha 1, beta 0.1, p -2: 0.1 / (s_ui + 1) = 0.05 and 0.2
     cand = torch.tensor([[[0.06, 0.0], [0.19, 0.0], [0.9, 0.0]], [[0.06, 0.0], [0.19, 0.0], [0.9, 0.0]]])
-    out, cands = _batch_with_scores("ahns", user, pos, cand, n_candidates=3)
+    out, cands = _batch_with_scores(device, "ahns", user, pos, cand, n_candidates=3)
     assert out.neg_items.tolist() == [cands[0, 0].item(), cands[1, 1].item()]
-    sampler = get_sampler_class("ahns")(get_sampler_class("ahns").Params(), 1, 1, 2, torch.device("cpu"))
-    assert sampler.target(torch.tensor([1.0, -0.5])).tolist() == pytest.approx([0.05, 0.2])
+    sampler = get_sampler_class("ahns")(get_sampler_class("ahns").Params(), 1, 1, 2, device).to(device)
+    assert sampler.target(torch.tensor([1.0, -0.5], device=device)).tolist() == pytest.approx([0.05, 0.2])
 
 
 def _tiny_layers(data, rec, n_layer):
     """Per-layer embeddings E_l = A^l E_0 of a recommender's graph, by hand (float64)."""
     adj = data.normalized_adjacency().toarray()
-    e0 = torch.cat([rec.model.user_emb, rec.model.item_emb]).detach().double().numpy()
+    e0 = torch.cat([rec.model.user_emb, rec.model.item_emb]).detach().double().cpu().numpy()
     layers = [e0]
     for _ in range(n_layer):
         layers.append(adj @ layers[-1])
     return layers
 
 
-def _free_candidates(data, users, n):
+def _free_candidates(data, users, n, device):
     return torch.tensor(np.stack([np.flatnonzero(~np.isin(np.arange(data.n_items), data.train[u].indices))[:n]
-                                  for u in users]))
+                                  for u in users]), device=device)
 
 
 @pytest.mark.parametrize("query", ["pooled", "layer"])
-def test_mixgcf_negative_equals_a_hand_computation_on_a_tiny_graph(tmp_path, query):
+def test_mixgcf_negative_equals_a_hand_computation_on_a_tiny_graph(tmp_path, device_key, query):
     data, _ = _toy_data(n_users=4, n_items=6, density=0.5)
     rec = _recommender(tmp_path, "mixgcf", data, **{"params.mixgcf.n_candidates": 2, "LightGCN.n_layer": 2,
-                                                      "params.mixgcf.query": query})
-    users, pos = torch.tensor([0, 1]), torch.tensor([0, 0])
-    cands = _free_candidates(data, (0, 1), 2)
+                                                      "params.mixgcf.query": query, "device": device_key})
+    users, pos = torch.tensor([0, 1], device=rec.device), torch.tensor([0, 0], device=rec.device)
+    cands = _free_candidates(data, (0, 1), 2, rec.device)
     torch.manual_seed(5)
     out, _, _ = _negatives(rec, users, pos, cands)
     # by hand: per layer the candidate with the best score against the query (the user's pooled embedding, or
@@ -212,7 +219,7 @@ def test_mixgcf_negative_equals_a_hand_computation_on_a_tiny_graph(tmp_path, que
     layers = _tiny_layers(data, rec, 2)
     pooled = np.mean(layers, axis=0)
     torch.manual_seed(5)
-    alpha = torch.rand(2, 3, 1, dtype=torch.float32).double().numpy()
+    alpha = torch.rand(2, 3, 1, dtype=torch.float32, device=rec.device).double().cpu().numpy()  # the device's stream
     expected, reg = [], []
     for row, u in enumerate(users.tolist()):
         per_layer = []
@@ -225,16 +232,16 @@ def test_mixgcf_negative_equals_a_hand_computation_on_a_tiny_graph(tmp_path, que
             per_layer.append(a * emb[data.n_users + pos[row].item()] + (1 - a) * emb[data.n_users + best])
         expected.append(np.mean(per_layer, axis=0))
         reg.append(per_layer[0])  # the reference regularises the mixed layer-0 vector
-    np.testing.assert_allclose(out.neg_emb.detach().numpy(), np.array(expected), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(out.reg_emb.detach().numpy(), np.array(reg), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.neg_emb.detach().cpu().numpy(), np.array(expected), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.reg_emb.detach().cpu().numpy(), np.array(reg), rtol=1e-4, atol=1e-6)
 
 
-def test_mixgcf_pooled_and_layer_queries_pick_different_winners_somewhere(tmp_path):
+def test_mixgcf_pooled_and_layer_queries_pick_different_winners_somewhere(tmp_path, device_key):
     data, _ = _toy_data(seed=1)
     winners = {}
     for query in ("pooled", "layer"):
         rec = _recommender(tmp_path, "mixgcf", data, **{"params.mixgcf.query": query, "LightGCN.n_layer": 3,
-                                                          "params.mixgcf.reg": "winner"})
+                                                          "params.mixgcf.reg": "winner", "device": device_key})
         torch.manual_seed(0)
         out, _, _ = _negatives(rec, *_one_batch(rec))
         assert out.reg_emb is None  # reg winner: the trainer regularises the layer-0 winner's row
@@ -245,7 +252,7 @@ def test_mixgcf_pooled_and_layer_queries_pick_different_winners_somewhere(tmp_pa
 def _gates(sampler, u, p, c):
     """The DENS gates by hand (numpy float64): relevant factor of the positive, and of the candidate."""
     def lin(layer, x):
-        return x @ layer.weight.detach().double().numpy().T + layer.bias.detach().double().numpy()
+        return x @ layer.weight.detach().double().cpu().numpy().T + layer.bias.detach().double().cpu().numpy()
 
     def sig(x):
         return 1 / (1 + np.exp(-x))
@@ -255,12 +262,13 @@ def _gates(sampler, u, p, c):
 
 
 @pytest.mark.parametrize("epoch", [0, 60])
-def test_dens_per_layer_gating_and_selection_equal_a_hand_computation(tmp_path, epoch):
+def test_dens_per_layer_gating_and_selection_equal_a_hand_computation(tmp_path, device_key, epoch):
     data, _ = _toy_data(n_users=4, n_items=8, density=0.4)
-    rec = _recommender(tmp_path, "dens", data, **{"params.dens.n_candidates": 3, "LightGCN.n_layer": 2})
+    rec = _recommender(tmp_path, "dens", data, **{"params.dens.n_candidates": 3, "LightGCN.n_layer": 2,
+                                                    "device": device_key})
     assert rec.sampler.needs_layers
-    users, pos = torch.tensor([0, 1, 2]), torch.tensor([0, 0, 0])
-    cands = _free_candidates(data, (0, 1, 2), 3)
+    users, pos = torch.tensor([0, 1, 2], device=rec.device), torch.tensor([0, 0, 0], device=rec.device)
+    cands = _free_candidates(data, (0, 1, 2), 3, rec.device)
     out, user_all, _ = _negatives(rec, users, pos, cands, epoch=epoch)
     layers = _tiny_layers(data, rec, 2)
     n_u, w = data.n_users, 1 - min(1.0, epoch / 100.0)
@@ -286,7 +294,7 @@ def test_dens_per_layer_gating_and_selection_equal_a_hand_computation(tmp_path, 
         s_pr, s_pi, s_nr, s_ni = e_u @ p_rel, e_u @ (e_p - p_rel), e_u @ n_rel, e_u @ (neg - n_rel)
         terms.append([s_pi - s_pr, s_nr - s_ni, s_nr - s_pr, s_pi - s_ni])
         expected.append(neg)
-    np.testing.assert_allclose(out.neg_emb.detach().numpy(), np.array(expected), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.neg_emb.detach().cpu().numpy(), np.array(expected), rtol=1e-4, atol=1e-6)
     assert out.reg_items.tolist() == first and out.neg_items is None
     softplus = np.log1p(np.exp(np.array(terms))).mean(0)
     names = ["dens_pos_sep", "dens_neg_sep", "dens_rel", "dens_irr"]
@@ -295,17 +303,17 @@ def test_dens_per_layer_gating_and_selection_equal_a_hand_computation(tmp_path, 
     assert weight == 0.3 and gate_loss.item() == pytest.approx(softplus.mean(), rel=1e-4)
 
 
-def test_dens_without_per_layer_picks_one_real_item_on_the_final_embeddings(tmp_path):
+def test_dens_without_per_layer_picks_one_real_item_on_the_final_embeddings(tmp_path, device_key):
     data, dense = _toy_data()
-    rec = _recommender(tmp_path, "dens", data, **{"params.dens.per_layer": "false"})
+    rec = _recommender(tmp_path, "dens", data, **{"params.dens.per_layer": "false", "device": device_key})
     assert not rec.sampler.needs_layers
     users, pos, cands = _one_batch(rec)
     out, _, item_all = _negatives(rec, users, pos, cands)
     assert torch.allclose(item_all[out.neg_items], out.neg_emb)
-    assert not dense[users.numpy(), out.neg_items.numpy()].any()
+    assert not dense[users.cpu().numpy(), out.neg_items.cpu().numpy()].any()
 
 
-def test_pns_draws_follow_degree_to_the_exponent():
+def test_pns_draws_follow_degree_to_the_exponent(device):
     rng = np.random.default_rng(0)
     n_items = 12
     degree_target = np.arange(1, n_items + 1)
@@ -314,7 +322,7 @@ def test_pns_draws_follow_degree_to_the_exponent():
     train = sp.csr_matrix((np.ones(len(u)), (u, i)), shape=(200, n_items))
     train.sort_indices()
     cls = get_sampler_class("pns")
-    sampler = cls(cls.Params(exponent=0.75), 200, n_items, 4, torch.device("cpu"))
+    sampler = cls(cls.Params(exponent=0.75), 200, n_items, 4, device).to(device)
     degree = np.diff(train.tocsc().indptr)
     weights = sampler.candidate_weights(degree)
     np.testing.assert_allclose(weights, degree ** 0.75)
@@ -334,9 +342,9 @@ def test_pns_draws_follow_degree_to_the_exponent():
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_two_epoch_run_on_coat_writes_its_columns(shared, tmp_path, name):
+def test_two_epoch_run_on_coat_writes_its_columns(shared, tmp_path, device_key, name):
     status, runs = _run(tmp_path, "dataset=coat", f"dataset.root={shared}", "max.epoch=2",
-                        f"negative.sampler={name}")
+                        f"negative.sampler={name}", f"device={device_key}")
     assert status == 0
     rows = list(csv.DictReader((runs[0] / "epochs.csv").open()))
     assert len(rows) == 2

@@ -32,8 +32,11 @@ def _coat(shared):
 
 
 def _main_process(tmp_path, *overrides, **popen):
+    """main.py in its own process, on the CPU unless an override names another device (f"device={device_key}")."""
     args = [sys.executable, str(REPO / "main.py"), "--threads", "1", "--set", f"output={tmp_path / 'results'}",
-            "--set", f"log.dir={tmp_path / 'log'}", "--set", "device=cpu", "--set", "negative.sampler=rns"]
+            "--set", f"log.dir={tmp_path / 'log'}",
+            "--set", "device=cpu",  # CPU: the default; a test passes f"device={device_key}", or "device=cpu" saying why
+            "--set", "negative.sampler=rns"]
     for o in overrides:
         args += ["--set", o]
     return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
@@ -66,9 +69,9 @@ def test_the_seed_range_is_what_every_library_takes_whole():
 
 
 # 2: tables larger than the memory ---------------------------------------------------------------------------------
-def test_an_embedding_size_beyond_the_memory_is_refused_before_allocating(tmp_path, shared, caplog):
+def test_an_embedding_size_beyond_the_memory_is_refused_before_allocating(tmp_path, shared, caplog, device_key):
     """embedding.size 10^9 asked torch for ~1 TB: an allocator error with a traceback, or the OOM killer."""
-    status, runs = _run(tmp_path, *_coat(shared), "embedding.size=1000000000")
+    status, runs = _run(tmp_path, *_coat(shared), "embedding.size=1000000000", f"device={device_key}")
     assert status == 2 and "Traceback" not in caplog.text
     message = read_status(runs[0])["message"]
     assert message.startswith("embedding.size: 1000000000 needs at least 10.6 TiB (585 user and item rows x "
@@ -78,21 +81,22 @@ def test_an_embedding_size_beyond_the_memory_is_refused_before_allocating(tmp_pa
     assert not (runs[0] / "checkpoint.pt").exists() and not (runs[0] / "epochs.csv").exists()
 
 
-def test_the_memory_check_compares_the_estimate_with_the_device_limit(tmp_path, shared, caplog, monkeypatch):
+def test_the_memory_check_compares_the_estimate_with_the_device_limit(tmp_path, shared, caplog, monkeypatch,
+                                                                      device_key):
     monkeypatch.setattr(gr, "available_memory", lambda device: (585 * 64 * 4 * 5 - 1, "available (test)"))
-    status, runs = _run(tmp_path / "small", *_coat(shared), "max.epoch=1")  # one byte short: refused
+    status, runs = _run(tmp_path / "small", *_coat(shared), "max.epoch=1", f"device={device_key}")  # one byte short
     assert status == 2
     assert ("embedding.size: 64 needs at least 731.2 KiB (585 user and item rows x 64 x 4 bytes, 5 times: the "
             "tables, their gradients, Adam's two moments and a forward pass), more than the 731.2 KiB of memory "
             "available (test); use a smaller embedding.size") in caplog.text
     monkeypatch.setattr(gr, "available_memory", lambda device: (585 * 64 * 4 * 5, "available (test)"))
-    status, runs = _run(tmp_path / "fits", *_coat(shared), "max.epoch=1")
+    status, runs = _run(tmp_path / "fits", *_coat(shared), "max.epoch=1", f"device={device_key}")
     assert status == 0 and read_status(runs[0])["state"] == "finished"
 
 
 def test_available_memory_is_a_positive_byte_count_on_this_machine():
     from util.device import available_memory
-    free, where = available_memory(torch.device("cpu"))
+    free, where = available_memory(torch.device("cpu"))  # CPU: its branch; the CUDA one below, on a GPU
     assert free is not None and free > 0 and where
     if torch.cuda.is_available():
         free, where = available_memory(torch.device("cuda:0"))
@@ -176,14 +180,14 @@ def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_keeps_the_previous_
     assert len(_rows(run)) == 2 and not (run / "metrics.json").exists()
 
 
-def test_a_real_file_size_limit_ends_in_one_line_and_exit_2(tmp_path, shared):
+def test_a_real_file_size_limit_ends_in_one_line_and_exit_2(tmp_path, shared, device_key):
     """A real OSError from the kernel: RLIMIT_FSIZE makes the checkpoint write fail with EFBIG (SIGXFSZ ignored)."""
     import resource
 
     def limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # the checkpoint of coat is ~0.6 MB
-    proc = _main_process(tmp_path, *_coat(shared), preexec_fn=limit)
+    proc = _main_process(tmp_path, *_coat(shared), f"device={device_key}", preexec_fn=limit)
     _, err = proc.communicate(timeout=300)
     run = next((tmp_path / "results").iterdir())
     assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
@@ -225,10 +229,10 @@ def test_a_test_file_name_too_long_for_its_top_k_file_is_refused_before_training
     assert not (runs[0] / "epochs.csv").exists()  # nothing trained
 
 
-def test_a_long_output_folder_works_and_a_long_file_name_still_gets_its_temporary_file(tmp_path, shared):
+def test_a_long_output_folder_works_and_a_long_file_name_still_gets_its_temporary_file(tmp_path, shared, device_key):
     out = tmp_path / ("o" * 240)
     status = main(["-c", str(REPO / "conf" / "LightGCN.yaml"), "--set", f"output={out}", "--set",
-                   f"log.dir={tmp_path / 'log'}", "--set", "device=cpu", "--set", "negative.sampler=rns",
+                   f"log.dir={tmp_path / 'log'}", "--set", f"device={device_key}", "--set", "negative.sampler=rns",
                    *sum((["--set", o] for o in [*_coat(shared), "max.epoch=1"]), [])])
     assert status == 0 and read_status(next(out.iterdir()))["state"] == "finished"
     name = "n" * 250  # fits, but '.NAME.xxxxxxxx.tmp' (264 bytes) would not: the temporary name is cut instead
@@ -247,7 +251,8 @@ def test_a_long_output_folder_works_and_a_long_file_name_still_gets_its_temporar
 def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path, shared):
     """A real SIGINT to a real process while its first epoch trains (about 10 s here): it used to say 'the last
     finished epoch is checkpointed: resume with ...' with no checkpoint at all."""
-    proc = _main_process(tmp_path, *_coat(shared), "batch.size=1", "embedding.size=1024", "max.epoch=1")
+    proc = _main_process(tmp_path, *_coat(shared), "batch.size=1", "embedding.size=1024", "max.epoch=1",
+                         "device=cpu")  # CPU: the signal is timed by a first epoch of about 10 s on the CPU
     try:
         log_file = wait_for(lambda: next((tmp_path / "results").glob("*/run.log"), None))
         wait_for(lambda: "negative sampler:" in log_file.read_text())  # built: the first epoch is training

@@ -13,6 +13,18 @@ from util.sampler import set_draw_threads
 from util.typing_coerce import ConfigError
 
 
+# Take the GPU code paths on the CPU too (tests/test_gpu_path.py: it counts their host read-backs there). The
+# CPU-only paths (numba kernels, a row count read back per pass) cost nothing on the CPU and are bit-identical
+# to what every CPU number of this repository was made with.
+FORCE_DEVICE_PATHS = False
+
+
+def host_path(tensor: torch.Tensor) -> bool:
+    """Whether a computation on `tensor` takes its CPU-only path: it lies on the CPU (and the GPU paths are not
+    forced)."""
+    return tensor.device.type == "cpu" and not FORCE_DEVICE_PATHS
+
+
 def resolve_device(spec: str) -> torch.device:
     """Turn a device spec into a torch.device; error if a GPU is asked for but absent."""
     spec = str(spec).strip().lower()

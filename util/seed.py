@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numba
 import numpy as np
@@ -45,32 +45,39 @@ def seed_everything(seed: int) -> None:
     _seed_numba(seed)
 
 
-def random_state() -> dict[str, Any]:
-    """The state of every random stream: python, numpy, torch (CPU and every CUDA device), numba."""
+def random_state(device: Optional[torch.device] = None) -> dict[str, Any]:
+    """The state of every random stream a run on `device` uses: python, numpy, torch's CPU generator, numba, and
+    the generator of the run's own CUDA device when it runs on one (never the other GPUs': a resume on a machine
+    with fewer of them must work). Every tensor in it is a CPU tensor."""
     state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
                              "torch": torch.get_rng_state(),
                              "numba": _helperlib.rnd_get_state(_helperlib.rnd_get_np_state_ptr())}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device).cpu()
     return state
 
 
-def set_random_state(state: dict[str, Any]) -> None:
-    """Restore what random_state() returned."""
+def set_random_state(state: dict[str, Any], device: Optional[torch.device] = None) -> None:
+    """Restore what random_state() returned (its tensors moved back to the CPU first, wherever a checkpoint was
+    loaded to); the CUDA generator onto the run's `device`, where it runs on one."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(torch.as_tensor(state["torch"]).cpu())
     index, words = state["numba"]
     _helperlib.rnd_set_state(_helperlib.rnd_get_np_state_ptr(), (int(index), [int(w) for w in words]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, (list, tuple)):  # checkpoints before the run's own device only: every GPU's, in order
+        index = torch.device(device).index or 0 if device is not None else 0
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None and device is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(torch.as_tensor(cuda).cpu(), device)
 
 
 @contextlib.contextmanager
-def preserved_random_state() -> Iterator[None]:
-    """Run a block without moving any random stream: every stream is restored afterwards."""
-    state = random_state()
+def preserved_random_state(device: Optional[torch.device] = None) -> Iterator[None]:
+    """Run a block without moving any random stream a run on `device` uses: all are restored afterwards."""
+    state = random_state(device)
     try:
         yield
     finally:
-        set_random_state(state)
+        set_random_state(state, device)

@@ -18,7 +18,7 @@ class LGCNEncoder(nn.Module):
         self.n_users, self.n_items, self.n_layers = n_users, n_items, n_layers
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, dim)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, dim)))
-        self.adj = adj
+        self.register_buffer("adj", adj, persistent=False)  # follows model.to(); not in the checkpoint
 
     def propagate(self, keep_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """Final (user, item) embeddings and, if asked, every layer stacked as (L+1, n_users + n_items, d)."""

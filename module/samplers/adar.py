@@ -21,6 +21,7 @@ from conf.params import ADARParams
 from module.denoiser import timestep_embedding
 from module.diffusion import make_betas
 from module.samplers.base import NegativeOutput, NegativeSampler, TrainBatch
+from util.device import host_path
 from util.loss import bpr_loss
 
 RULES = ("closed", "unseparated", "negative_level")  # how t* was set: closed form, t_min, t_max
@@ -97,6 +98,8 @@ class ADARSampler(NegativeSampler):
         self.net = NoiseNet(dim, p.steps, p.hidden, p.time_emb)
         self.register_buffer("quartiles", torch.tensor([0.25, 0.5, 0.75]), persistent=False)
         self.t_max = p.t_max or p.steps
+        # the scan's timesteps, once, on the host: nothing read back per batch
+        self.scan_grid = torch.linspace(1, p.steps, p.scan_points).round().long().tolist()
 
     @property
     def n_candidates(self) -> int:
@@ -121,9 +124,8 @@ class ADARSampler(NegativeSampler):
         negative_level = (~unseparated) & (s_neg <= 0)
         t = torch.where(unseparated, torch.full_like(t, p.t_min), t)
         t = torch.where(negative_level, torch.full_like(t, self.t_max), t)
-        rule = torch.zeros_like(t)
-        rule[unseparated] = 1
-        rule[negative_level] = 2
+        # 0 score rule, 1 unseparated, 2 negative level (disjoint); torch.where: no boolean indexing, no read-back
+        rule = torch.where(unseparated, 1, torch.where(negative_level, 2, 0)).to(t.dtype)
         if p.timestep == "fixed":
             t = torch.full_like(t, p.fixed_t)
         return t, rule
@@ -152,6 +154,18 @@ class ADARSampler(NegativeSampler):
         user_part, time_part = self.net.fixed_parts(user[order])
         hidden = self.params.hidden
         work = (z.new_empty(len(z), hidden), z.new_empty(len(z), hidden), torch.empty_like(z))
+        if host_path(z):
+            self.reverse_prefix(z, cur, user_part, time_part, work, stride)
+        else:
+            z = self.reverse_masked(z, cur, user_part, time_part, work, stride)
+        out = torch.empty_like(z)
+        out[order] = z
+        return out
+
+    def reverse_prefix(self, z: torch.Tensor, cur: torch.Tensor, user_part: torch.Tensor, time_part: torch.Tensor,
+                       work: tuple[torch.Tensor, torch.Tensor, torch.Tensor], stride: int) -> None:
+        """The reverse jumps in place on the rows still stepping (a prefix, read back each pass: free on the
+        CPU, a device synchronisation per pass elsewhere)."""
         while True:  # at most ceil(T / stride) passes
             n = int((cur > 0).sum())
             if n == 0:
@@ -161,9 +175,17 @@ class ADARSampler(NegativeSampler):
             coef = self.jump[t_a]
             z_a.mul_(coef[:, :1]).addcmul_(coef[:, 1:], eps)  # in place: z_a is the first n rows of z
             t_a.sub_(stride).clamp_(min=0)
-        out = torch.empty_like(z)
-        out[order] = z
-        return out
+
+    def reverse_masked(self, z: torch.Tensor, cur: torch.Tensor, user_part: torch.Tensor, time_part: torch.Tensor,
+                       work: tuple[torch.Tensor, torch.Tensor, torch.Tensor], stride: int) -> torch.Tensor:
+        """The same jumps without reading anything back: ceil(T / stride) passes over every row, rows already at
+        t = 0 kept as they are (the GPU path; equal to reverse_prefix up to rounding, tests/test_gpu_path.py)."""
+        for _ in range(-(-self.params.steps // stride)):
+            eps = self.net.step(z, cur, user_part, time_part, work)
+            coef = self.jump[cur]
+            z = torch.where((cur > 0).unsqueeze(-1), z * coef[:, :1] + coef[:, 1:] * eps, z)
+            cur = (cur - stride).clamp(min=0)
+        return z
 
     @torch.no_grad()
     def scan(self, z0: torch.Tensor, s_neg: torch.Tensor, user_emb: torch.Tensor, user: torch.Tensor,
@@ -171,13 +193,12 @@ class ADARSampler(NegativeSampler):
         """t per row found by generating on a grid of timesteps: the first whose generated score is <= s_neg
         (T when none is)."""
         p = self.params
-        grid = torch.linspace(1, p.steps, p.scan_points, device=z0.device).round().long()
         found = torch.full((z0.shape[0],), p.steps, dtype=torch.long, device=z0.device)
         done = torch.zeros(z0.shape[0], dtype=torch.bool, device=z0.device)
-        for t in grid.tolist():
+        for t in self.scan_grid:
             gen = self.generate(z0, torch.full_like(found, t), user, noise) * scale
             hit = ((user_emb * gen).sum(-1) <= s_neg) & ~done
-            found[hit] = t
+            found = torch.where(hit, torch.full_like(found, t), found)  # no boolean indexing: no read-back
             done |= hit
         return found
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from util.device import host_path
 from util.scores import gathered_dots
 
 
@@ -109,22 +110,29 @@ class NegativeSampler(nn.Module):
         return {"sampler": self.name, **dataclasses.asdict(self.params)}
 
 
-def table_scores(user_emb: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+def table_scores(user_emb: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
     """(B, M) scores user_emb[b] . table[ids[b, m]], without gradient. On the CPU (float32) a numba kernel
     computes exactly these B x M dot products (util.scores); elsewhere `torch_table_scores`."""
     user_emb, table = user_emb.detach(), table.detach()
-    if user_emb.device.type == "cpu" and user_emb.dtype == torch.float32 and table.dtype == torch.float32:
+    if host_path(user_emb) and user_emb.dtype == torch.float32 and table.dtype == torch.float32:
         return torch.from_numpy(gathered_dots(user_emb.numpy(), table.numpy(), ids.numpy()))
     return torch_table_scores(user_emb, table, ids, chunk)
 
 
-def torch_table_scores(user_emb: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+SCORE_BLOCK = 2**26  # scores per block of torch_table_scores off the CPU (256 MB of float32)
+
+
+def torch_table_scores(user_emb: torch.Tensor, table: torch.Tensor, ids: torch.Tensor,
+                       chunk: Optional[int] = None) -> torch.Tensor:
     """table_scores in torch (any device). When the table has at most 64 M rows, blocks of `chunk` users are
-    scored against the whole table (one product, cache-sized) and gathered: on a GPU a product costs far
-    less per value than gathering B x M embedding rows; otherwise the rows are gathered."""
+    scored against the whole table (one product) and gathered: on a GPU a product costs far less per value
+    than gathering B x M embedding rows; otherwise the rows are gathered. Blocks: 128 users on the CPU (cache-
+    sized), elsewhere as many as SCORE_BLOCK scores allow (a few launches per batch, not a hundred)."""
     with torch.no_grad():
         user_emb, table = user_emb.detach(), table.detach()
         rows, m = ids.shape
+        if chunk is None:
+            chunk = 128 if user_emb.device.type == "cpu" else max(128, SCORE_BLOCK // max(1, table.shape[0]))
         if table.shape[0] > 64 * m:
             return torch.einsum("bd,bmd->bm", user_emb, table[ids])
         out = torch.empty(rows, m, dtype=user_emb.dtype, device=user_emb.device)

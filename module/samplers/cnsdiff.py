@@ -91,7 +91,9 @@ class CNSDiffSampler(NegativeSampler):
             progress = batch.epoch / batch.max_epoch
             alpha = p.mix_alpha_start + (p.mix_alpha_end - p.mix_alpha_start) * progress
             beta = p.mix_beta_start + (p.mix_beta_end - p.mix_beta_start) * progress
-            ratio = torch.distributions.Beta(pos_emb.new_full((rows,), alpha), pos_emb.new_full((rows,), beta)).sample()
+            # validate_args=False: checking the parameters reads them back from the device every batch
+            ratio = torch.distributions.Beta(pos_emb.new_full((rows,), alpha), pos_emb.new_full((rows,), beta),
+                                             validate_args=False).sample()
         else:
             ratio = pos_emb.new_full((rows,), p.fixed_ratio)
         ratio = torch.clamp((1 - p.min_mix_ratio) * ratio + p.min_mix_ratio, 0.0, 1.0).unsqueeze(-1)
