@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench.grid import read_manifest
-from bench.table import collect, hardware, mean_std, provenance
+from bench.table import collect, mean_std, provenance
 from conf.config import REPO
 from util.io import atomic_write_text
 from util.typing_coerce import ConfigError
@@ -108,10 +108,10 @@ def _cell(values: list[float], digits: int = 4) -> str:
 
 def markdown(recs: list[dict[str, Any]], results: Path) -> str:
     """dose.md: one table per protocol and dataset."""
-    commit, made_at, progress = provenance(results)
-    lines = ["# Hardness dose-response", "", progress, "",
-             f"Table made at commit `{commit}` by `python -m bench.dose`; runs made at commit(s): {made_at}; "
-             f"hardware: {hardware()}. Mean ± sample std over seeds at the protocol's selected epoch. FHN rate: the "
+    made = provenance(results)
+    lines = ["# Hardness dose-response", "", made.progress, "",
+             f"Table made at commit `{made.commit}` by `python -m bench.dose`; runs made at commit(s): {made.runs}; "
+             f"hardware: {made.hardware}. Mean ± sample std over seeds at the protocol's selected epoch. FHN rate: the "
              "share of trained-on negatives that are positives of the same user, averaged over the epochs up to the "
              "selected one (exact = against the ground truth; held-out = validation and test files); lift = rate / "
              "the rate of a uniform random item."]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 from bench.grid import read_json, read_manifest
-from bench.table import grid_file, hardware, mean_std, provenance
+from bench.table import grid_file, mean_std, provenance
 from conf.config import REPO
 from util.io import atomic_write_text
 from util.typing_coerce import ConfigError
@@ -122,11 +122,11 @@ def _ratio(ours: float, theirs: float) -> str:
 def render(runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
            own: dict[tuple[str, str], dict[int, tuple[int, float, float]]], results: Path) -> str:
     """fidelity.md."""
-    commit, made_at, progress = provenance(results)
-    lines = ["# Fidelity of the baselines", "", progress, "",
-             f"Table made at commit `{commit}` by `python -m bench.fidelity`; runs made at commit(s): {made_at}, by "
+    made = provenance(results)
+    lines = ["# Fidelity of the baselines", "", made.progress, "",
+             f"Table made at commit `{made.commit}` by `python -m bench.fidelity`; runs made at commit(s): {made.runs}, by "
              f"`python -m bench.grid {grid_file(read_manifest(results))} --dataset-root ../shared/datasets --jobs 2`; "
-             f"hardware: {hardware()}."] + [
+             f"hardware: {made.hardware}."] + [
         "", "Each baseline on its authors' own split at its reference's settings (conf/grids/fidelity.yaml), under the",
         "references' protocol (`selection: reference`: every 5 epochs, best test Recall@20, stop after 10 checks",
         "without one). Ours: mean ± sample std over seeds (n). Ratio = ours / the log's value; **miss** = outside",

@@ -22,14 +22,15 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 from scipy import stats
 
+from SELFRec import git_commit
 from bench.grid import read_json, read_manifest, read_rows, selected_index, tag
 from bench.protocol import validation_file
 from conf.config import repo_relative
@@ -443,21 +444,42 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def provenance(results: Path) -> tuple[str, str, str]:
-    """(the current commit, the commits the grid's runs were made at, a line on how far the grid is)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parents[1]).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
+@dataclass
+class Provenance:
+    """Where a grid's tables come from: the commit they are made at, the commits and devices of its finished runs
+    (from their config.json), and a line on how far the grid is."""
+
+    commit: str
+    run_commits: list[str]
+    devices: list[str]
+    progress: str
+
+    @property
+    def runs(self) -> str:
+        """The runs' commits as the headers list them."""
+        return ", ".join(self.run_commits) or "none"
+
+    @property
+    def hardware(self) -> str:
+        """The machine and torch version the table was made on, and the devices its runs trained on."""
+        import torch
+        return (f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}; runs on "
+                f"{', '.join(self.devices) or 'no recorded device'}")
+
+
+def provenance(results: Path) -> Provenance:
+    """The Provenance of a grid folder (SELFRec.git_commit: '+changes' when the code differs from the commit)."""
     manifest = read_manifest(results)
-    runs = set()
+    commits, devices = set(), set()
     for cell in manifest["cells"]:
         if cell.get("run"):
             try:
-                runs.add(read_json(results / cell["run"] / "config.json").get("commit", "not recorded"))
+                record = read_json(results / cell["run"] / "config.json")
             except ConfigError:
-                pass
+                continue
+            commits.add(record.get("commit", "not recorded"))
+            if cell.get("state") == "finished":
+                devices.add(str(record.get("device.resolved") or record.get("device") or "not recorded"))
     states = [live_state(results, c) for c in manifest["cells"]]
     waiting = sum(all(v is None for v in chosen.values()) for chosen in manifest["choices"].values())
     done = states.count("finished")
@@ -469,13 +491,7 @@ def provenance(results: Path) -> tuple[str, str, str]:
                     + (f", {states.count('running')} running" if "running" in states else "")
                     + (f"; the later seeds of {waiting} dataset/method pair(s) are not listed yet" if waiting else "")
                     + "; rows show the seeds finished so far (`seeds` column), methods without a finished choice are absent.")
-    return commit, ", ".join(sorted(runs)) or "none", progress
-
-
-def hardware() -> str:
-    """The machine and torch version a table was made on."""
-    import torch
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, device cpu"
+    return Provenance(git_commit(), sorted(commits), sorted(devices), progress)
 
 
 def split_sizes(results: Path, datasets: list[str]) -> list[str]:
@@ -500,10 +516,10 @@ def split_sizes(results: Path, datasets: list[str]) -> list[str]:
 def header(results: Path) -> str:
     """Commit, command and hardware of the table, the selection rule, its fallback ties and the OOD split sizes."""
     manifest = read_manifest(results)
-    commit, runs, progress = provenance(results)
-    text = (f"## Grid `{manifest['grid']}`\n\n{progress}\n\ntable made at commit `{commit}` by `python -m bench.table {repo_relative(results.resolve())}`; "
-            f"runs made at commit(s): {runs}; "
-            f"runs by `python -m bench.grid {grid_file(manifest)}`; hardware: {hardware()}. Mean ± sample std over seeds; "
+    made = provenance(results)
+    text = (f"## Grid `{manifest['grid']}`\n\n{made.progress}\n\ntable made at commit `{made.commit}` by `python -m bench.table {repo_relative(results.resolve())}`; "
+            f"runs made at commit(s): {made.runs}; "
+            f"runs by `python -m bench.grid {grid_file(manifest)}`; hardware: {made.hardware}. Mean ± sample std over seeds; "
             f"each method at the hyperparameters chosen on its protocol's validation data (first seed). "
             f"Skipped datasets: {manifest.get('skipped_datasets') or 'none'}.")
     if not set(manifest["protocols"]) & {"valid", "ood_valid"}:

@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from conf.params import PARAMS, REFERENCE_REG_FORM
+from data.loader import FORMATS
 from data.presets import get_preset
 from util.results import RECORD_ONLY, STOP_KEYS, check_record, read_checkpoint, rule_length
 from util.seed import SEED_MAX
@@ -25,7 +26,6 @@ from util.typing_coerce import ConfigError, coerce, suggest
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
-FORMATS = ("triples", "pairs", "adjacency")
 SELECTION_RULES = ("auto", "valid", "test_all4", "reference")
 
 

@@ -17,9 +17,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-METRICS = ("Hit Ratio", "Precision", "Recall", "NDCG")
-
-
 class _RowSlicer:
     """A CSR matrix restricted to given rows, ready to slice row ranges on the device without host syncs."""
 
