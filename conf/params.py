@@ -50,7 +50,7 @@ class PNSParams:
 class DNSParams:
     """Dynamic negative sampling (Zhang et al. SIGIR 2013): the top-scoring of M uniform candidates."""
 
-    n_candidates: int = 32  # M; baselines.md's default (the MixGCF/DENS reference code sets it per dataset)
+    n_candidates: int = 32  # M; this repository's default (the MixGCF/DENS reference code sets it per dataset)
 
     def __post_init__(self) -> None:
         _check("dns", [(self.n_candidates >= 1, "n_candidates must be >= 1")])
@@ -170,7 +170,7 @@ class ADARParams:
         ])
 
 
-# The two CNSDiff presets (cnsdiff-method.md section 4). A switch left as None takes its preset's value.
+# The two CNSDiff presets (docs/cnsdiff.md, "Presets"). A switch left as None takes its preset's value.
 CNSDIFF_PRESETS: dict[str, dict[str, object]] = {
     # what the authors' released code does
     "official": {"train_denoiser": False, "user_condition": False, "denoise_from_start": False,
@@ -185,7 +185,7 @@ CNSDIFF_SWITCHES = ("train_denoiser", "user_condition", "denoise_from_start", "d
 @dataclass
 class CNSDiffParams:
     """CNSDiff (Zhao et al. 2025): diffusion-synthesised, curriculum-mixed negatives with a causal regulariser.
-    Defaults are the released code's (cnsdiff-method.md section 5)."""
+    Defaults are the released code's (docs/cnsdiff.md, "Released code vs paper"; listed in docs/samplers.md)."""
 
     preset: str = "official"  # official | paper
     # the five switches (None = the preset's value)
@@ -263,7 +263,9 @@ class CNSDiffParams:
 
 
 # negative.sampler name -> its settings class: what config resolution needs of a sampler (the sampler
-# registry, module/samplers/__init__.py, maps the same names to their classes; a test keeps the two equal)
+# registry, module/samplers/__init__.py, maps the same names to their classes, in the same order). Adding a
+# sampler: the recipe in docs/samplers.md ("Adding a sampler"); module.samplers.check_registration() names a
+# missing step.
 PARAMS: dict[str, type] = {
     "rns": RNSParams, "pns": PNSParams, "dns": DNSParams, "dns_mn": DNSMNParams, "mixgcf": MixGCFParams,
     "dens": DENSParams, "ahns": AHNSParams, "adar": ADARParams, "cnsdiff": CNSDiffParams,

@@ -14,7 +14,7 @@ class AHNSSampler(NegativeSampler):
 
     name = "ahns"
     Params = AHNSParams
-    description = "adaptive hardness: the candidate scored closest to beta*(s_ui+alpha)^(p+1) of M=32"
+    description = "adaptive hardness: the candidate scored closest to beta*(s_ui+alpha)^(p+1) of M={n_candidates}"
 
     def target(self, pos_score: torch.Tensor) -> torch.Tensor:
         """The score the chosen negative should have, per row."""

@@ -75,7 +75,34 @@ class NegativeSampler(nn.Module):
     name: ClassVar[str] = ""
     Params: ClassVar[type] = object
     needs_layers: ClassVar[bool] = False  # True: TrainBatch.layers holds every LightGCN layer
-    description: ClassVar[str] = ""  # one line for `python main.py --list`
+    # one line for `python main.py --list`; a default is written as {field} and filled from Params
+    # ("of M={n_candidates} candidates"), so the line states today's default
+    description: ClassVar[str] = ""
+    description_template: ClassVar[str] = ""  # the description as written, before its {field}s are filled
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Fill the {field} placeholders of the class's description with its Params defaults (when the class sets
+        its description or its Params)."""
+        super().__init_subclass__(**kwargs)
+        if "description" in cls.__dict__:
+            cls.description_template = cls.__dict__["description"]
+        elif "Params" not in cls.__dict__:
+            return
+        try:
+            cls.description = cls.description_template.format_map(cls.defaults())
+        except KeyError as exc:
+            raise TypeError(f"{cls.__name__}.description {cls.description_template!r}: {{{exc.args[0]}}} is not a "
+                            f"field of {getattr(cls.Params, '__name__', cls.Params)} with a default") from exc
+        except (IndexError, ValueError) as exc:
+            raise TypeError(f"{cls.__name__}.description {cls.description_template!r}: {exc} (a literal brace is "
+                            f"written {{{{ or }}}})") from exc
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The default of every field of the Params dataclass that has one (none when Params is not a dataclass)."""
+        if not dataclasses.is_dataclass(cls.Params):
+            return {}
+        return {f.name: f.default for f in dataclasses.fields(cls.Params) if f.default is not dataclasses.MISSING}
 
     def __init__(self, params: Any, n_users: int, n_items: int, dim: int, device: torch.device):
         super().__init__()

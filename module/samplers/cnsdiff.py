@@ -1,6 +1,6 @@
 """CNSDiff: negatives synthesised by latent diffusion from the positive, the hardest candidate per row
 mixed with the random negative under a Beta curriculum, plus an item-side contrastive term and the
-diffusion loss with its causal regulariser (cnsdiff-method.md section 2)."""
+diffusion loss with its causal regulariser (docs/cnsdiff.md, "The method")."""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from conf.params import CNSDIFF_SWITCHES, CNSDiffParams
+from conf.params import CNSDIFF_PRESETS, CNSDIFF_SWITCHES, CNSDiffParams
 from module.denoiser import Denoiser
 from module.diffusion import GaussianDiffusion, make_betas
 from module.samplers.base import NegativeOutput, NegativeSampler, TrainBatch
@@ -20,7 +20,8 @@ class CNSDiffSampler(NegativeSampler):
 
     name = "cnsdiff"
     Params = CNSDiffParams
-    description = "CNSDiff: diffusion-synthesised negatives, Beta curriculum, causal regulariser (presets official|paper)"
+    description = ("CNSDiff: diffusion-synthesised negatives, Beta curriculum, causal regulariser "
+                   f"(presets {'|'.join(CNSDIFF_PRESETS)})")
 
     def __init__(self, params: CNSDiffParams, n_users: int, n_items: int, dim: int, device: torch.device):
         super().__init__(params, n_users, n_items, dim, device)

@@ -10,7 +10,7 @@ class DNSSampler(NegativeSampler):
 
     name = "dns"
     Params = DNSParams
-    description = "dynamic negatives: the highest-scoring of M=32 uniform candidates"
+    description = "dynamic negatives: the highest-scoring of M={n_candidates} uniform candidates"
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """The hardest candidate (chosen without gradient; its embedding keeps it)."""

@@ -11,7 +11,7 @@ class DNSMNSampler(NegativeSampler):
 
     name = "dns_mn"
     Params = DNSMNParams
-    description = "DNS(M,N): the top N=2 of M=200 uniform candidates, BPR summed over the N"
+    description = "DNS(M,N): the top N={n_negs} of M={n_candidates} uniform candidates, {reduce} of BPR over the N"
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """(B, N, d): the N highest-scoring candidates, best first."""

@@ -24,7 +24,8 @@ class MixGCFSampler(NegativeSampler):
     name = "mixgcf"
     Params = MixGCFParams
     needs_layers = True
-    description = "MixGCF: per-layer positive mixing + hop mixing of M=64 candidates into a synthetic negative"
+    description = ("MixGCF: per-layer positive mixing + hop mixing of M={n_candidates} candidates into a synthetic "
+                   "negative")
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """(B, d) pooled synthetic negative."""

@@ -14,7 +14,7 @@ class PNSSampler(RNSSampler):
 
     name = "pns"
     Params = PNSParams
-    description = "popularity negatives: P(j) ~ training degree^0.75 (the popularity confounder itself)"
+    description = "popularity negatives: P(j) ~ training degree^{exponent} (the popularity confounder itself)"
 
     def candidate_weights(self, degree: np.ndarray) -> Optional[np.ndarray]:
         """deg(j)^exponent."""
