@@ -197,7 +197,8 @@ def _word(rec: dict[str, Any]) -> str:
 
 
 def answer_block(records: list[dict[str, Any]], results: Path) -> str:
-    """The README's answer: a count of the verdict words, then one row per dataset x protocol column."""
+    """The README's answer: a count of the verdict words, one row per dataset x protocol column (Recall@20; NDCG@20
+    in the bullets where its word differs, both in verdict.md), and one bullet per dataset."""
     made, progress = progress_line(results)
     grid = grid_file(read_manifest(results))
     recall = [r for r in records if r["metric"] == "Recall@20"]
@@ -210,13 +211,12 @@ def answer_block(records: list[dict[str, Any]], results: Path) -> str:
              f"method in {counts['better']}, level in {counts['level']}, worse in {counts['worse']} (95% t interval "
              f"over paired seeds).", "",
              "| dataset | protocol | best other (by validation) | " + " | ".join(
-                 f"{m} minus it, {metric} [95% CI]" for m in methods for metric in ("R@20", "N@20"))
-             + f" | seeds ({', '.join(methods)} / other) |",
-             "|---|---|---|" + "---|" * (2 * len(methods)) + "---|"]
+                 f"{m} minus it, Recall@20 [95% CI]" for m in methods) + f" | seeds ({', '.join(methods)} / other) |",
+             "|---|---|---|" + "---|" * len(methods) + "---|"]
     for dataset, protocol in columns:
         rows = {(r["method"], r["metric"]): r for r in records if (r["dataset"], r["protocol"]) == (dataset, protocol)}
         other = next(iter(rows.values()))["other"] or "not named yet"
-        cells = [shown(rows[(m, metric)]) for m in methods for metric in METRICS]
+        cells = [shown(rows[(m, "Recall@20")]) for m in methods]
         seeds = ", ".join(f"{rows[(m, 'Recall@20')]['seeds']}" for m in methods)
         theirs = next(iter(rows.values()))["other_seeds"]
         lines.append(f"| {dataset} | `{protocol}` | {other} | " + " | ".join(cells) + f" | {seeds} / {theirs} |")
