@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from data.interaction import Interaction
 from data.synthetic import load_truth
 from module.samplers.base import NegativeSampler, TrainBatch
-from util.sampler import EpochSampler
+from util.draws import EpochSampler
 from util.seed import preserved_random_state
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from util.loss import bpr_loss, l2_lightgcn, l2_selfrec
 from util.device import available_memory, human_bytes
 from util.io import atomic_write, name_max, path_max
 from util.results import STOP_KEYS, check_record, read_checkpoint
-from util.sampler import EpochSampler
+from util.draws import EpochSampler
 from util.seed import random_state, set_random_state
 from util.signals import held
 from util.typing_coerce import ConfigError

@@ -17,7 +17,7 @@ from module.samplers import SAMPLERS, get_sampler_class
 from module.samplers.base import TrainBatch
 from tests.test_end_to_end import _run
 from util.device import resolve_device
-from util.sampler import EpochSampler
+from util.draws import EpochSampler
 from util.seed import seed_everything
 
 REAL_ITEM = ["rns", "pns", "dns", "dns_mn", "ahns"]  # DENS per layer (its default) mixes the layers of per-layer winners

@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from util.sampler import set_draw_threads
+from util.draws import set_draw_threads
 from util.typing_coerce import ConfigError
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from util.sampler import EpochSampler
+from util.draws import EpochSampler
 from util.seed import seed_everything
 
 
