@@ -11,13 +11,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from base.graph_recommender import GraphRecommender
+from base.reporting import Reporting
 from conf.config import KEYS, RunConfig
 
 log = logging.getLogger(__name__)
 
 
-class ClosedFormRecommender(GraphRecommender):
+class ClosedFormRecommender(Reporting):
     """Subclasses implement fit() -> the score matrix; the rest is shared with the trained models."""
 
     checkpointed = False  # fitted again on --resume (deterministically): nothing to continue from

@@ -1,11 +1,9 @@
-"""GraphRecommender: the BPR training loop with a pluggable negative sampler, full-ranking
-evaluation of every eval file after each epoch, model selection, and the results files."""
+"""GraphRecommender: the BPR training loop with a pluggable negative sampler, evaluating every eval file after
+each epoch; the evaluation and result files are base/reporting.py's, the checkpoints base/checkpointing.py's."""
 from __future__ import annotations
 
 import logging
 import math
-import os
-import statistics
 import time
 from typing import Any, Optional
 
@@ -15,18 +13,14 @@ import torch
 import torch.nn as nn
 
 from base.fhn import FHNProbe, truth_matrix
-from base.recommender import Recommender
-from base.selection import make_selection
+from base.checkpointing import Checkpointing
+from base.reporting import Reporting
 from module.samplers import get_sampler_class
 from module.samplers.base import NegativeOutput, NegativeSampler, TrainBatch
-from util.evaluation import RankingEvaluator
 from util.logger import Progress
 from util.loss import bpr_loss, l2_lightgcn, l2_selfrec
 from util.device import available_memory, human_bytes
-from util.io import atomic_write, name_max, path_max
-from util.results import STOP_KEYS, check_record, read_checkpoint
 from util.draws import EpochSampler
-from util.seed import random_state, set_random_state
 from util.signals import held
 from util.typing_coerce import ConfigError
 
@@ -47,10 +41,9 @@ LOSS_WARN = 1e9
 # what the embedding tables take at least, in copies of (users + items) x embedding.size float32 values: the
 # tables, their gradients, Adam's two moments, and the propagated output of a forward pass
 TABLE_COPIES = 5
-SHORT = {"Recall": "R", "NDCG": "N", "Precision": "P", "Hit Ratio": "HR", "ARP": "ARP"}
 
 
-class GraphRecommender(Recommender):
+class GraphRecommender(Checkpointing, Reporting):
     """Trains an encoder (build_encoder) with BPR; negatives come from the configured sampler."""
 
     def build_encoder(self) -> nn.Module:
@@ -90,19 +83,6 @@ class GraphRecommender(Recommender):
             log.info("model selection: best %s on the validation file, patience %d", cfg.selection_metric,
                      cfg.patience)
 
-    def build_evaluation(self) -> None:
-        """One evaluator per eval file, the selection rule and the empty epoch record (every model's)."""
-        cfg = self.config
-        degree = self.data.item_degree().astype(np.float64)
-        self.evaluators = {name: RankingEvaluator(es.users, es.truth, es.mask, cfg.top_n, self.device,
-                                                  cfg.eval_batch_users, degree, cfg.pop_penalty)
-                           for name, es in self.data.eval_sets.items()}
-        self.selection = make_selection(cfg.selection_rule(), cfg.selection_metric, cfg.patience,
-                                        cfg.selection_test, cfg.stop_watch)
-        self.start_epoch, self.best_epoch, self.stopped_early = 0, None, False
-        self.epoch_rows: list[dict[str, Any]] = []
-        self.check_file_names()
-
     def check_memory(self) -> None:
         """ConfigError, before anything is allocated, when the embedding tables cannot fit: (users + items) x
         embedding.size x 4 bytes, TABLE_COPIES times, against the device's available memory."""
@@ -115,25 +95,6 @@ class GraphRecommender(Recommender):
                               f"user and item rows x {cfg.embedding_size} x 4 bytes, {TABLE_COPIES} times: the tables, "
                               f"their gradients, Adam's two moments and a forward pass), more than the "
                               f"{human_bytes(limit)} of memory {where}; use a smaller embedding.size")
-
-    def recommendation_file(self, name: str) -> str:
-        """The name of the top-K recommendation file of test file `name`."""
-        return f"{self.model_name}@{self.method_tag()}-{name}-top-{max(self.config.top_n)}items.txt"
-
-    def check_file_names(self) -> None:
-        """ConfigError before training when a top-K file's name (made from the test file's name) is longer than the
-        run folder's file system takes: it used to fail only when the results were written, after training."""
-        longest, limit = path_max(self.run_dir), name_max(self.run_dir)
-        for name in self.evaluators:
-            if name == "valid":
-                continue
-            file = self.recommendation_file(name)
-            size, whole = len(os.fsencode(file)), len(os.fsencode(str(self.run_dir / file)))
-            if size > limit or whole > longest:
-                what = (f"{size} bytes, a name may have {limit}" if size > limit
-                        else f"the path {whole} bytes, at most {longest}")
-                raise ConfigError(f"test.set: the top-K file of the test file named {name!r} would be {file!r} ({what} "
-                                  f"in {self.run_dir}); give it a shorter name (test.set as a mapping name: path)")
 
     def l2_term(self, users: torch.Tensor, pos: torch.Tensor, out: NegativeOutput) -> torch.Tensor:
         """The L2 term on layer-0 rows (the sampler's reg_emb in place of the negatives' rows if it gives one),
@@ -320,100 +281,6 @@ class GraphRecommender(Recommender):
                 raise DivergedError(f"training diverged in epoch {epoch + 1}: the {name} embeddings reach {largest:.3g}, "
                                     f"too large to score (limit {SCORABLE:.0e}; lower learning.rate?)")
 
-    def checkpoint_state(self, epoch: int) -> dict[str, Any]:
-        """Everything needed to continue after `epoch` exactly as an uninterrupted run would."""
-        return {"epoch": epoch, "config": self.config.to_dict(), "record": self.config.record, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "sampler": self.sampler.state_dict(), "selection": dict(vars(self.selection)),
-                "best_epoch": self.best_epoch, "best_emb": tuple(t.detach().cpu() for t in self.best_emb),
-                "epoch_rows": self.epoch_rows, "stopped_early": self.stopped_early, "random": random_state(self.device)}
-
-    def save_checkpoint(self, epoch: int, improved: bool) -> None:
-        """checkpoint.pt (atomic) after every epoch; best.pt / epoch-NNN.pt as checkpoint.keep asks."""
-        state = self.checkpoint_state(epoch)
-        atomic_write(self.run_dir / "checkpoint.pt", lambda handle: torch.save(state, handle))
-        keep = self.config.checkpoint_keep
-        if keep == "all":
-            atomic_write(self.run_dir / f"epoch-{epoch + 1:03d}.pt", lambda handle: torch.save(state, handle))
-        if keep == "best" and improved:
-            atomic_write(self.run_dir / "best.pt", lambda handle: torch.save(state, handle))
-
-    def load_checkpoint(self) -> None:
-        """Restore model, optimiser, sampler, selection, best embeddings, rows and random streams."""
-        # onto the CPU whatever the run's device: load_state_dict copies each tensor where its module lives, and
-        # the random states must stay CPU tensors (SELFRec checked that the file exists)
-        state = read_checkpoint(self.run_dir / "checkpoint.pt", "cpu")
-        check_record(self.run_dir, state)  # config.json must still be the run's record
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.sampler.load_state_dict(state["sampler"])
-        vars(self.selection).update(state["selection"])
-        self.selection.patience = self.config.patience  # a lengthened stopping rule (--resume --set) applies
-        self.best_epoch = state["best_epoch"]
-        self.best_emb = tuple(t.to(self.device) for t in state["best_emb"])
-        self.epoch_rows = state["epoch_rows"]
-        self.writer.rows = list(self.epoch_rows)
-        self.stopped_early = state["stopped_early"]
-        self.start_epoch = state["epoch"] + 1
-        set_random_state(state["random"], self.device)
-        log.info("resumed after epoch %d of %d", self.start_epoch, self.config.max_epoch)
-        self.lengthen(state)
-
-    def lengthen(self, state: dict[str, Any]) -> None:
-        """A resumed run whose stopping rule was lengthened (STOP_KEYS, checked by config_of_run): it stops
-        early only if the new rule stops it at its last epoch, and config.json records the change."""
-        now = self.config.to_dict()
-        before = state.get("config") or {}
-        changed = {k: (before.get(k, 0), now[k]) for k in STOP_KEYS if before.get(k, 0) != now[k]}
-        if not changed:
-            return
-        last = state["epoch"]
-        self.stopped_early = bool(state["stopped_early"]) and (self.halts(last) or self.stop_due(last))
-        note = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
-        self.writer.lengthen_config(now, f"after epoch {last + 1}: {note}")
-        self.save_checkpoint(last, improved=False)  # checkpoint and config.json agree again (also if it stops here)
-        log.info("stopping rule lengthened after epoch %d (%s): %s", last + 1, note,
-                 "it stops there again" if self.stopped_early else "training continues")
-
-    def _epoch_line(self, epoch: int, stats: dict[str, float], metrics: dict[str, dict[str, float]],
-                    improved: bool) -> str:
-        cfg = self.config
-        losses = " ".join(f"{k} {v:.4g}" for k, v in stats.items() if not k.endswith("_s"))
-        k = max(cfg.top_n)
-        if not metrics:
-            return f"epoch {epoch + 1}/{cfg.max_epoch} | {losses} | sample {stats['sample_s']:.2f}s train {stats['train_s']:.2f}s"
-        evals = " | ".join(f"{name} R@{k} {m[f'Recall@{k}']:.5f} N@{k} {m[f'NDCG@{k}']:.5f}"
-                           for name, m in metrics.items())
-        times = f"sample {stats['sample_s']:.2f}s train {stats['train_s']:.2f}s eval {stats['eval_s']:.2f}s"
-        return f"epoch {epoch + 1}/{cfg.max_epoch} | {losses} | {evals} | {times}{' *' if improved else ''}"
-
-    def finish(self) -> dict[str, Any]:
-        """metrics.json and one top-K recommendation file per test file, from the selected epoch."""
-        cfg = self.config
-        best_row = self.epoch_rows[self.best_epoch]
-        per_file = {name: {m: best_row[f"{name}/{m}"] for m in self._metric_names()} for name in self.evaluators}
-        evaluated = [r for r in self.epoch_rows if r["eval_s"] > 0]  # eval_s is the median of evaluations
-        timing = {key: statistics.median(r[key] for r in (evaluated if key == "eval_s" else self.epoch_rows))
-                  for key in ("sample_s", "train_s", "eval_s")}
-        result = {
-            "run": self.run_dir.name,
-            "model": cfg.model_name,
-            "sampler": self.method_settings(),
-            "dataset": cfg.dataset or str(cfg.training_set),
-            "device": str(self.device),
-            "seed": cfg.seed,
-            "selection": {"rule": self.selection.rule, "requested": cfg.selection, "file": self.selection.file,
-                          "metric": self.selection.metric, "epoch": self.best_epoch + 1,
-                          "epochs_run": len(self.epoch_rows), "max_epoch": cfg.max_epoch,
-                          "stopped_early": self.stopped_early},
-            "metrics": per_file,
-            "data": self.data.summary(),
-            "median_epoch_seconds": timing,
-        }
-        self.writer.write_metrics(result)
-        self.write_recommendations()
-        self._log_final(result)
-        return result
-
     def method_settings(self) -> dict[str, Any]:
         """What metrics.json records under "sampler": the negative sampler and its settings."""
         return self.sampler.describe()
@@ -421,34 +288,3 @@ class GraphRecommender(Recommender):
     def method_tag(self) -> str:
         """The part of the top-K file names after `model@`: the sampler's name."""
         return self.sampler.name
-
-    def _metric_names(self) -> list[str]:
-        return [f"{m}@{k}" for k in sorted(self.config.top_n) for m in ("Hit Ratio", "Precision", "Recall", "NDCG", "ARP")]
-
-    def write_recommendations(self) -> None:
-        """SELFRec-style top-K lists of each test file's users at the selected epoch; '*' marks a hit."""
-        user_all, item_all = self.best_emb
-        k = max(self.config.top_n)
-        for name, ev in self.evaluators.items():
-            if name == "valid":
-                continue
-            scores, items = ev.topk(user_all, item_all, k)
-            scores, items = scores.cpu().numpy(), items.cpu().numpy()
-            truth = self.data.eval_sets[name].truth
-            lines = []
-            for row, u in enumerate(ev.users_np):
-                held = set(truth.indices[truth.indptr[u]:truth.indptr[u + 1]].tolist())
-                recs = " ".join(f"({self.data.item_ids[i]},{s:.6g}){'*' if i in held else ''}"
-                                for i, s in zip(items[row], scores[row]))
-                lines.append(f"{self.data.user_ids[u]}: {recs}\n")
-            path = self.writer.write_recommendations(self.recommendation_file(name), lines)
-            log.info("top-%d recommendations for %s written to %s", k, name, path)
-
-    def _log_final(self, result: dict[str, Any]) -> None:
-        sel = result["selection"]
-        log.info("selected epoch %d of %d by rule %s (%s on %s)", sel["epoch"], sel["epochs_run"], sel["rule"],
-                 sel["metric"], sel["file"])
-        for name, m in result["metrics"].items():
-            log.info("  %-9s %s", name, "  ".join(f"{SHORT[k.split('@')[0]]}@{k.split('@')[1]} {v:.5f}"
-                                                   for k, v in m.items()))
-        log.info("results in %s", self.run_dir)
