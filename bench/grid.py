@@ -420,6 +420,14 @@ class Cell:
         runs = sorted(p for p in self.folder.glob("*/") if (p / "config.json").is_file())
         return runs[-1] if runs else None
 
+    def rung_rows(self, rung: int) -> Optional[list[dict[str, float]]]:
+        """The first `rung` epochs of the oldest run folder of this cell that has them (None when none has)."""
+        for run in sorted(p for p in self.folder.glob("*/") if (p / "config.json").is_file()):
+            rows = read_rows(run)
+            if len(rows) >= rung:
+                return rows[:rung]
+        return None
+
     def state(self) -> str:
         """finished | failed | interrupted | running | stale (a running status whose process is gone) | todo |
         short (stopped early under a shorter stopping rule than the grid's: it continues from its checkpoint
@@ -605,7 +613,6 @@ class GridRunner:
         self.draining = 0  # the signal number once SIGUSR1 arrived: running cells finish, no new one starts
         self.fallbacks: set[str] = set()  # dataset/method/protocol choices a tie of all four validation metrics made
         self.best_other: dict[str, str] = {}  # dataset/protocol -> the best method outside power.methods (plan)
-        self.last_scores: dict[str, tuple[float, ...]] = {}  # protocol -> the scores of choose's last choice
 
     @property
     def halted(self) -> bool:
@@ -711,7 +718,7 @@ class GridRunner:
         later seeds need the first seed's choice, the power seeds of the best other method every first seed of the
         dataset. Sets self.best_other (dataset/protocol -> method)."""
         first, later, choices = [], [], {}
-        self.best_other = {}
+        best_other: dict[str, str] = {}
         for dataset in datasets:
             data = self.data_keys(dataset)
             chosen_by: dict[str, tuple[dict[str, Optional[Cell]], dict[str, tuple[float, ...]]]] = {}
@@ -724,13 +731,13 @@ class GridRunner:
                 if self.halves(dataset, cells):
                     cells = self.halve(cells)
                 first += cells
-                chosen = self.choose([c for c in cells if c.halted_at is None])
-                chosen_by[method] = (chosen, dict(self.last_scores))
+                chosen, scores = self.choose([c for c in cells if c.halted_at is None])
+                chosen_by[method] = (chosen, scores)
                 if all(c.state() in ("finished", "failed") for c in cells):
                     ended.add(method)
                 choices[f"{dataset}/{method}"] = {p: (c.candidate if c else None) for p, c in chosen.items()}
             best = self.best_other_methods(chosen_by, ended)
-            self.best_other.update({f"{dataset}/{p}": m for p, m in best.items()})
+            best_other.update({f"{dataset}/{p}": m for p, m in best.items()})
             for method, (chosen, _) in chosen_by.items():
                 seeds_by_tag: dict[str, tuple[Cell, list[int]]] = {}
                 for p, c in chosen.items():
@@ -742,6 +749,7 @@ class GridRunner:
                     have += [s for s in self.grid.seeds_for(dataset, method, powered)[1:] if s not in have]
                 for c, seeds in seeds_by_tag.values():
                     later += [self.cell(dataset, method, c.candidate, s, data) for s in seeds]
+        self.best_other = best_other
         return first, later, choices
 
     def halves(self, dataset: str, cells: list[Cell]) -> bool:
@@ -753,16 +761,23 @@ class GridRunner:
     def halve(self, cells: list[Cell]) -> list[Cell]:
         """A halved pair's first-seed cells as they stand: every candidate at the rung (early_stop.halt_after) until
         all have ended; then the `keep` best of each protocol on the curve cut at the rung (bench/protocol.py's order,
-        ties to the tag that sorts first) under the full rule (halt_after 0: they continue), the rest at the rung."""
+        ties to the tag that sorts first) under the full rule (halt_after 0: they continue), the rest at the rung.
+        The ranking reads each candidate's first `rung` epochs from its oldest run folder that has them (the rung's
+        own record, committed with the others), so it stays the same once candidates have gone on, been trained
+        again from the start elsewhere, or failed after the rung."""
         rung, keep = self.grid.halving.rung, self.grid.halving.keep
         at_rung = [replace(c, keys={**c.keys, "early_stop.halt_after": rung}, halted_at=rung) for c in cells]
-        if any(c.state() not in ("finished", "failed") for c in at_rung):
-            return at_rung
+        curves = {}
+        for c in at_rung:
+            rows = c.rung_rows(rung)
+            if rows is None and c.state() not in ("finished", "failed"):
+                return at_rung  # not every candidate has reached the rung yet
+            if rows is not None or c.state() == "finished":  # one that stopped before the rung: its whole curve
+                curves[tag(c.candidate)] = (rows if rows is not None else read_rows(c.run_dir()), c.keys)
         kept: set[str] = set()
-        curves = [(tag(c.candidate), read_rows(c.run_dir())[:rung], c.keys) for c in at_rung if c.state() == "finished"]
         for p in self.grid.protocols:
             scored = [(candidate_score(rows[protocol_index(rows, p, keys)] if rows else None, p), t)
-                      for t, rows, keys in curves]
+                      for t, (rows, keys) in curves.items()]
             ranked = sorted(sorted(scored, key=lambda st: st[1]), key=lambda st: st[0], reverse=True)
             kept.update(t for _, t in ranked[:keep])
         return [replace(c, keys={**c.keys, "early_stop.halt_after": 0}) if tag(c.candidate) in kept else h
@@ -787,28 +802,29 @@ class GridRunner:
                 best[p] = name
         return best
 
-    def choose(self, cells: list[Cell]) -> dict[str, Optional[Cell]]:
-        """Per protocol, the finished first-seed cell with the best validation scores (None until all finished);
-        a choice only the fallback made (a tie of all four validation metrics) is noted in self.fallbacks, the
-        chosen cells' scores kept in self.last_scores (protocol -> scores)."""
-        self.last_scores: dict[str, tuple[float, ...]] = {}
+    def choose(self, cells: list[Cell]) -> tuple[dict[str, Optional[Cell]], dict[str, tuple[float, ...]]]:
+        """(per protocol, the finished first-seed cell with the best validation scores (None until all ended), the
+        chosen cells' scores); a choice only the fallback made (a tie of all four validation metrics) is noted in
+        self.fallbacks."""
+        none: dict[str, Optional[Cell]] = {p: None for p in self.grid.protocols}
         if any(c.state() != "finished" and c.state() != "failed" for c in cells):
-            return {p: None for p in self.grid.protocols}
+            return none, {}
         done = [c for c in cells if c.state() == "finished"]
         if not done:
-            return {p: None for p in self.grid.protocols}
+            return none, {}
         if self.grid.protocols[0] in TEST_SELECTED:
-            return {self.grid.protocols[0]: done[0]}
+            return {self.grid.protocols[0]: done[0]}, {}
         chosen: dict[str, Optional[Cell]] = {}
+        scores: dict[str, tuple[float, ...]] = {}
         curves = [(tag(c.candidate), read_rows(c.run_dir()), c.run_dir()) for c in done]  # once for all protocols
         for p in self.grid.protocols:
             scored = [(t, validation_scores(rows, p, run)) for t, rows, run in curves]
             best, fallback = choose_candidate(scored)
             chosen[p] = next(c for c in done if tag(c.candidate) == best)
-            self.last_scores[p] = dict(scored)[best]
+            scores[p] = dict(scored)[best]
             if fallback:
                 self.fallbacks.add(f"{done[0].dataset}/{done[0].method}/{p}")
-        return chosen
+        return chosen, scores
 
     def command_keys(self, cell: Cell) -> dict[str, Any]:
         """The config keys a new run of the cell gets on its command line."""
@@ -833,8 +849,8 @@ class GridRunner:
         return out
 
     def recorded_cells(self, datasets: list[str]) -> list[Cell]:
-        """Every cell the grid can list (each candidate with each seed of its method, chosen or not yet) that has a
-        run folder: those whose records a run or a table would take as the grid's."""
+        """Every cell the grid can list (each candidate with each seed of its method and every power seed, chosen or
+        not yet) that has a run folder: those whose records a run or a table would take as the grid's."""
         cells = []
         for dataset in datasets:
             data = self.data_keys(dataset)
@@ -842,7 +858,7 @@ class GridRunner:
                 if self.grid.runs_on(dataset, method):
                     cells += [self.cell(dataset, method, candidate, seed, data)
                               for candidate in self.grid.candidates(method)
-                              for seed in self.grid.seeds_of(dataset, method)]
+                              for seed in self.grid.seeds_for(dataset, method, powered=True)]
         return [c for c in cells if c.run_dir() is not None]
 
     def differing_cells(self, datasets: list[str]) -> list[tuple[str, list[str]]]:
@@ -964,26 +980,32 @@ class GridRunner:
 
     def run_all(self, datasets: list[str]) -> None:
         """Run every cell, `jobs` at a time, dataset by dataset in the grid's order (a dataset's first seeds, then its
-        later seeds, before the next dataset's); a dataset/method pair's later seeds are queued as soon as its own
-        first-seed candidates are done (no job waits for the other pairs); a failing cell does not stop the
-        others."""
+        later seeds, before the next dataset's): a cell is handed to a job only when one is free, so a cell that
+        becomes known later (a pair's later seeds, as soon as its own first-seed candidates are done) takes its
+        place in that order; a failing cell does not stop the others, an error of the runner itself stops the grid
+        (the running cells finish, nothing else starts)."""
         queued: set[tuple[str, Any]] = set()  # a cell at a halving's rung and under the full rule are two
         running: set[Any] = set()
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+        order = {d: i for i, d in enumerate(datasets)}
+        pool = ThreadPoolExecutor(max_workers=self.jobs)
+        try:
             while True:
-                first, later, _ = self.plan(datasets)
-                order = {d: i for i, d in enumerate(datasets)}
-                for c in sorted(first + later, key=lambda c: order[c.dataset]):  # stable: first seeds first
-                    key = (c.id, c.halted_at)
-                    if self.halted or key in queued or not to_run(c.state(), self.retry_failed):
-                        continue
-                    queued.add(key)
-                    running.add(pool.submit(self.run_cell, c))
+                if len(running) < self.jobs and not self.halted:
+                    with self._lock:  # one plan at a time: a worker writing grid.json plans too
+                        first, later, _ = self.plan(datasets)
+                    for c in sorted(first + later, key=lambda c: order[c.dataset]):  # stable: first seeds first
+                        key = (c.id, c.halted_at)
+                        if len(running) >= self.jobs or key in queued or not to_run(c.state(), self.retry_failed):
+                            continue
+                        queued.add(key)
+                        running.add(pool.submit(self.run_cell, c))
                 if not running:
                     return
                 done, running = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
                     future.result()  # an error of the runner itself (not of a cell) stops the grid
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def write_manifest(self) -> dict[str, Any]:
         """Write grid.json now (at the start, after every cell and at the end: an interim table can be made

@@ -216,9 +216,10 @@ def test_hyperparameters_are_chosen_on_validation_data_only(tmp_path):
     # so a choice that looked at the test file would pick 0.1 for both protocols
     _fake_run(cells[0].folder, _rows([0.30, 0.32], [0.10, 0.11], [0.50, 0.60]))
     _fake_run(cells[1].folder, _rows([0.20, 0.21], [0.15, 0.14], [0.05, 0.06]))
-    chosen = runner.choose(cells)
+    chosen, scores = runner.choose(cells)
     assert chosen["valid"].candidate == {"learning.rate": 0.1}
     assert chosen["ood_valid"].candidate == {"learning.rate": 0.2}
+    assert scores["valid"][0] == 0.32 and scores["ood_valid"][0] == 0.15  # the chosen runs' validation Recall@20
     assert G.selected_index(G.read_rows(cells[1].run_dir()), "ood_valid") == 0  # the first epoch, 0.15
 
 

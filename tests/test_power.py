@@ -230,3 +230,63 @@ def test_a_halved_grid_continues_its_kept_candidates_into_the_runs_a_full_grid_m
         assert _strip_times(_curve(run)) == _strip_times(_curve(full / twin["run"]))
     chosen = {tuple(v.items()) for v in manifest["choices"]["coat/rns"].values()}
     assert chosen <= {tuple(c["candidate"].items()) for c in kept}  # chosen among the kept candidates only
+
+
+def test_the_kept_candidates_stay_kept_when_they_are_trained_again_or_fail_after_the_rung(tmp_path):
+    runner = G.GridRunner(_halving_grid(), tmp_path, tmp_path)
+    runner.data_keys = lambda dataset: {"dataset": dataset}
+    first = runner.plan(["coat"])[0]
+    curves = {0.1: ([0.3, 0.4], [0.1, 0.1]), 0.2: ([0.2, 0.3], [0.1, 0.1]), 0.3: ([0.1, 0.1], [0.2, 0.3]),
+              0.4: ([0.1, 0.2], [0.1, 0.2])}
+    for cell in first:
+        v, o = curves[cell.candidate["learning.rate"]]
+        _run(cell.folder, _rows(v, o), config={"early_stop.halt_after": 2})
+    kept = {c.candidate["learning.rate"] for c in runner.plan(["coat"])[0] if c.halted_at is None}
+    assert kept == {0.1, 0.3}
+    # lr 0.1 trained again from the start in another session (its checkpoint lost): a newer run folder whose first
+    # epochs differ (another thread count) and which is still running; lr 0.3's continuation failed
+    again = first[0].folder / "LightGCN-x-s1-20270101-000000"
+    shutil.copytree(first[0].run_dir(), again)
+    (again / "epochs.csv").write_text("epoch,valid/Recall@20,valid/NDCG@20,ood_valid/Recall@20,ood_valid/NDCG@20\n"
+                                      "1,0.01,0.01,0.01,0.01\n")
+    (again / "status.json").write_text(json.dumps({"state": "running", "pid": 2**22 + 7}))
+    failed = first[2].folder / "LightGCN-x-s1-20270101-000000"
+    shutil.copytree(first[2].run_dir(), failed)
+    (failed / "status.json").write_text(json.dumps({"state": "failed", "pid": 0, "message": "diverged"}))
+    listed = runner.plan(["coat"])[0]
+    assert {c.candidate["learning.rate"] for c in listed if c.halted_at is None} == kept  # the rung's own records rank
+    assert {c.candidate["learning.rate"]: c.state() for c in listed if c.halted_at is None} == {0.1: "stale",
+                                                                                               0.3: "failed"}
+
+
+def test_plans_made_at_once_by_several_threads_agree(tmp_path):
+    import threading
+    runner = G.GridRunner(_power_grid(), tmp_path, tmp_path)
+    runner.data_keys = lambda dataset: {"dataset": dataset}
+    values = {"cns": ([0.9], [0.9]), "a": ([0.5], [0.1]), "b": ([0.2], [0.4]), "rns": ([0.1], [0.3])}
+    for cell in runner.plan(["coat"])[0]:
+        _run(cell.folder, _rows(*values[cell.method]))
+    seen, errors = [], []
+
+    def plan():
+        try:
+            for _ in range(5):
+                later = runner.plan(["coat"])[1]
+                seen.append((dict(runner.best_other), sorted(c.id for c in later)))
+        except Exception as exc:  # noqa: BLE001 - any error of a concurrent plan fails the test below
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=plan) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(seen) == 20 and all(s == seen[0] for s in seen)
+    assert seen[0][0] == {"coat/valid": "a", "coat/ood_valid": "b"}
+
+
+def test_the_records_of_power_seeds_are_compared_like_the_others(tmp_path):
+    runner = G.GridRunner(_power_grid(), tmp_path, tmp_path)
+    runner.data_keys = lambda dataset: {"dataset": dataset}
+    cell = runner.cell("coat", "a", {}, 5, {"dataset": "coat"})  # a power seed only (the grid's seeds are 1, 2)
+    _run(cell.folder, _rows([0.1], [0.1]))
+    assert cell.id in [c.id for c in runner.recorded_cells(["coat"])]
