@@ -417,12 +417,16 @@ class Cell:
 
     def run_dir(self) -> Optional[Path]:
         """The newest run folder of this cell, if any."""
-        runs = sorted(p for p in self.folder.glob("*/") if (p / "config.json").is_file())
+        runs = self.runs()
         return runs[-1] if runs else None
+
+    def runs(self) -> list[Path]:
+        """The cell's run folders, oldest first."""
+        return sorted(p for p in self.folder.glob("*/") if (p / "config.json").is_file())
 
     def rung_rows(self, rung: int) -> Optional[list[dict[str, float]]]:
         """The first `rung` epochs of the oldest run folder of this cell that has them (None when none has)."""
-        for run in sorted(p for p in self.folder.glob("*/") if (p / "config.json").is_file()):
+        for run in self.runs():
             rows = read_rows(run)
             if len(rows) >= rung:
                 return rows[:rung]

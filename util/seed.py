@@ -67,7 +67,7 @@ def set_random_state(state: dict[str, Any], device: Optional[torch.device] = Non
     _helperlib.rnd_set_state(_helperlib.rnd_get_np_state_ptr(), (int(index), [int(w) for w in words]))
     cuda = state.get("cuda")
     if isinstance(cuda, (list, tuple)):  # checkpoints before the run's own device only: every GPU's, in order
-        index = torch.device(device).index or 0 if device is not None else 0
+        index = (torch.device(device).index or 0) if device is not None else 0
         cuda = cuda[index] if index < len(cuda) else None
     if cuda is not None and device is not None and torch.device(device).type == "cuda":
         torch.cuda.set_rng_state(torch.as_tensor(cuda).cpu(), device)
