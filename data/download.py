@@ -9,6 +9,13 @@ A mirror (--mirror or the CNSDIFF_DATA_MIRROR variable; a folder or an http(s) a
 <mirror>/<name>/<file>, under the upstream file name (e.g. food/test.txt) or the local one (test_ood.txt).
 Downloads go to FILE.part first: an interrupted download resumes (HTTP Range) on the next run, a
 checksum mismatch deletes the partial file and is an error, and only a verified file gets its name.
+
+A file published inside a zip archive (RemoteFile.member, e.g. the IR-Benchmark presets' proc.zip) is
+taken from the archive: it is fetched once per download call into dataset/NAME/ARCHIVE (through
+ARCHIVE.part, resumable like any file), verified by its own sha256, the member is extracted to
+MEMBER.part and verified by the member's sha256, then renamed; the archive is deleted when the call
+ends. A mirror may hold the archive (<mirror>/<name>/proc.zip, tried first) or the member unzipped
+under its own name.
 """
 from __future__ import annotations
 
@@ -21,6 +28,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
@@ -60,10 +69,14 @@ def sha256_file(path: Path) -> str:
 
 
 def candidates(name: str, remote: RemoteFile, mirror: Optional[str]) -> list[str]:
-    """Where to look for one file, in order: the mirror (upstream name, then local name) or the GitHub refs."""
+    """Where to look for one file, in order: the mirror (upstream name, then local name; for a member of an
+    archive: the archive, then the member's name, then the local name) or the GitHub refs."""
     if not mirror:
         return remote.urls()
-    names = [Path(remote.path).name] + ([remote.local] if remote.local != Path(remote.path).name else [])
+    names = [Path(remote.path).name]
+    for extra in ([Path(remote.member).name] if remote.member else []) + [remote.local]:
+        if extra not in names:
+            names.append(extra)
     if mirror.startswith(("http://", "https://")):
         return [f"{mirror.rstrip('/')}/{name}/{n}" for n in names]
     return [str(Path(mirror) / name / n) for n in names]
@@ -77,28 +90,46 @@ def download(name: str, root: Path = Path("dataset"), mirror: Optional[str] = No
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     folder = Path(root) / preset.name
     paths = []
-    for remote in preset.sources:
-        dest = folder / remote.local
-        fetch(remote, dest, candidates(preset.name, remote, mirror), attempts)
-        paths.append(dest)
+    archives: dict[str, Path] = {}  # archive sha256 -> its verified copy, shared by the members of one call
+    try:
+        for remote in preset.sources:
+            dest = folder / remote.local
+            fetch(remote, dest, candidates(preset.name, remote, mirror), attempts, archives)
+            paths.append(dest)
+    finally:
+        _drop_archives(archives)
     log.info("%s: %d file(s) verified in %s", preset.name, len(paths), folder)
     return paths
 
 
-def fetch(remote: RemoteFile, dest: Path, sources: list[str], attempts: int = 3) -> Path:
-    """Put a verified copy of one file at dest, trying the sources in order (an existing good file is kept)."""
+def fetch(remote: RemoteFile, dest: Path, sources: list[str], attempts: int = 3,
+          archives: Optional[dict[str, Path]] = None) -> Path:
+    """Put a verified copy of one file at dest, trying the sources in order (an existing good file is kept).
+
+    For a member of an archive, a source named like the archive is the archive (fetched once into `archives`,
+    which the caller deletes; without it, fetch deletes its own copy) and any other source the member itself."""
     dest = Path(dest)
     if dest.is_file():
         if sha256_file(dest) == remote.sha256:
             log.info("%s: present and verified", dest)
             return dest
         log.warning("%s: present but its sha256 differs from the published file; fetching it again", dest)
+    if remote.member and archives is None:
+        own: dict[str, Path] = {}
+        try:
+            return fetch(remote, dest, sources, attempts, own)
+        finally:
+            _drop_archives(own)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     problems, mismatch = [], False
     for source in sources:
         try:
-            _fetch_verified(source, part, remote.sha256, attempts)
+            if remote.member and _is_archive(source, remote):
+                archive = _archive(remote, source, dest.parent, attempts, archives)
+                _extract_verified(archive, remote, source, part)
+            else:
+                _fetch_verified(source, part, remote.sha256, attempts)
         except _NotFound:
             problems.append(f"{source}: not found")
             continue
@@ -110,8 +141,59 @@ def fetch(remote: RemoteFile, dest: Path, sources: list[str], attempts: int = 3)
         log.info("%s: fetched from %s, sha256 verified", dest, source)
         return dest
     kind = ChecksumError if mismatch else DownloadError
-    raise kind(f"{dest.name} ({remote.repo}/{remote.path}): no source gave the published file:\n  "
+    raise kind(f"{dest.name} ({remote.upstream()}): no source gave the published file:\n  "
                + "\n  ".join(problems))
+
+
+def _is_archive(source: str, remote: RemoteFile) -> bool:
+    """Whether a source of a member's candidates is the archive (named like it) rather than the member itself."""
+    return Path(source).name == Path(remote.path).name
+
+
+def _archive(remote: RemoteFile, source: str, folder: Path, attempts: int, archives: dict[str, Path]) -> Path:
+    """A verified copy of remote's archive: the one this call already has, else fetched from source (resumable)."""
+    if remote.archive_sha256 in archives:
+        return archives[remote.archive_sha256]
+    path = folder / Path(remote.path).name
+    if path.is_file() and sha256_file(path) == remote.archive_sha256:  # left by an interrupted call
+        log.info("%s: present and verified (archive)", path)
+    else:
+        part = path.with_name(path.name + ".part")
+        _fetch_verified(source, part, remote.archive_sha256, attempts)
+        os.replace(part, path)
+        log.info("%s: archive fetched from %s, sha256 verified", path, source)
+    archives[remote.archive_sha256] = path
+    return path
+
+
+def _extract_verified(archive: Path, remote: RemoteFile, source: str, part: Path) -> None:
+    """Write remote.member of the (verified) archive to part and check its sha256; any failure deletes part."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            if remote.member not in zipped.namelist():
+                held = ", ".join(zipped.namelist()[:10]) or "nothing"
+                raise DownloadError(f"{source}: the archive has no member {remote.member!r} (it holds: {held})")
+            with zipped.open(remote.member) as stream, part.open("wb") as out:
+                shutil.copyfileobj(stream, out, CHUNK)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{source}: not a readable zip archive ({exc})") from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    actual = sha256_file(part)
+    if actual != remote.sha256:
+        part.unlink()
+        raise ChecksumError(f"{source}:{remote.member}: sha256 {actual} != expected {remote.sha256} "
+                            "(extracted file deleted)")
+
+
+def _drop_archives(archives: dict[str, Path]) -> None:
+    """Delete the archives one download call fetched (their members are extracted and verified by now)."""
+    for path in archives.values():
+        path.unlink(missing_ok=True)
+        log.info("%s: archive deleted", path)
+    archives.clear()
 
 
 def _fetch_verified(source: str, part: Path, sha256: str, attempts: int) -> None:

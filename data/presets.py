@@ -15,12 +15,18 @@ class RemoteFile:
     local: str  # name under dataset/<preset>/
     repo: str  # owner/name on GitHub
     path: str  # path inside the repository (its basename is the upstream file name)
-    sha256: str
+    sha256: str  # of the file itself (of the member, for a member of an archive)
     refs: tuple[str, ...]  # a pinned commit first; "HEAD" (the default branch) only where none could be pinned
+    member: str = ""  # name inside the zip archive at `path` ("": `path` is the file itself)
+    archive_sha256: str = ""  # sha256 of that archive (only with `member`)
 
     def urls(self) -> list[str]:
-        """raw.githubusercontent.com addresses of the file, one per ref."""
+        """raw.githubusercontent.com addresses of the file (of its archive, for a member), one per ref."""
         return [f"https://raw.githubusercontent.com/{self.repo}/{ref}/{self.path}" for ref in self.refs]
+
+    def upstream(self) -> str:
+        """Where the file is published: repo/path, or repo/path:member for a member of an archive."""
+        return f"{self.repo}/{self.path}" + (f":{self.member}" if self.member else "")
 
 
 DRGO = ("user683/DRGO", ("cb213e73b209e16dabc8a9ced98c4f84ce57c9fc",))
@@ -46,8 +52,29 @@ REFERENCE_SPLITS = {  # preset -> (repository, folder there, sha256 of train.txt
 }
 
 
+# IR-Benchmark (the PSL paper, Yang et al., NeurIPS 2024): popularity-shift splits published as proc.zip
+# (train.tsv, test.tsv, user_list.tsv, item_list.tsv, summary.txt at its root); the id lists are not needed.
+IR_BENCHMARK = ("Tiny-Snow/IR-Benchmark-Dataset", ("18bbbe892301c6013579ae70f3cab9d666878e23",))
+IR_SPLITS = {  # preset -> (folder there, sha256 of proc.zip, of its train.tsv, of its test.tsv)
+    "ir-cd-pop": ("data_ood/amazon2014-cd-popularity",
+                  "dd87e147ad34733c49f4b117971d1f927fc331d985450a96d7aaa8ca0a95e08e",
+                  "fbdb748b5bf62758b843b5ea958fb37f425fe87a5f7be64d18d2ad29b029498c",
+                  "e3a60c7a77e92aed2512f5d1a9a5d2d24d8dce83ef5136110e3bfeb5e530d56e"),
+    "ir-electronic-pop": ("data_ood/amazon2014-electronic-popularity",
+                          "fa9c588acd1d8e3998f5ee05b259fcc0066aba1418413eb7034cb6352e49a9eb",
+                          "ef9eb6cf6197c56e5a036035ed9fd96c4996f34b897c9c2b038b8b47fa9e63cc",
+                          "7b455761b2b06cbf9a8803be7172d8da6c20c5622c0248c16aa025a3d8943499"),
+}
+
+
 def _remote(local: str, where: tuple[str, tuple[str, ...]], path: str, sha256: str) -> RemoteFile:
     return RemoteFile(local, where[0], path, sha256, where[1])
+
+
+def _member(member: str, where: tuple[str, tuple[str, ...]], archive: str, archive_sha256: str,
+            sha256: str) -> RemoteFile:
+    """A file published inside a zip archive, saved under its own name."""
+    return RemoteFile(member, where[0], archive, sha256, where[1], member=member, archive_sha256=archive_sha256)
 
 
 SOURCES: dict[str, tuple[RemoteFile, ...]] = {
@@ -106,6 +133,11 @@ SOURCES.update({
     name: (_remote("train.txt", where, f"{folder}/train.txt", train_sha),
            _remote("test.txt", where, f"{folder}/test.txt", test_sha))
     for name, (where, folder, train_sha, test_sha) in REFERENCE_SPLITS.items()
+})
+SOURCES.update({
+    name: tuple(_member(member, IR_BENCHMARK, f"{folder}/proc.zip", zip_sha, sha)
+                for member, sha in (("train.tsv", train_sha), ("test.tsv", test_sha)))
+    for name, (folder, zip_sha, train_sha, test_sha) in IR_SPLITS.items()
 })
 
 
@@ -187,6 +219,15 @@ PRESETS: dict[str, DatasetPreset] = {
             how_to_get=_download(name),
         )
         for name, (where, folder, _, _) in REFERENCE_SPLITS.items()
+    ] + [
+        DatasetPreset(
+            name, "pairs", "train.tsv", None, {"test_ood": "test.tsv"},
+            shift="popularity (item-uniform test sample)",
+            source=f"GitHub {IR_BENCHMARK[0]} @ {IR_BENCHMARK[1][0]} {folder}/proc.zip (IR-Benchmark, PSL paper; "
+                   "no validation file: the authors report the best test epoch)",
+            licence="none stated (Amazon review data, research use)", how_to_get=_download(name),
+        )
+        for name, (folder, _, _, _) in IR_SPLITS.items()
     ]
 }
 

@@ -1,18 +1,21 @@
 """data/download.py against a local mirror (../shared/datasets) and a local HTTP server: no network needed."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
 import shutil
 import threading
 import urllib.parse
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from data import download as dl
+from data.loader import read_interactions
 from data.presets import PRESETS, get_preset
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
@@ -255,3 +258,192 @@ def test_cli_downloads_and_reports_errors(tmp_path, caplog):
     caplog.clear()
     assert dl.main(["kuairec", "--root", str(tmp_path), "--mirror", str(tmp_path / "empty")]) == 2
     assert "kuaiRec/test_iid.txt" in caplog.text and "not found" in caplog.text
+
+
+# ---- members of a published zip archive (IR-Benchmark's proc.zip) ---------------------------------
+IR_COMMIT = "18bbbe892301c6013579ae70f3cab9d666878e23"
+IR_COUNTS = {  # preset -> (train rows, test rows, users, items): the files as published, checked by hand
+    "ir-cd-pop": (288_610, 72_153, 12_784, 13_874),
+    "ir-electronic-pop": (187_616, 46_905, 13_455, 8_360),
+}
+TRAIN = b"user_procid\titem_procid\n0\t1\n0\t2\n1\t0\n2\t2\n"
+TEST = b"user_procid\titem_procid\n0\t0\n1\t2\n2\t1\n"
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> str:
+    """Write a zip archive holding members at its root; returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for member, data in members.items():
+            zipped.writestr(member, data)
+    return _sha(path.read_bytes())
+
+
+def _patch_sources(monkeypatch, name: str, archive_sha256: str, member_sha256: dict[str, str]) -> None:
+    """Point preset `name`'s sources at a constructed archive: its sha256 and its members' (others kept)."""
+    preset = PRESETS[name]
+    sources = tuple(dataclasses.replace(r, archive_sha256=archive_sha256, sha256=member_sha256.get(r.member, r.sha256))
+                    for r in preset.sources)
+    monkeypatch.setitem(PRESETS, name, dataclasses.replace(preset, sources=sources))
+
+
+def _constructed(tmp_path: Path, monkeypatch, members: dict[str, bytes] | None = None,
+                 name: str = "ir-cd-pop") -> Path:
+    """A mirror holding a constructed proc.zip for `name` (default: TRAIN and TEST), with the sources patched."""
+    mirror = tmp_path / "mirror"
+    members = {"train.tsv": TRAIN, "test.tsv": TEST, "summary.txt": b"made for a test\n"} if members is None \
+        else members
+    archive_sha = _zip(mirror / name / "proc.zip", members)
+    _patch_sources(monkeypatch, name, archive_sha, {"train.tsv": _sha(TRAIN), "test.tsv": _sha(TEST)})
+    return mirror
+
+
+def test_ir_benchmark_presets_are_members_of_the_pinned_proc_zip():
+    for name, folder in (("ir-cd-pop", "amazon2014-cd-popularity"),
+                         ("ir-electronic-pop", "amazon2014-electronic-popularity")):
+        preset = get_preset(name)
+        assert (preset.format, preset.train, preset.valid, preset.tests) == \
+            ("pairs", "train.tsv", None, {"test_ood": "test.tsv"})
+        assert [r.member for r in preset.sources] == [r.local for r in preset.sources] == ["train.tsv", "test.tsv"]
+        for remote in preset.sources:
+            assert re.fullmatch(r"[0-9a-f]{64}", remote.archive_sha256) and remote.archive_sha256 != remote.sha256
+            assert remote.urls() == [f"https://raw.githubusercontent.com/Tiny-Snow/IR-Benchmark-Dataset/{IR_COMMIT}/"
+                                     f"data_ood/{folder}/proc.zip"]
+            assert dl.candidates(name, remote, str(SHARED)) == [str(SHARED / name / "proc.zip"),
+                                                                 str(SHARED / name / remote.member)]
+            assert dl.candidates(name, remote, "http://m/") == [f"http://m/{name}/proc.zip",
+                                                                f"http://m/{name}/{remote.member}"]
+        assert IR_COMMIT in preset.source and f"data_ood/{folder}/proc.zip" in preset.source
+    assert get_preset("ir-cd-pop").sources[0].archive_sha256.startswith("dd87e147")
+    assert get_preset("ir-electronic-pop").sources[1].sha256.startswith("7b455761")
+    assert all(not r.member and not r.archive_sha256 for p in PRESETS.values() if not p.name.startswith("ir-")
+               for r in p.sources)
+
+
+@pytest.mark.skipif(not (SHARED / "ir-cd-pop").is_dir(), reason="no IR-Benchmark copy in ../shared/datasets")
+def test_ir_benchmark_presets_download_from_the_unzipped_mirror_and_read_as_pairs(tmp_path):
+    assert dl.main(["ir-cd-pop", "ir-electronic-pop", "--root", str(tmp_path), "--mirror", str(SHARED)]) == 0
+    for name, (train_rows, test_rows, users, items) in IR_COUNTS.items():
+        folder = tmp_path / name
+        assert sorted(p.name for p in folder.iterdir()) == ["test.tsv", "train.tsv"]  # no archive, no .part
+        for remote in get_preset(name).sources:
+            assert dl.sha256_file(folder / remote.local) == remote.sha256
+            assert (folder / remote.local).read_bytes() == (SHARED / name / remote.member).read_bytes()
+        train = read_interactions(folder / "train.tsv", "pairs")
+        test = read_interactions(folder / "test.tsv", "pairs")
+        assert (len(train), len(test)) == (train_rows, test_rows)
+        assert (train.header, test.header, train.malformed, test.malformed) == (1, 1, 0, 0)
+        assert max(map(int, train.users)) + 1 == len(set(train.users)) == users
+        assert max(map(int, train.items)) + 1 == len(set(train.items)) == items
+        assert set(test.users) <= set(train.users) and set(test.items) <= set(train.items)
+
+
+def test_a_member_is_extracted_from_the_mirror_zip_and_verified(tmp_path, monkeypatch, caplog):
+    mirror = _constructed(tmp_path, monkeypatch)
+    (mirror / "ir-cd-pop" / "train.tsv").write_bytes(b"not used: the archive comes first\n")
+    root = tmp_path / "dataset"
+    with caplog.at_level(logging.INFO, logger="data.download"):
+        paths = dl.download("ir-cd-pop", root, mirror=str(mirror))
+    folder = root / "ir-cd-pop"
+    assert paths == [folder / "train.tsv", folder / "test.tsv"]
+    assert (folder / "train.tsv").read_bytes() == TRAIN and (folder / "test.tsv").read_bytes() == TEST
+    assert sorted(p.name for p in folder.iterdir()) == ["test.tsv", "train.tsv"]  # the archive was deleted
+    assert caplog.text.count("archive fetched from") == 1  # once for both members
+    assert "proc.zip: archive deleted" in caplog.text
+    assert len(read_interactions(folder / "train.tsv", "pairs")) == 4
+
+
+def test_the_archive_is_fetched_once_over_http_and_its_partial_download_resumes(tmp_path, monkeypatch, server):
+    mirror = _constructed(tmp_path, monkeypatch)
+    monkeypatch.setattr(_Handler, "root", mirror)
+    data = (mirror / "ir-cd-pop" / "proc.zip").read_bytes()
+    part = tmp_path / "dataset" / "ir-cd-pop" / "proc.zip.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:100])
+    dl.download("ir-cd-pop", tmp_path / "dataset", mirror=server)
+    assert (tmp_path / "dataset" / "ir-cd-pop" / "test.tsv").read_bytes() == TEST
+    assert _Handler.requests == [("/ir-cd-pop/proc.zip", "bytes=100-")]  # resumed, then reused for test.tsv
+    assert sorted(p.name for p in part.parent.iterdir()) == ["test.tsv", "train.tsv"]
+
+
+def test_a_verified_archive_left_by_an_interrupted_call_is_used_then_deleted(tmp_path, monkeypatch):
+    mirror = _constructed(tmp_path, monkeypatch)
+    folder = tmp_path / "dataset" / "ir-cd-pop"
+    folder.mkdir(parents=True)
+    shutil.copyfile(mirror / "ir-cd-pop" / "proc.zip", folder / "proc.zip")
+    dl.download("ir-cd-pop", tmp_path / "dataset", mirror=str(tmp_path / "empty"))  # nothing to fetch
+    assert (folder / "train.tsv").read_bytes() == TRAIN
+    assert sorted(p.name for p in folder.iterdir()) == ["test.tsv", "train.tsv"]
+
+
+def test_fetch_of_a_member_alone_cleans_up_its_archive(tmp_path, monkeypatch):
+    mirror = _constructed(tmp_path, monkeypatch)
+    remote = get_preset("ir-cd-pop").sources[1]
+    dest = tmp_path / "out" / "test.tsv"
+    dl.fetch(remote, dest, dl.candidates("ir-cd-pop", remote, str(mirror)))
+    assert dest.read_bytes() == TEST and sorted(p.name for p in dest.parent.iterdir()) == ["test.tsv"]
+
+
+def _assert_failed_cleanly(folder: Path, name: str) -> None:
+    assert not (folder / name).exists()
+    assert not (folder / "proc.zip").exists()
+    assert _no_part_files(folder.parent)
+
+
+def test_an_archive_without_the_member_is_an_error_naming_it(tmp_path, monkeypatch):
+    mirror = _constructed(tmp_path, monkeypatch, {"train.tsv": TRAIN, "summary.txt": b"x\n"})
+    root = tmp_path / "dataset"
+    with pytest.raises(dl.DownloadError) as info:
+        dl.download("ir-cd-pop", root, mirror=str(mirror))
+    assert not isinstance(info.value, dl.ChecksumError)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("test.tsv (Tiny-Snow/IR-Benchmark-Dataset/data_ood/amazon2014-cd-popularity/"
+                               "proc.zip:test.tsv): no source gave")
+    assert lines[1].strip() == (f"{mirror / 'ir-cd-pop' / 'proc.zip'}: the archive has no member 'test.tsv' "
+                                "(it holds: train.tsv, summary.txt)")
+    assert lines[2].strip() == f"{mirror / 'ir-cd-pop' / 'test.tsv'}: not found" and len(lines) == 3
+    assert (root / "ir-cd-pop" / "train.tsv").read_bytes() == TRAIN  # extracted before the missing one
+    _assert_failed_cleanly(root / "ir-cd-pop", "test.tsv")
+
+
+def test_a_corrupt_archive_is_an_error_and_leaves_nothing(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    (mirror / "ir-cd-pop").mkdir(parents=True)
+    (mirror / "ir-cd-pop" / "proc.zip").write_bytes(b"<html>not a zip file</html>\n")
+    root = tmp_path / "dataset"
+    # with the published checksum: the archive's own sha256 fails first
+    with pytest.raises(dl.ChecksumError, match=r"proc.zip: sha256 [0-9a-f]{64} != expected dd87e147"):
+        dl.download("ir-cd-pop", root, mirror=str(mirror))
+    _assert_failed_cleanly(root / "ir-cd-pop", "train.tsv")
+    # with a checksum that matches the corrupt bytes: the zip itself cannot be read
+    _patch_sources(monkeypatch, "ir-cd-pop", _sha(b"<html>not a zip file</html>\n"), {})
+    with pytest.raises(dl.DownloadError) as info:
+        dl.download("ir-cd-pop", root, mirror=str(mirror))
+    assert not isinstance(info.value, dl.ChecksumError)
+    assert re.search(r"proc\.zip: not a readable zip archive \(File is not a zip file\)$",
+                     str(info.value).splitlines()[1])
+    _assert_failed_cleanly(root / "ir-cd-pop", "train.tsv")
+
+
+def test_a_member_with_a_wrong_sha256_is_deleted_and_is_an_error(tmp_path, monkeypatch):
+    changed = TRAIN + b"3\t0\n"
+    mirror = _constructed(tmp_path, monkeypatch, {"train.tsv": changed, "test.tsv": TEST})
+    root = tmp_path / "dataset"
+    with pytest.raises(dl.ChecksumError) as info:
+        dl.download("ir-cd-pop", root, mirror=str(mirror))
+    lines = str(info.value).splitlines()
+    assert lines[1].strip() == (f"{mirror / 'ir-cd-pop' / 'proc.zip'}:train.tsv: sha256 {_sha(changed)} "
+                                f"!= expected {_sha(TRAIN)} (extracted file deleted)")
+    assert lines[2].strip() == f"{mirror / 'ir-cd-pop' / 'train.tsv'}: not found" and len(lines) == 3
+    _assert_failed_cleanly(root / "ir-cd-pop", "train.tsv")
+    assert not (root / "ir-cd-pop" / "test.tsv").exists()  # never reached
+
+
+def test_a_bad_archive_falls_back_to_the_unzipped_member(tmp_path, monkeypatch):
+    mirror = _constructed(tmp_path, monkeypatch, {"summary.txt": b"x\n"})  # a verified zip without the members
+    (mirror / "ir-cd-pop" / "train.tsv").write_bytes(TRAIN)
+    (mirror / "ir-cd-pop" / "test.tsv").write_bytes(TEST)
+    dl.download("ir-cd-pop", tmp_path / "dataset", mirror=str(mirror))
+    folder = tmp_path / "dataset" / "ir-cd-pop"
+    assert (folder / "train.tsv").read_bytes() == TRAIN and (folder / "test.tsv").read_bytes() == TEST
+    assert sorted(p.name for p in folder.iterdir()) == ["test.tsv", "train.tsv"]
