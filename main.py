@@ -21,9 +21,11 @@ from typing import Any
 
 from base.graph_recommender import DivergedError
 from conf.config import KEYS, REPO, RunConfig, config_of_run, flatten, load_config, read_yaml, repo_relative
+from conf.params import LOSS_PARAMS
 from model import MODELS
 from data.loader import DataFileError
 from data.presets import PRESETS
+from module.losses import LOSSES
 from module.samplers import SAMPLERS
 from SELFRec import SELFRec, Interrupted
 from util.device import set_threads
@@ -74,6 +76,8 @@ def listing(config_path: Path) -> str:
         from_file = {}
     lines = ["models (model.name):", f"  {', '.join(MODELS)}", "samplers (negative.sampler):"]
     lines += [f"  {name:<8} {cls.description}" for name, cls in SAMPLERS.items()]
+    lines.append("losses (loss.name):")
+    lines += [f"  {name:<10} {cls.description}" for name, cls in LOSSES.items()]
     lines.append(f"dataset presets (dataset; files under {defaults.dataset_root}/NAME, relative to the repository):")
     for name, preset in PRESETS.items():
         folder = REPO / defaults.dataset_root / name
@@ -88,8 +92,10 @@ def listing(config_path: Path) -> str:
         value = from_file.get(key, getattr(defaults, f.name))
         mark = "*" if key in from_file else " "
         lines.append(f"  {key:<22} {_type_name(f.type):<16} default {value!s:<14}{mark}{choices} {f.metadata['doc']}")
-    lines.append("sampler settings (conf/params.py; --set params.SAMPLER.FIELD=VALUE; * = the config file's):")
-    for name, cls in SAMPLERS.items():
+    lines.append("sampler and loss settings (conf/params.py; --set params.SAMPLER.FIELD=VALUE or params.LOSS.FIELD=VALUE; "
+                 "* = the config file's):")
+    owners = [*SAMPLERS.items(), *((n, c) for n, c in LOSSES.items() if n in LOSS_PARAMS)]
+    for name, cls in owners:
         params = cls.Params()
         for field in params.__dataclass_fields__.values():
             key = f"params.{name}.{field.name}"

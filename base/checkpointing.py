@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class Checkpointing:
-    """For a trainer with model, optimizer, sampler, selection, best_epoch, best_emb, epoch_rows, stopped_early,
+    """For a trainer with model, optimizer, sampler, loss, loss_optimizer, selection, best_epoch, best_emb, epoch_rows, stopped_early,
     start_epoch, writer, halts() and stop_due() (base/graph_recommender.py)."""
 
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
@@ -24,7 +24,9 @@ class Checkpointing:
         return {"epoch": epoch, "config": self.config.to_dict(), "record": self.config.record, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "sampler": self.sampler.state_dict(), "selection": dict(vars(self.selection)),
                 "best_epoch": self.best_epoch, "best_emb": tuple(t.detach().cpu() for t in self.best_emb),
-                "epoch_rows": self.epoch_rows, "stopped_early": self.stopped_early, "random": random_state(self.device)}
+                "epoch_rows": self.epoch_rows, "stopped_early": self.stopped_early, "random": random_state(self.device),
+                "loss": self.loss.state_dict(),
+                "loss_optimizer": self.loss_optimizer.state_dict() if self.loss_optimizer is not None else None}
 
 
     def save_checkpoint(self, epoch: int, improved: bool) -> None:
@@ -47,6 +49,9 @@ class Checkpointing:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
+        self.loss.load_state_dict(state.get("loss") or {})  # checkpoints from before the loss switch: BPR's, empty
+        if self.loss_optimizer is not None:
+            self.loss_optimizer.load_state_dict(state["loss_optimizer"])
         vars(self.selection).update(state["selection"])
         self.selection.patience = self.config.patience  # a lengthened stopping rule (--resume --set) applies
         self.best_epoch = state["best_epoch"]

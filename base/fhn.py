@@ -114,7 +114,8 @@ class FHNProbe:
                 batch = TrainBatch(users, pos, cands, epoch, max_epoch, user_all, item_all, layers)
                 e_u, e_i = user_all[users], item_all[pos]
                 out = sampler.negatives(batch, e_u, e_i)
-                neg = out.neg_emb if out.neg_emb.dim() == 3 else out.neg_emb.unsqueeze(1)  # (B, K, d)
+                neg = out.embeddings()
+                neg = neg if neg.dim() == 3 else neg.unsqueeze(1)  # (B, K, d)
                 items = out.neg_items
                 if items is None:
                     items = self.nearest(neg, users, item_all)

@@ -1,5 +1,5 @@
-"""GraphRecommender: the BPR training loop with a pluggable negative sampler, evaluating every eval file after
-each epoch; the evaluation and result files are base/reporting.py's, the checkpoints base/checkpointing.py's."""
+"""GraphRecommender: the training loop with a pluggable negative sampler and ranking loss (BPR by default),
+evaluating every eval file after each epoch; the evaluation and result files are base/reporting.py's, the checkpoints base/checkpointing.py's."""
 from __future__ import annotations
 
 import logging
@@ -11,14 +11,17 @@ import numpy as np
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from base.fhn import FHNProbe, truth_matrix
 from base.checkpointing import Checkpointing
 from base.reporting import Reporting
+from module.losses import get_loss_class
+from module.losses.base import RankingLoss
 from module.samplers import get_sampler_class
 from module.samplers.base import NegativeOutput, NegativeSampler, TrainBatch
 from util.logger import Progress
-from util.loss import bpr_loss, l2_lightgcn, l2_selfrec
+from util.loss import l2_lightgcn, l2_selfrec
 from util.device import available_memory, human_bytes
 from util.draws import EpochSampler
 from util.signals import held
@@ -44,7 +47,8 @@ TABLE_COPIES = 5
 
 
 class GraphRecommender(Checkpointing, Reporting):
-    """Trains an encoder (build_encoder) with BPR; negatives come from the configured sampler."""
+    """Trains an encoder (build_encoder) with the configured loss (BPR by default) on the configured sampler's
+    negatives."""
 
     def build_encoder(self) -> nn.Module:
         """The encoder: forward() -> (user embeddings, item embeddings)."""
@@ -66,6 +70,18 @@ class GraphRecommender(Checkpointing, Reporting):
         self.optimizer = torch.optim.Adam(groups)
         for group in self.optimizer.param_groups:  # the rates learning.rate.decay scales
             group["base_lr"] = group["lr"]
+        if cfg.loss_name != "bpr" and not sampler_cls.real_negatives:
+            from module.samplers import SAMPLERS
+            able = ", ".join(n for n, c in SAMPLERS.items() if c.real_negatives)
+            raise ConfigError(f"loss.name: {cfg.loss_name} trains on real negative items from the sampler; "
+                              f"{cfg.negative_sampler} synthesises its negatives or adds BPR-shaped terms of its own "
+                              f"(samplers that can feed it: {able}; docs/losses.md)")
+        self.loss: RankingLoss = get_loss_class(cfg.loss_name)(cfg.loss_params, self.data.n_users, self.data.n_items,
+                                                                self.device)
+        self.loss_optimizer = self.loss.make_optimizer(decay)
+        # the softmax family draws its N negatives per batch, as its references do (an epoch of 1000 per positive
+        # would not fit in memory); BPR draws the epoch's at once, as it always has
+        self.draw_per_batch = cfg.loss_name != "bpr"
         self.epoch_sampler = EpochSampler(self.data.train, self.sampler.n_candidates,
                                           self.sampler.candidate_weights(self.data.item_degree()))
         self.build_evaluation()
@@ -74,6 +90,8 @@ class GraphRecommender(Checkpointing, Reporting):
             self.fhn = FHNProbe(self.data, cfg.fhn_probe, cfg.seed, cfg.batch_size,
                                 truth_matrix(self.data, cfg.training_set.parent))
         log.info("negative sampler: %s", self.sampler.describe())
+        if cfg.loss_name != "bpr":
+            log.info("loss: %s", self.loss.describe())
         if self.selection.rule in ("test_all4", "reference"):
             whose = "the released code's" if self.selection.rule == "test_all4" else "the baselines' reference code's"
             log.warning("model selection: %s picks the reported epoch on the test file %r (%s protocol); these "
@@ -116,8 +134,8 @@ class GraphRecommender(Checkpointing, Reporting):
         e_u, e_i = user_all[users], item_all[pos]
         batch = TrainBatch(users, pos, negs, epoch, self.config.max_epoch, user_all, item_all, layers)
         out = self.sampler.negatives(batch, e_u, e_i)
-        terms = {"bpr": bpr_loss(e_u, e_i, out.neg_emb), "l2": self.l2_term(users, pos, out)}
-        loss = out.bpr_weight * terms["bpr"] + terms["l2"]
+        terms = {self.loss.name: self.loss(batch, e_u, e_i, out), "l2": self.l2_term(users, pos, out)}
+        loss = self.loss.weight(out) * terms[self.loss.name] + terms["l2"]
         for name, (weight, value) in out.losses.items():
             terms[name] = value
             loss = loss + weight * value
@@ -129,19 +147,34 @@ class GraphRecommender(Checkpointing, Reporting):
         """One pass over the shuffled training pairs; returns mean loss terms, diagnostics and timings."""
         cfg = self.config
         t0 = time.perf_counter()
-        users_t, pos_t, negs_t = (self.to_device(a) for a in self.epoch_sampler.epoch())
+        if self.draw_per_batch:
+            users_np, pos_np = self.epoch_sampler.shuffled()
+            users_t, pos_t = self.to_device(users_np), self.to_device(pos_np)
+        else:
+            users_t, pos_t, negs_t = (self.to_device(a) for a in self.epoch_sampler.epoch())
         t1 = time.perf_counter()
         self.model.train()
         self.sampler.train()
+        trains_model = self.loss.trains_model(epoch)
         sums: dict[str, torch.Tensor] = {}
         n_batches = math.ceil(len(users_t) / cfg.batch_size)
         progress = Progress(f"epoch {epoch + 1}", n_batches)
         for b in range(n_batches):
             sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-            loss, logged = self.batch_loss(users_t[sl], pos_t[sl], negs_t[sl], epoch)
+            if self.draw_per_batch:
+                negs = self.to_device(self.epoch_sampler.draw(users_np[sl], self.sampler.n_candidates))
+            else:
+                negs = negs_t[sl]
+            loss, logged = self.batch_loss(users_t[sl], pos_t[sl], negs, epoch)
             self.optimizer.zero_grad(set_to_none=True)
+            if self.loss_optimizer is not None:
+                self.loss_optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
+            if trains_model:
+                self.optimizer.step()
+            else:  # an epoch of the loss's own parameters (AdvInfoNCE's adversary): the model stays as it is
+                assert self.loss_optimizer is not None
+                self.loss_optimizer.step()
             for name, value in logged.items():
                 value = value.detach()
                 sums[name] = sums[name] + value if name in sums else value
@@ -167,6 +200,8 @@ class GraphRecommender(Checkpointing, Reporting):
         self.model.eval()
         user_all, item_all = self.model()
         self.check_scorable(len(self.epoch_rows), (("final user", user_all), ("final item", item_all)))
+        if self.loss.cosine:  # a loss that scores by cosine ranks by cosine
+            user_all, item_all = F.normalize(user_all, dim=-1), F.normalize(item_all, dim=-1)
         progress = Progress("evaluating", len(self.evaluators))
         metrics = {}
         for n, (name, ev) in enumerate(self.evaluators.items()):

@@ -28,7 +28,8 @@ class Reporting(Recommender):
         cfg = self.config
         degree = self.data.item_degree().astype(np.float64)
         self.evaluators = {name: RankingEvaluator(es.users, es.truth, es.mask, cfg.top_n, self.device,
-                                                  cfg.eval_batch_users, degree, cfg.pop_penalty)
+                                                  cfg.eval_batch_users, degree, cfg.pop_penalty,
+                                                  self.data.n_users if cfg.eval_users == "all" else None)
                            for name, es in self.data.eval_sets.items()}
         self.selection = make_selection(cfg.selection_rule(), cfg.selection_metric, cfg.patience,
                                         cfg.selection_test, cfg.stop_watch)

@@ -493,21 +493,24 @@ ADDED_KEYS: dict[str, Any] = {
     "eval.every": 1, "learning.rate.step": 0, "learning.rate.decay": 1.0,  # 2c532b7: every epoch, a constant rate
     "params.dens.per_layer": False, "params.dns_mn.reduce": "mean",  # 2c532b7
     "params.mixgcf.query": "layer", "params.mixgcf.reg": "winner",  # 2c532b7
+    "loss.name": "bpr", "embedding.init": "xavier", "eval.users": "test",  # the loss family: BPR as before
 }
 ABSENT = object()  # a key one side of a comparison does not hold
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
     """The keys of a config.json (or RunConfig.to_dict()) that say what a run computes, as JSON holds them: the
-    active sampler's params flat (params.SAMPLER.FIELD; the sections of other samplers are recorded, never used),
-    data files reduced to their folder and file name."""
+    active sampler's and the active loss's params flat (params.OWNER.FIELD; the sections of other samplers are
+    recorded, never used), data files reduced to their folder and file name."""
     out: dict[str, Any] = {}
     sampler = config.get("negative.sampler")
+    loss = config.get("loss.name", "bpr")
     for key, value in json.loads(json.dumps(config, default=str)).items():
         if key in UNCOMPARED:
             continue
         if key == "params":
-            out.update({f"params.{sampler}.{name}": v for name, v in ((value or {}).get(sampler) or {}).items()})
+            for owner in dict.fromkeys((sampler, loss)):
+                out.update({f"params.{owner}.{name}": v for name, v in ((value or {}).get(owner) or {}).items()})
         elif key in DATA_PATHS:
             out[key] = _data_file(value)
         elif key == "device" and value == "auto":  # the device `auto` resolved to (records from before the grids

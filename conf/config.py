@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from conf.params import PARAMS, REFERENCE_REG_FORM
+from conf.params import LOSS_PARAMS, PARAMS, REFERENCE_REG_FORM
 from data.loader import FORMATS
 from data.presets import get_preset
 from util.results import RECORD_ONLY, STOP_KEYS, check_record, read_checkpoint, rule_length
@@ -74,6 +74,12 @@ class RunConfig:
     knn_shrink: float = _key("ItemKNN.shrink", 10.0, minimum=0.0, doc="ItemKNN: cosine shrinkage term")
     ease_lambda: float = _key("EASE.lambda", 500.0, minimum=0.0, doc="EASE: L2 weight of the closed form")
     negative_sampler: str = _key("negative.sampler", "rns", doc="name in module/samplers registry")
+    loss_name: str = _key("loss.name", "bpr", choices=("bpr", *LOSS_PARAMS),
+                          doc="the ranking loss on the sampler's negatives (docs/losses.md): bpr | softmax (SL) | bsl | "
+                              "psl | advinfonce; the last four score with cos/2 and take settings from params.LOSS")
+    embedding_init: str = _key("embedding.init", "xavier", choices=("xavier", "normal"),
+                               doc="xavier: Xavier-uniform tables (LightGCN's); normal: N(0, 1) (torch's nn.Embedding "
+                                   "default, IR-Benchmark's MF for the softmax losses)")
     device: str = _key("device", "auto", doc="auto | cpu | cuda | cuda:N")
     seed: int = _key("seed", 2025, minimum=0, maximum=SEED_MAX, doc="seeds python, numpy, torch and numba "
                      "(0 to 2^32 - 1: numpy's and numba's seeds and torch's CPU generator are 32-bit)")
@@ -98,6 +104,9 @@ class RunConfig:
                           doc="items masked when ranking for tests; validation always masks train only")
     pop_penalty: float = _key("eval.pop_penalty", 0.0, minimum=0.0,
                               doc="rank by score - gamma * log(1 + training degree) (a post-hoc depopularisation)")
+    eval_users: str = _key("eval.users", "test", choices=("test", "all"),
+                           doc="the users a metric is averaged over: test (those with items in the file, SELFRec's) | "
+                               "all (every user of the data, one without test items counting 0: IR-Benchmark's)")
     eval_batch_users: int = _key("eval.batch.users", 2048, minimum=1, doc="users per evaluation batch")
     fhn_probe: int = _key("fhn.probe", 4096, minimum=0,
                           doc="training pairs probed for false hard negatives after each epoch; 0 = off")
@@ -107,6 +116,7 @@ class RunConfig:
                                 doc="last: checkpoint.pt only; best: also best.pt (the selected epoch); "
                                     "all: also epoch-NNN.pt per epoch")
     params: Any = None  # dataclass instance of the active sampler's parameters (conf/params.py)
+    loss_params: Any = None  # dataclass instance of the active loss's parameters (None for bpr)
     other_params: dict[str, Any] = field(default_factory=dict)  # explicitly overridden, inactive samplers
     source: dict[str, Any] = field(default_factory=dict)  # the flat key -> value input it was resolved from
     layers: dict[str, str] = field(default_factory=dict)  # every key (and params.SAMPLER.FIELD) -> where its value came from
@@ -162,6 +172,8 @@ class RunConfig:
         out["selection.resolved"] = self.selection_rule()
         out["input"] = self.source
         out["params"] = {self.negative_sampler: dataclasses.asdict(self.params)}
+        if self.loss_params is not None:
+            out["params"][self.loss_name] = dataclasses.asdict(self.loss_params)
         for name, obj in self.other_params.items():
             out["params"][name] = dataclasses.asdict(obj)
         return out
@@ -280,6 +292,9 @@ def resolve(flat: dict[str, Any], chosen: Optional[set[str]] = None,
     if not cfg.test_set:
         raise ConfigError("no test file: set `test.set` (a path, a list, or a mapping name: path)")
     cfg.params, cfg.other_params = resolve_params(cfg.negative_sampler, param_values)
+    if cfg.loss_name in LOSS_PARAMS:
+        cfg.loss_params = cfg.other_params.pop(cfg.loss_name, None) or build_params(
+            cfg.loss_name, LOSS_PARAMS[cfg.loss_name], {})
     if cfg.reg_form == "auto":
         cfg.reg_form = REFERENCE_REG_FORM.get(cfg.negative_sampler, "lightgcn")
     _check_selection(cfg)
@@ -323,6 +338,8 @@ def _layers(cfg: RunConfig, flat: dict[str, Any], origin: dict[str, str], explic
         else:
             out[key] = BUILT_IN
     owners = {cfg.negative_sampler: cfg.params, **cfg.other_params}
+    if cfg.loss_params is not None:
+        owners[cfg.loss_name] = cfg.loss_params
     for owner, params in owners.items():
         for name in params.__dataclass_fields__:
             key = f"params.{owner}.{name}"
@@ -523,7 +540,7 @@ def _check_selection(cfg: RunConfig) -> None:
 
 
 def resolve_params(sampler: str, param_values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Build the active sampler's params dataclass (and any explicitly set other ones)."""
+    """Build the active sampler's params dataclass (and any explicitly set other ones: samplers' and losses')."""
     if sampler not in PARAMS:
         raise ConfigError(f"negative.sampler: unknown sampler {sampler!r}{suggest(sampler, PARAMS)}; "
                           f"valid: {', '.join(PARAMS)}")
@@ -531,16 +548,17 @@ def resolve_params(sampler: str, param_values: dict[str, Any]) -> tuple[Any, dic
     grouped: dict[str, dict[str, Any]] = {}
     for key, raw in param_values.items():
         parts = key.split(".")[1:]
-        if len(parts) == 2 and parts[0] in PARAMS:
+        if len(parts) == 2 and (parts[0] in PARAMS or parts[0] in LOSS_PARAMS):
             owner, name = parts
         elif len(parts) == 1:
             owner, name = sampler, parts[0]
         else:
-            raise ConfigError(f"unknown config key {key!r}: use params.FIELD (active sampler) or params.SAMPLER.FIELD")
+            raise ConfigError(f"unknown config key {key!r}: use params.FIELD (active sampler), params.SAMPLER.FIELD "
+                              f"or params.LOSS.FIELD")
         grouped.setdefault(owner, {})[name] = raw
     built: dict[str, Any] = {}
     for owner, kv in grouped.items():
-        built[owner] = build_params(owner, PARAMS[owner], kv)
+        built[owner] = build_params(owner, PARAMS.get(owner) or LOSS_PARAMS[owner], kv)
     params = built.pop(sampler, None) or build_params(sampler, active, {})
     return params, built
 

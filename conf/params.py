@@ -262,6 +262,76 @@ class CNSDiffParams:
         return list(range(self.sample_start, self.num_steps + 1, self.stride))
 
 
+# ---- loss functions (loss.name; bpr, the default, has no settings) -------------------------------------------------
+# The softmax family of the PSL paper's benchmark (Tiny-Snow/IR-Benchmark, src/itemrec/optimizer/): every loss scores
+# with f(u, i) = cos(u, i) / 2 (the PSL paper's section 2), and every temperature is on that scale, as its Table B.3
+# prints them (the code multiplies cos by 1/tau_code with tau_code = 2 tau; PSL's by 1/(2 tau*)). The defaults are
+# Table B.3's (MF, popularity-shift splits, Amazon-CD; Amazon-Electronic differs only in BSL's tau1, 0.1). The N
+# negatives come from the sampler (params.rns.n_negs; the references draw 1000 per positive, rejecting the user's
+# training items, docs/losses.md).
+
+
+@dataclass
+class SoftmaxParams:
+    """SL, sampled softmax: mean over rows of logsumexp_j((f_j - f_i) / tau) over the row's N negatives (optim_Softmax.py)."""
+
+    tau: float = 0.05  # Table B.3, CD and Electronic
+
+    def __post_init__(self) -> None:
+        _check("softmax", [(self.tau > 0, "tau must be > 0")])
+
+
+@dataclass
+class BSLParams:
+    """BSL (Wu et al., ICDE 2024): -f_i / tau1 + (tau2 / tau1) logsumexp_j(f_j / tau2) (optim_BSL.py)."""
+
+    tau1: float = 0.05  # the positive term's temperature; Table B.3: 0.05 on CD, 0.1 on Electronic
+    tau2: float = 0.05  # the negative term's temperature; Table B.3: 0.05 on both
+
+    def __post_init__(self) -> None:
+        _check("bsl", [(self.tau1 > 0 and self.tau2 > 0, "tau1 and tau2 must be > 0")])
+
+
+PSL_ACTIVATIONS = ("tanh", "atan", "relu", "exp")
+
+
+@dataclass
+class PSLParams:
+    """PSL (Yang et al., NeurIPS 2024): logsumexp_j(log sigma(f_j - f_i) / tau), sigma a surrogate of exp (optim_PSL.py)."""
+
+    activation: str = "tanh"  # tanh: tanh(d) + 1 | atan: atan(d) + 1 | relu: relu(d + 1) | exp: exp(d) (= SL)
+    tau: float = 0.05  # tau* of the code; Table B.3, every surrogate, CD and Electronic
+
+    def __post_init__(self) -> None:
+        _check("psl", [(self.activation in PSL_ACTIVATIONS, f"activation must be one of {', '.join(PSL_ACTIVATIONS)}"),
+                       (self.tau > 0, "tau must be > 0")])
+
+
+@dataclass
+class AdvInfoNCEParams:
+    """AdvInfoNCE (Zhang et al., NeurIPS 2023): InfoNCE whose negatives are weighted by an adversary's hardness
+    N softmax_j(cos(a_u, a_j)), a_* rows of its own tables, trained to raise the loss (optim_AdvInfoNCE.py)."""
+
+    tau: float = 0.05  # Table B.3, CD and Electronic
+    neg_weight: float = 64.0  # K: -log e^{s_i} / (e^{s_i} + K sum_j w_j e^{s_j}); the paper's B.5.1 and run_nni.py
+    adv_lr: float = 5e-5  # Adam lr of the adversary tables (maximising the loss); run_nni.py
+    adv_every: int = 5  # every adv_every-th epoch (5, 10, ...) trains only the adversary, the others only the model
+    adv_dim: int = 64  # the adversary tables' width (the reference's 64)
+
+    def __post_init__(self) -> None:
+        _check("advinfonce", [(self.tau > 0, "tau must be > 0"), (self.neg_weight > 0, "neg_weight must be > 0"),
+                              (self.adv_lr > 0, "adv_lr must be > 0"),
+                              (self.adv_every >= 2, "adv_every must be >= 2 (1 would never train the model)"),
+                              (self.adv_dim >= 1, "adv_dim must be >= 1")])
+
+
+# loss.name -> its settings class (the loss registry, module/losses/__init__.py, maps the same names to the classes;
+# bpr has none). Set as params.LOSS.FIELD, e.g. --set params.softmax.tau=0.1.
+LOSS_PARAMS: dict[str, type] = {
+    "softmax": SoftmaxParams, "bsl": BSLParams, "psl": PSLParams, "advinfonce": AdvInfoNCEParams,
+}
+
+
 # negative.sampler name -> its settings class: what config resolution needs of a sampler (the sampler
 # registry, module/samplers/__init__.py, maps the same names to their classes, in the same order). Adding a
 # sampler: the recipe in docs/samplers.md ("Adding a sampler"); module.samplers.check_registration() names a

@@ -76,15 +76,15 @@ def test_every_sampler_avoids_training_items_has_shapes_and_gradients(tmp_path, 
     users, pos, cands = _one_batch(rec)
     assert not dense[users.cpu().numpy()[:, None], cands.cpu().numpy()].any()  # candidates are never training items
     out, _, item_all = _negatives(rec, users, pos, cands)
-    assert out.neg_emb.shape[0] == len(users) and out.neg_emb.shape[-1] == 8
+    assert out.embeddings().shape[0] == len(users) and out.embeddings().shape[-1] == 8
     if name in REAL_ITEM:
         items = out.neg_items.reshape(len(users), -1).cpu().numpy()
         assert not dense[users.cpu().numpy()[:, None], items].any()
         picked = item_all[out.neg_items]
-        assert torch.allclose(picked, out.neg_emb)  # the embedding is the named item's
+        assert torch.allclose(picked, out.embeddings())  # the embedding is the named item's
     else:
         assert out.neg_items is None
-        nearest = rec.fhn.nearest(out.neg_emb.detach().reshape(len(users), -1, 8), users, item_all)
+        nearest = rec.fhn.nearest(out.embeddings().detach().reshape(len(users), -1, 8), users, item_all)
         assert not dense[users.cpu().numpy()[:, None], nearest.cpu().numpy()].any()
     loss, _ = rec.batch_loss(users, pos, cands, 0)
     rec.optimizer.zero_grad()
@@ -121,7 +121,7 @@ def test_synthetic_parts_are_detached_where_the_method_says(tmp_path, device_key
         layers.retain_grad()
     batch = TrainBatch(users, pos, cands, 0, rec.config.max_epoch, user_all, item_all, layers)
     out = rec.sampler.negatives(batch, user_all[users], item_all[pos])
-    out.neg_emb.sum().backward()
+    out.embeddings().sum().backward()
     # gradient on the final item embeddings (MixGCF's flows through the per-layer tensor)
     grad = (item_all.grad if layers is None else layers.grad[:, user_all.shape[0]:].sum(0)).abs().sum(1)
     pos_rows = set(pos.tolist()) - set(cands.reshape(-1).tolist())  # rows reached only as positives
@@ -140,7 +140,7 @@ def test_seeded_negatives_are_identical(tmp_path, device_key, name):
         rec = _recommender(tmp_path, name, data, device=device_key)
         seed_everything(11)
         out, _, _ = _negatives(rec, *_one_batch(rec))
-        outs.append(out.neg_emb.detach())
+        outs.append(out.embeddings().detach())
     assert torch.equal(outs[0], outs[1])
 
 
@@ -165,7 +165,7 @@ def test_dns_takes_the_top_candidate_and_dns_mn_the_top_n(device):
     assert out.neg_items.tolist() == [cands[0, 1].item(), cands[1, 2].item()]
     out, cands = _batch_with_scores(device, "dns_mn", user, pos, cand, n_candidates=4, n_negs=2)
     assert out.neg_items.tolist() == [[cands[0, 1].item(), cands[0, 3].item()], [cands[1, 2].item(), cands[1, 3].item()]]
-    assert out.neg_emb.shape == (2, 2, 2)
+    assert out.embeddings().shape == (2, 2, 2)
 
 
 @pytest.mark.parametrize("reduce,weight", [("sum", 2.0), ("mean", 1.0)])
@@ -176,7 +176,7 @@ def test_dns_mn_trains_on_bpr_summed_or_averaged_over_the_n_negatives(device, re
     out, _ = _batch_with_scores(device, "dns_mn", user, pos, cand, n_candidates=3, n_negs=2, reduce=reduce)
     terms = [torch.nn.functional.softplus(torch.tensor(s - 0.5)).item() for s in (0.9, 0.2)]
     assert out.bpr_weight == weight
-    assert (out.bpr_weight * bpr_loss(user, pos, out.neg_emb.cpu())).item() == pytest.approx(sum(terms) * weight / 2)
+    assert (out.bpr_weight * bpr_loss(user, pos, out.embeddings().cpu())).item() == pytest.approx(sum(terms) * weight / 2)
 
 
 def test_ahns_takes_the_candidate_closest_to_its_target(device):
@@ -232,7 +232,7 @@ def test_mixgcf_negative_equals_a_hand_computation_on_a_tiny_graph(tmp_path, dev
             per_layer.append(a * emb[data.n_users + pos[row].item()] + (1 - a) * emb[data.n_users + best])
         expected.append(np.mean(per_layer, axis=0))
         reg.append(per_layer[0])  # the reference regularises the mixed layer-0 vector
-    np.testing.assert_allclose(out.neg_emb.detach().cpu().numpy(), np.array(expected), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.embeddings().detach().cpu().numpy(), np.array(expected), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(out.reg_emb.detach().cpu().numpy(), np.array(reg), rtol=1e-4, atol=1e-6)
 
 
@@ -245,7 +245,7 @@ def test_mixgcf_pooled_and_layer_queries_pick_different_winners_somewhere(tmp_pa
         torch.manual_seed(0)
         out, _, _ = _negatives(rec, *_one_batch(rec))
         assert out.reg_emb is None  # reg winner: the trainer regularises the layer-0 winner's row
-        winners[query] = out.neg_emb.detach()
+        winners[query] = out.embeddings().detach()
     assert not torch.allclose(winners["pooled"], winners["layer"])
 
 
@@ -294,7 +294,7 @@ def test_dens_per_layer_gating_and_selection_equal_a_hand_computation(tmp_path, 
         s_pr, s_pi, s_nr, s_ni = e_u @ p_rel, e_u @ (e_p - p_rel), e_u @ n_rel, e_u @ (neg - n_rel)
         terms.append([s_pi - s_pr, s_nr - s_ni, s_nr - s_pr, s_pi - s_ni])
         expected.append(neg)
-    np.testing.assert_allclose(out.neg_emb.detach().cpu().numpy(), np.array(expected), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.embeddings().detach().cpu().numpy(), np.array(expected), rtol=1e-4, atol=1e-6)
     assert out.reg_items.tolist() == first and out.neg_items is None
     softplus = np.log1p(np.exp(np.array(terms))).mean(0)
     names = ["dens_pos_sep", "dens_neg_sep", "dens_rel", "dens_irr"]
@@ -309,7 +309,7 @@ def test_dens_without_per_layer_picks_one_real_item_on_the_final_embeddings(tmp_
     assert not rec.sampler.needs_layers
     users, pos, cands = _one_batch(rec)
     out, _, item_all = _negatives(rec, users, pos, cands)
-    assert torch.allclose(item_all[out.neg_items], out.neg_emb)
+    assert torch.allclose(item_all[out.neg_items], out.embeddings())
     assert not dense[users.cpu().numpy(), out.neg_items.cpu().numpy()].any()
 
 

@@ -142,10 +142,13 @@ class EpochSampler:
 
     def epoch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(users, positives, negatives[n_rows, n_negs]) in a fresh random order."""
-        order = _permutation(len(self.users))
-        users = self.users[order]
-        items = self.items[order]
+        users, items = self.shuffled()
         return users, items, self.draw(users, self.n_negs)
+
+    def shuffled(self) -> tuple[np.ndarray, np.ndarray]:
+        """(users, positives) in a fresh random order, without negatives (draw() gives them, e.g. per batch)."""
+        order = _permutation(len(self.users))
+        return self.users[order], self.items[order]
 
     def draw(self, users: np.ndarray, n_negs: int) -> np.ndarray:
         """(len(users), n_negs) candidates for the given user ids (seeded from numba's stream)."""

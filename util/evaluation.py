@@ -39,12 +39,15 @@ class RankingEvaluator:
 
     def __init__(self, users: np.ndarray, truth: sp.csr_matrix, mask: sp.csr_matrix, top_n: list[int],
                  device: torch.device, batch_users: int = 2048, item_popularity: np.ndarray | None = None,
-                 pop_penalty: float = 0.0):
+                 pop_penalty: float = 0.0, average_over: int | None = None):
         self.top_n = sorted(set(int(k) for k in top_n))
         self.max_k = max(self.top_n)
         self.device = device
         self.batch_users = int(batch_users)
         self.users_np = users
+        # Precision, Recall and NDCG are means over this many users (None: the eval users; more: every user of the
+        # data, one without items in this file counting 0, as IR-Benchmark averages)
+        self.average_over = average_over
         self.users = torch.from_numpy(users).to(device)
         self.n_items = truth.shape[1]
         self.truth = _RowSlicer(truth, users, device)
@@ -102,11 +105,12 @@ class RankingEvaluator:
         sums = sums.cpu().numpy()
         total_truth = float(self.n_truth.sum().item())
         out: dict[str, float] = {}
+        over = self.average_over or n_users
         for row, k in enumerate(self.top_n):
             out[f"Hit Ratio@{k}"] = sums[row, 0] / total_truth
-            out[f"Precision@{k}"] = sums[row, 0] / (n_users * k)
-            out[f"Recall@{k}"] = sums[row, 1] / n_users
-            out[f"NDCG@{k}"] = sums[row, 2] / n_users
+            out[f"Precision@{k}"] = sums[row, 0] / (over * k)
+            out[f"Recall@{k}"] = sums[row, 1] / over
+            out[f"NDCG@{k}"] = sums[row, 2] / over
             if self.popularity is not None:
                 out[f"ARP@{k}"] = sums[row, 3] / n_users
         return {key: float(v) for key, v in out.items()}

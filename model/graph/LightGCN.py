@@ -11,13 +11,15 @@ from base.torch_interface import symmetric_spmm, to_torch_csr
 
 
 class LGCNEncoder(nn.Module):
-    """Xavier-initialised user/item tables propagated over D^-1/2 A D^-1/2; output = mean of layers 0..L."""
+    """Xavier- (or N(0, 1)-) initialised user/item tables propagated over D^-1/2 A D^-1/2; output = mean of layers 0..L."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int, n_layers: int, adj: Optional[torch.Tensor]):
+    def __init__(self, n_users: int, n_items: int, dim: int, n_layers: int, adj: Optional[torch.Tensor],
+                 init: str = "xavier"):
         super().__init__()
         self.n_users, self.n_items, self.n_layers = n_users, n_items, n_layers
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, dim)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, dim)))
+        fill = nn.init.xavier_uniform_ if init == "xavier" else nn.init.normal_  # normal: N(0, 1) (embedding.init)
+        self.user_emb = nn.Parameter(fill(torch.empty(n_users, dim)))
+        self.item_emb = nn.Parameter(fill(torch.empty(n_items, dim)))
         self.register_buffer("adj", adj, persistent=False)  # follows model.to(); not in the checkpoint
 
     def propagate(self, keep_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
@@ -41,11 +43,11 @@ class LGCNEncoder(nn.Module):
 
 
 class LightGCN(GraphRecommender):
-    """LightGCN trained with BPR and the configured negative sampler."""
+    """LightGCN trained with the configured loss (BPR by default) and negative sampler."""
 
     def build_encoder(self) -> nn.Module:
         """The LightGCN encoder on the run's device."""
         adj = to_torch_csr(self.data.normalized_adjacency(), self.device)
         enc = LGCNEncoder(self.data.n_users, self.data.n_items, self.config.embedding_size,
-                          self.config.n_layer, adj)
+                          self.config.n_layer, adj, self.config.embedding_init)
         return enc.to(self.device)

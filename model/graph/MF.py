@@ -9,10 +9,11 @@ from model.graph.LightGCN import LGCNEncoder
 
 
 class MF(GraphRecommender):
-    """BPR-MF with the configured negative sampler: LightGCN's Xavier-initialised tables with zero layers, so
+    """MF with the configured loss and negative sampler: LightGCN's (Xavier-initialised) tables with zero layers, so
     every sampler sees one layer (layer 0 = the final embedding); LightGCN.n_layer is not used."""
 
     def build_encoder(self) -> nn.Module:
         """The two embedding tables on the run's device (an encoder with no propagation layers)."""
-        enc = LGCNEncoder(self.data.n_users, self.data.n_items, self.config.embedding_size, 0, adj=None)
+        enc = LGCNEncoder(self.data.n_users, self.data.n_items, self.config.embedding_size, 0, adj=None,
+                          init=self.config.embedding_init)
         return enc.to(self.device)

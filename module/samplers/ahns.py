@@ -14,6 +14,7 @@ class AHNSSampler(NegativeSampler):
 
     name = "ahns"
     Params = AHNSParams
+    real_negatives = True
     description = "adaptive hardness: the candidate scored closest to beta*(s_ui+alpha)^(p+1) of M={n_candidates}"
 
     def target(self, pos_score: torch.Tensor) -> torch.Tensor:
@@ -28,5 +29,5 @@ class AHNSSampler(NegativeSampler):
             gap = (batch.cand_scores(user_emb) - self.target(pos_score)).abs()
             best = gap.nan_to_num(nan=torch.inf).argmin(dim=1)
         items = pick(batch.cands, best)
-        return NegativeOutput(batch.items(items), items, items,
-                              diagnostics={"ahns_target": self.target(pos_score).nan_to_num(posinf=1e6, neginf=-1e6).mean()})
+        return NegativeOutput.real(batch, items,
+                                   diagnostics={"ahns_target": self.target(pos_score).nan_to_num(posinf=1e6, neginf=-1e6).mean()})

@@ -52,7 +52,9 @@ class TrainBatch:
 class NegativeOutput:
     """What a sampler hands back to the trainer."""
 
-    neg_emb: torch.Tensor  # (B, d) or (B, K, d): the negatives BPR is computed against
+    # (B, d) or (B, K, d): the negatives BPR is computed against; None when they are rows of `table` (neg_items), then
+    # gathered only where a loss needs them (embeddings(); the softmax losses score N per row with one product)
+    neg_emb: Optional[torch.Tensor]
     reg_items: torch.Tensor  # item ids whose layer-0 rows enter the L2 term
     # the real items trained on, (B,) or (B, K); None when neg_emb is synthesised (the FHN probe then
     # maps each vector to its nearest real item)
@@ -63,6 +65,19 @@ class NegativeOutput:
     # layer-0 vectors (B, d) that enter the L2 term in place of the rows of reg_items (MixGCF's reference
     # regularises its mixed layer-0 vector); None = the rows of reg_items
     reg_emb: Optional[torch.Tensor] = None
+    table: Optional[torch.Tensor] = None  # (n_items, d) final item embeddings that neg_items index, with neg_emb None
+
+    @classmethod
+    def real(cls, batch: "TrainBatch", items: torch.Tensor, **kwargs: Any) -> "NegativeOutput":
+        """Real items (B,) or (B, K) of the batch's final item table as the negatives, gathered on demand."""
+        return cls(None, items, items, table=batch.item_all, **kwargs)
+
+    def embeddings(self) -> torch.Tensor:
+        """The negatives' embeddings (B, d) or (B, K, d), with gradient."""
+        if self.neg_emb is not None:
+            return self.neg_emb
+        assert self.table is not None and self.neg_items is not None, "NegativeOutput: neither neg_emb nor table"
+        return self.table[self.neg_items]
 
 
 class NegativeSampler(nn.Module):
@@ -75,6 +90,9 @@ class NegativeSampler(nn.Module):
     name: ClassVar[str] = ""
     Params: ClassVar[type] = object
     needs_layers: ClassVar[bool] = False  # True: TrainBatch.layers holds every LightGCN layer
+    # True: its negatives are real items of the candidates (NegativeOutput.real) and it adds no loss term of its own,
+    # so a loss other than BPR (loss.name) can train on them; the others are refused with that loss (docs/losses.md)
+    real_negatives: ClassVar[bool] = False
     # one line for `python main.py --list`; a default is written as {field} and filled from Params
     # ("of M={n_candidates} candidates"), so the line states today's default
     description: ClassVar[str] = ""

@@ -10,9 +10,10 @@ class DNSSampler(NegativeSampler):
 
     name = "dns"
     Params = DNSParams
+    real_negatives = True
     description = "dynamic negatives: the highest-scoring of M={n_candidates} uniform candidates"
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """The hardest candidate (chosen without gradient; its embedding keeps it)."""
         items = pick(batch.cands, batch.cand_scores(user_emb).argmax(dim=1))
-        return NegativeOutput(batch.items(items), items, items)
+        return NegativeOutput.real(batch, items)

@@ -11,10 +11,11 @@ class DNSMNSampler(NegativeSampler):
 
     name = "dns_mn"
     Params = DNSMNParams
+    real_negatives = True
     description = "DNS(M,N): the top N={n_negs} of M={n_candidates} uniform candidates, {reduce} of BPR over the N"
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """(B, N, d): the N highest-scoring candidates, best first."""
         items = pick(batch.cands, batch.cand_scores(user_emb).topk(self.params.n_negs, dim=1).indices)
         weight = float(self.params.n_negs) if self.params.reduce == "sum" else 1.0
-        return NegativeOutput(batch.items(items), items, items, bpr_weight=weight)
+        return NegativeOutput.real(batch, items, bpr_weight=weight)

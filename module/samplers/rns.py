@@ -10,9 +10,10 @@ class RNSSampler(NegativeSampler):
 
     name = "rns"
     Params = RNSParams
+    real_negatives = True
     description = "uniform random negatives (plain BPR)"
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
         """The candidates themselves; (B, d) when n_negs is 1."""
         items = batch.cands[:, 0] if batch.cands.shape[1] == 1 else batch.cands
-        return NegativeOutput(batch.items(items), items, items)
+        return NegativeOutput.real(batch, items)
