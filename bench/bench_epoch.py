@@ -57,7 +57,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+def median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     times = []
     for _ in range(repeats):
         _sync(device)
@@ -79,7 +79,7 @@ def matmul_gflops(device: torch.device, rows: int = 6144, d: int = 64, repeats: 
         for _ in range(20):
             torch.mm(x, w, out=out)
     twenty()
-    seconds = _median_time(twenty, repeats, device) / 20
+    seconds = median_time(twenty, repeats, device) / 20
     return 2 * rows * d * width / seconds / 1e9
 
 
@@ -169,14 +169,30 @@ def phase_split(rec: LightGCN, n_batches: int) -> dict[str, float]:
     return result
 
 
-def build(name: str, base: dict, device: torch.device, extra: Optional[dict] = None) -> LightGCN:
-    """A recommender of one sampler configuration (the model `model.name` names, LightGCN by default), seeded,
-    after a warm-up epoch (numba compilation, allocator)."""
-    cfg = resolve({**base, **CONFIGS[name], **(extra or {})})
+def limit_batches(rec: LightGCN, n: int) -> None:
+    """Make each of rec's training epochs its first n batches (n <= 0: the whole epoch): the shuffled pairs are cut
+    before any negative is drawn, so an epoch of the trainer's own train_epoch draws and trains only those."""
+    if n <= 0:
+        return
+    rows, shuffled = n * rec.config.batch_size, rec.epoch_sampler.shuffled
+
+    def first() -> tuple:
+        users, items = shuffled()
+        return users[:rows], items[:rows]
+    rec.epoch_sampler.shuffled = first  # type: ignore[method-assign]  # epoch() calls it too
+
+
+def build(name: str, base: dict, device: torch.device, extra: Optional[dict] = None, max_batches: int = 0,
+          configs: Optional[dict] = None) -> LightGCN:
+    """A recommender of one configuration of `configs` (default CONFIGS, the samplers) on the model `model.name`
+    names (LightGCN by default), seeded, its epochs cut to max_batches batches (0: whole), after a warm-up epoch
+    (numba compilation, allocator)."""
+    cfg = resolve({**base, **(configs or CONFIGS)[name], **(extra or {})})
     data = load_data(**cfg.data_arguments())
     seed_everything(cfg.seed)
     rec = get_model_class(cfg.model_name)(cfg, data, device, Path("."))
     rec.build()
+    limit_batches(rec, max_batches)
     rec.train_epoch(0)
     return rec
 
@@ -197,8 +213,8 @@ def bench_config(name: str, base: dict, repeats: int, device: torch.device, refe
     evaluator = rec.evaluators.get("test_ood") or list(rec.evaluators.values())[-1]
     with torch.no_grad():
         user_all, item_all = rec.model()
-    eval_s = _median_time(lambda: evaluator.evaluate(user_all, item_all), repeats, device)
-    fhn_s = _median_time(lambda: rec.fhn.measure(rec.model, rec.sampler, rec.epoch_sampler, 1, cfg.max_epoch,
+    eval_s = median_time(lambda: evaluator.evaluate(user_all, item_all), repeats, device)
+    fhn_s = median_time(lambda: rec.fhn.measure(rec.model, rec.sampler, rec.epoch_sampler, 1, cfg.max_epoch,
                                                  device), repeats, device)
     n_batches = len(rec.epoch_sampler) // cfg.batch_size
     phases = phase_split(rec, min(n_batches, 3 + repeats * 4))
@@ -218,25 +234,29 @@ def bench_config(name: str, base: dict, repeats: int, device: torch.device, refe
     }
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
-    """The options every epoch benchmark takes (dataset, configurations, repeats, threads, out, --set)."""
+def add_common_arguments(parser: argparse.ArgumentParser, dataset: str, configs: Optional[dict] = None,
+                         dataset_root: str = "dataset", threads: int = 2) -> None:
+    """The options every epoch benchmark takes (dataset, configurations of `configs` (default CONFIGS), repeats,
+    threads, out, --set)."""
     parser.add_argument("--dataset", default=dataset)
-    parser.add_argument("--dataset-root", default="dataset")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--dataset-root", default=dataset_root)
+    parser.add_argument("--configs", nargs="+", choices=list(configs or CONFIGS), default=list(configs or CONFIGS))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=threads)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config key for every configuration (e.g. params.adar.reverse_stride=10); repeatable")
 
 
-def checked_base(args: argparse.Namespace, base: dict, extra: Optional[dict] = None) -> Optional[dict]:
-    """base with the --set keys, once every configuration (with `extra`) resolves and the data loads; else None
-    after one logged line (a bad key, value or dataset is exit status 2, before anything is timed)."""
+def checked_base(args: argparse.Namespace, base: dict, extra: Optional[dict] = None,
+                 configs: Optional[dict] = None) -> Optional[dict]:
+    """base with the --set keys, once every configuration of args.configs (in `configs`, default CONFIGS; with
+    `extra`) resolves and the data loads; else None after one logged line (a bad key, value or dataset is exit
+    status 2, before anything is timed)."""
     try:
         base = {**base, **dict(parse_override(text) for text in args.overrides)}
         for name in args.configs:
-            resolve({**base, **CONFIGS[name], **(extra or {})})
+            resolve({**base, **(configs or CONFIGS)[name], **(extra or {})})
         load_data(**resolve({**base, **CONFIGS["rns"]}).data_arguments())
     except (ConfigError, DataFileError, FileNotFoundError) as exc:
         logging.getLogger(__name__).error("%s", exc)

@@ -78,7 +78,8 @@ def reference_log_choice(text: str) -> Optional[tuple[int, float, float]]:
 
 
 def collect(results: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
-    """(dataset, method) -> seed -> the finished run's test Recall@20, NDCG@20, selected epoch and epochs run."""
+    """(dataset, method) -> seed -> the finished run's Recall@20 and NDCG@20 on the test file its selection reads
+    (metrics.json `selection.file`), that file, the selected epoch (1-based) and the epochs run."""
     manifest = read_manifest(results)
     out: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for cell in manifest["cells"]:
@@ -89,7 +90,7 @@ def collect(results: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
         out.setdefault((cell["dataset"], cell["method"]), {})[int(cell["seed"])] = {
             "recall": metrics["metrics"][test]["Recall@20"], "ndcg": metrics["metrics"][test]["NDCG@20"],
             "epoch": metrics["selection"]["epoch"], "epochs_run": metrics["selection"]["epochs_run"],
-            "model": metrics["model"]}
+            "model": metrics["model"], "file": test}
     return out
 
 
@@ -109,24 +110,54 @@ def reference_runs(folder: Optional[Path]) -> dict[tuple[str, str], dict[int, tu
     return out
 
 
-def _pm(values: list[float]) -> str:
+def pm(values: list[float], count: bool = True) -> str:
+    """mean ± sample std of the values (and their number, in brackets)."""
     mean, std = mean_std(values)
-    return f"{mean:.4f} ± {std:.4f} ({len(values)})"
+    return f"{mean:.4f} ± {std:.4f}" + (f" ({len(values)})" if count else "")
+
+
+def within(ours: float, theirs: float) -> bool:
+    """Whether ours / theirs is within ±TOLERANCE of 1."""
+    return abs(ours / theirs - 1) <= TOLERANCE
 
 
 def _ratio(ours: float, theirs: float) -> str:
-    r = ours / theirs
-    return f"{r:.3f}{'' if abs(r - 1) <= TOLERANCE else ' **miss**'}"
+    return f"{ours / theirs:.3f}{'' if within(ours, theirs) else ' **miss**'}"
+
+
+def epochs_text(seeds: dict[int, dict[str, Any]]) -> str:
+    """Each seed's selected epoch (1-based) / epochs trained, in seed order (collect's records)."""
+    return ", ".join(f"{v['epoch']}/{v['epochs_run']}" for _, v in sorted(seeds.items()))
+
+
+def ranking(values: dict[str, float]) -> str:
+    """The names, best (largest value) first, joined by ' > ', or by ' = ' between equal values."""
+    names = sorted(values, key=lambda m: -values[m])  # stable: equal values keep their given order
+    return "".join(("" if n == 0 else " = " if values[m] == values[names[n - 1]] else " > ") + m
+                   for n, m in enumerate(names))
+
+
+def concordance(published: dict[str, float], ours: dict[str, float]) -> tuple[int, int]:
+    """(pairs of the names in both that ours orders as published does, pairs that published orders strictly)."""
+    names = [m for m in published if m in ours]
+    pairs = [(a, b) for a in names for b in names if published[a] > published[b]]
+    return sum(ours[a] > ours[b] for a, b in pairs), len(pairs)
+
+
+def made_by(results: Path, command: str, grid_options: str) -> list[str]:
+    """The provenance lines of a table of a grid folder: how far the grid is, then the commit and command of the
+    table, the commit(s) and command of its runs, and the hardware (bench.table.provenance)."""
+    made = provenance(results)
+    return [made.progress, "",
+            f"Table made at commit `{made.commit}` by `{command}`; runs made at commit(s): {made.runs}, by "
+            f"`python -m bench.grid {grid_file(read_manifest(results))} {grid_options}`; hardware: {made.hardware}."]
 
 
 def render(runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
            own: dict[tuple[str, str], dict[int, tuple[int, float, float]]], results: Path) -> str:
     """fidelity.md."""
-    made = provenance(results)
-    lines = ["# Fidelity of the baselines", "", made.progress, "",
-             f"Table made at commit `{made.commit}` by `python -m bench.fidelity`; runs made at commit(s): {made.runs}, by "
-             f"`python -m bench.grid {grid_file(read_manifest(results))} --dataset-root ../shared/datasets --jobs 2`; "
-             f"hardware: {made.hardware}."] + [
+    lines = ["# Fidelity of the baselines", ""] + made_by(
+        results, "python -m bench.fidelity", "--dataset-root ../shared/datasets --jobs 2") + [
         "", "Each baseline on its authors' own split at its reference's settings (conf/grids/fidelity.yaml), under the",
         "references' protocol (`selection: reference`: every 5 epochs, best test Recall@20, stop after 10 checks",
         "without one). Ours: mean ± sample std over seeds (n). Ratio = ours / the log's value; **miss** = outside",
@@ -140,22 +171,23 @@ def render(runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
         ref = REFERENCE.get(key)
         rec = [v["recall"] for v in seeds.values()]
         ndcg = [v["ndcg"] for v in seeds.values()]
-        epochs = ", ".join(f"{v['epoch']}/{v['epochs_run']}" for _, v in sorted(seeds.items()))
+        epochs = epochs_text(seeds)
         model = next(iter(seeds.values()))["model"]
         if ref:
-            lines.append(f"| {key[0]} | {key[1]} | {model} | {ref.recall:.4f} | {_pm(rec)} | "
-                         f"{_ratio(statistics.mean(rec), ref.recall)} | {ref.ndcg:.4f} | {_pm(ndcg)} | "
+            lines.append(f"| {key[0]} | {key[1]} | {model} | {ref.recall:.4f} | {pm(rec)} | "
+                         f"{_ratio(statistics.mean(rec), ref.recall)} | {ref.ndcg:.4f} | {pm(ndcg)} | "
                          f"{_ratio(statistics.mean(ndcg), ref.ndcg)} | {epochs} | `{ref.source}` ({ref.epoch}) |")
         else:
-            lines.append(f"| {key[0]} | {key[1]} | {model} | none | {_pm(rec)} | | none | {_pm(ndcg)} | | {epochs} | |")
+            lines.append(f"| {key[0]} | {key[1]} | {model} | none | {pm(rec)} | | none | {pm(ndcg)} | | {epochs} | |")
     lines += ["", "## Order of the methods per dataset (Recall@20, best first)", "",
               "| dataset | the authors' logs | ours (means) | same order |", "|---|---|---|---|"]
     for dataset in sorted({k[0] for k in REFERENCE}):
-        logged = sorted((m for d, m in REFERENCE if d == dataset), key=lambda m: -REFERENCE[(dataset, m)].recall)
+        logged = {m: ref.recall for (d, m), ref in REFERENCE.items() if d == dataset}
         if len(logged) < 2 or not all((dataset, m) in runs for m in logged):
             continue
-        ours = sorted(logged, key=lambda m: -statistics.mean(v["recall"] for v in runs[(dataset, m)].values()))
-        lines.append(f"| {dataset} | {' > '.join(logged)} | {' > '.join(ours)} | {'yes' if ours == logged else 'no'} |")
+        ours = {m: statistics.mean(v["recall"] for v in runs[(dataset, m)].values()) for m in logged}
+        same, pairs = concordance(logged, ours)
+        lines.append(f"| {dataset} | {ranking(logged)} | {ranking(ours)} | {'yes' if same == pairs else 'no'} |")
     lines += ["", "## Gains where the reference has no log on these data", "",
               "| dataset | method | vs | ours R@20 | vs R@20 | gain |", "|---|---|---|---|---|---|"]
     for dataset in sorted({k[0] for k in runs}):
@@ -179,8 +211,8 @@ def render(runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
             ratio_n = _ratio(statistics.mean(n_o), statistics.mean(n_t)) if n_o else ""
             ref = REFERENCE.get(key)
             to_log = _ratio(statistics.mean(r_t), ref.recall) if ref else ""
-            lines.append(f"| {key[0]} | {key[1]} | {_pm(r_t)} | {_pm(r_o) if r_o else ''} | {ratio_r} | {_pm(n_t)} | "
-                         f"{_pm(n_o) if n_o else ''} | {ratio_n} | {', '.join(str(v[0]) for _, v in sorted(theirs.items()))} "
+            lines.append(f"| {key[0]} | {key[1]} | {pm(r_t)} | {pm(r_o) if r_o else ''} | {ratio_r} | {pm(n_t)} | "
+                         f"{pm(n_o) if n_o else ''} | {ratio_n} | {', '.join(str(v[0]) for _, v in sorted(theirs.items()))} "
                          f"| {to_log} |")
     return "\n".join(lines) + "\n"
 
