@@ -482,15 +482,19 @@ def provenance(results: Path) -> Provenance:
                 devices.add(str(record.get("device.resolved") or record.get("device") or "not recorded"))
     states = [live_state(results, c) for c in manifest["cells"]]
     waiting = sum(all(v is None for v in chosen.values()) for chosen in manifest["choices"].values())
+    named = (manifest.get("power") or {}).get("best_other", {})  # a grid with `power` names a best other per column
+    unnamed = sum(f"{d}/{p}" not in named for d in manifest["datasets"] for p in manifest["protocols"]) \
+        if manifest.get("power") else 0
     done = states.count("finished")
-    if done == len(states) and not waiting:
+    if done == len(states) and not waiting and not unnamed:
         progress = f"Complete: all {len(states)} cells finished."
     else:
         progress = (f"**Interim**: {done} of the {len(states)} cells listed so far finished"
                     + (f", {states.count('failed')} failed" if "failed" in states else "")
                     + (f", {states.count('running')} running" if "running" in states else "")
                     + (f"; the later seeds of {waiting} dataset/method pair(s) are not listed yet" if waiting else "")
-                    + "; rows show the seeds finished so far (`seeds` column), methods without a finished choice are absent.")
+                    + "; rows show the seeds finished so far (`seeds` column), methods without a finished choice are absent"
+                    + (f"; the best other method of {unnamed} column(s) is not named yet." if unnamed else "."))
     return Provenance(git_commit(), sorted(commits), sorted(devices), progress)
 
 

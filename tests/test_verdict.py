@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from bench import verdict as V
+from bench.table import provenance
 from tests.conftest import REPO
 
 
@@ -118,6 +119,9 @@ def test_no_power_section_or_no_markers_is_a_clear_error(tmp_path, caplog):
     assert "needs one `<!-- verdict:start -->` line" in caplog.text and readme.read_text() == "no markers\n"
     records = V.verdicts(tmp_path)
     assert all(V.shown(r) == "best other not named yet" for r in records)
+    # the progress line of every table of the grid counts the columns whose best other is not named yet
+    assert provenance(tmp_path).progress.startswith("**Interim**") and \
+        provenance(tmp_path).progress.endswith("the best other method of 1 column(s) is not named yet.")
     del manifest["power"]
     (tmp_path / "grid.json").write_text(json.dumps(manifest))
     caplog.clear()
