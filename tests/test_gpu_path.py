@@ -10,17 +10,13 @@ import json
 import warnings
 from typing import Iterator
 
-import numpy as np
 import pytest
 import torch
 
 import util.device
-from conf.config import resolve
-from data.interaction import Interaction
-from data.loader import RawInteractions
-from model.graph.LightGCN import LightGCN
 from module.samplers import SAMPLERS
-from util.seed import random_state, seed_everything, set_random_state
+from tests.test_samplers import _recommender, _toy_data
+from util.seed import random_state, set_random_state
 
 READBACKS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero")
 
@@ -81,23 +77,11 @@ def test_the_counter_sees_each_kind_of_read_back():
     assert all(getattr(torch.Tensor, name) is f for name, f in originals.items())  # restored on leaving
 
 
-def _data() -> Interaction:
-    rng = np.random.default_rng(0)
-    dense = rng.random((40, 50)) < 0.25
-    dense[:, 0] = dense[0, :] = True  # every user and every item occurs in training
-    dense[0, -5:] = False
-    test = (~dense) & (rng.random((40, 50)) < 0.2)
-    test[0, -1] = True
-
-    def raw(mat, name):
-        u, i = np.nonzero(mat)
-        return RawInteractions(name, [str(x) for x in u], [str(x) for x in i])
-    return Interaction(raw(dense, "train"), {"test_ood": raw(test, "test")})
-
-
 SETTINGS = [(name, {}) for name in sorted(SAMPLERS)] + [
     ("cnsdiff", {"params.cnsdiff.preset": "paper"}), ("adar", {"params.adar.scan": True}),
-    ("adar", {"params.adar.gen_mode": "onestep"}), ("dens", {"params.dens.per_layer": False})]
+    ("adar", {"params.adar.gen_mode": "onestep"}), ("dens", {"params.dens.per_layer": False})] + [
+    ("rns", {"loss.name": loss, "params.rns.n_negs": 8}) for loss in ("softmax", "bsl", "psl", "advinfonce")] + [
+    ("dns_mn", {"loss.name": "psl", "params.psl.activation": "relu"})]
 
 
 @pytest.mark.parametrize("sampler,keys", SETTINGS, ids=lambda v: v if isinstance(v, str) else
@@ -105,12 +89,8 @@ SETTINGS = [(name, {}) for name in sorted(SAMPLERS)] + [
 def test_no_sampler_reads_back_from_the_device_inside_the_batch_loop(tmp_path, monkeypatch, device, device_key,
                                                                       sampler, keys):
     monkeypatch.setattr(util.device, "FORCE_DEVICE_PATHS", True)  # the GPU code paths, also on the CPU
-    flat = {"training.set": "t.txt", "test.set": {"test_ood": "o.txt"}, "negative.sampler": sampler, "max.epoch": 3,
-            "batch.size": 64, "embedding.size": 8, "device": device_key, "fhn.probe": 0,
-            "params.adar.warmup_epochs": 0, "selection": "test_all4", **keys}
-    seed_everything(3)
-    rec = LightGCN(resolve(flat), _data(), device, tmp_path)
-    rec.build()
+    rec = _recommender(tmp_path, sampler, _toy_data(n_users=40, n_items=50)[0],
+                       **{"device": device_key, "fhn.probe": 0, "selection": "test_all4", **keys})
     users, pos, cands = (rec.to_device(a[:48]) for a in rec.epoch_sampler.epoch())
     gpu = device.type == "cuda"
     with counted_readbacks() as counts, contextlib.ExitStack() as stack:
@@ -133,11 +113,8 @@ def test_no_sampler_reads_back_from_the_device_inside_the_batch_loop(tmp_path, m
 
 
 def test_the_gpu_reverse_jumps_of_adar_equal_the_cpu_ones(tmp_path, monkeypatch):
-    flat = {"training.set": "t.txt", "test.set": {"test_ood": "o.txt"}, "negative.sampler": "adar",
-            "embedding.size": 8, "device": "cpu", "fhn.probe": 0, "params.adar.reverse_stride": 7}
-    seed_everything(5)
-    rec = LightGCN(resolve(flat), _data(), torch.device("cpu"), tmp_path)
-    rec.build()
+    rec = _recommender(tmp_path, "adar", _toy_data(n_users=40, n_items=50)[0],
+                       **{"fhn.probe": 0, "params.adar.reverse_stride": 7})
     sampler = rec.sampler
     z0, user, noise = torch.randn(30, 8), torch.randn(30, 8), torch.randn(30, 8)
     t = torch.randint(1, sampler.params.steps + 1, (30,))

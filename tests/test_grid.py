@@ -176,11 +176,15 @@ def test_bad_grid_files_are_clear_errors(tmp_path, capsys, caplog):
     assert "unknown entries ['kesy']" in caplog.text
 
 
-def _fake_run(folder, rows, state="finished"):
+def _fake_run(folder, rows, state="finished", config=None, selection=None):
+    """A run folder with these epochs.csv rows, status and config.json (and a metrics.json when `selection` is
+    given), as a grid finds it."""
     run = folder / "LightGCN-x-s1-20260101-000000"
     run.mkdir(parents=True)
-    (run / "config.json").write_text("{}")
+    (run / "config.json").write_text(json.dumps(config or {}))
     (run / "status.json").write_text(json.dumps({"state": state, "pid": 0}))
+    if selection is not None:
+        (run / "metrics.json").write_text(json.dumps({"selection": selection}))
     columns = list(rows[0])
     with (run / "epochs.csv").open("w") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)

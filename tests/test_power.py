@@ -10,21 +10,13 @@ import pytest
 
 from bench import grid as G
 from tests.conftest import write
+from tests.test_grid import _fake_run
 
 
 def _run(folder, rows, state="finished", config=None):
-    run = folder / "LightGCN-x-s1-20260101-000000"
-    run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps(config or {}))
-    (run / "status.json").write_text(json.dumps({"state": state, "pid": 0}))
+    """A fake run (tests/test_grid.py) whose metrics.json says it stopped early exactly when halt_after halted it."""
     halted = bool((config or {}).get("early_stop.halt_after"))
-    (run / "metrics.json").write_text(json.dumps({"selection": {"epoch": 1, "epochs_run": len(rows),
-                                                                "stopped_early": halted}}))
-    with (run / "epochs.csv").open("w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return run
+    return _fake_run(folder, rows, state, config, {"epoch": 1, "epochs_run": len(rows), "stopped_early": halted})
 
 
 def _rows(valid, ood_valid):
