@@ -1,5 +1,7 @@
-"""The MLP denoiser f(x_t, t[, e_u]) -> x0_hat: sinusoidal time embedding, L2-normalised and dropped-out
-input, one tanh hidden layer. The time branch is computed once per timestep (a T-row table), not per row."""
+"""The networks of the diffusion samplers (their process is module/diffusion.py): CNSDiff's MLP denoiser
+f(x_t, t[, e_u]) -> x0_hat (sinusoidal time embedding, L2-normalised and dropped-out input, one tanh hidden layer)
+and ADAR's noise network eps(z_t, t, e_u) (two SiLU hidden layers). Their time branches are computed once per
+timestep (a table), not per row."""
 from __future__ import annotations
 
 import math
@@ -97,22 +99,67 @@ class Denoiser(nn.Module):
         return torch.addmm(bias, pre, weight.T, out=out)
 
     def forward(self, x: torch.Tensor, t: Union[int, torch.Tensor], user: Optional[torch.Tensor] = None,
-                dropout: bool = True, table: Optional[torch.Tensor] = None, user_part: Optional[torch.Tensor] = None,
-                out_scale: float = 1.0) -> torch.Tensor:
-        """out_scale * x0_hat for rows x at step(s) t; `table` / `user_part` reuse precomputed branches."""
-        if self.user_condition and user is None and user_part is None:
+                dropout: bool = True) -> torch.Tensor:
+        """x0_hat for rows x at step(s) t (the training path)."""
+        if self.user_condition and user is None:
             raise ValueError("this denoiser is user-conditioned: pass the user embeddings")
         scale = None
         if self.norm_input:
             scale = 1.0 / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
         if dropout and self.p_drop > 0:
             x = inverted_dropout(x, self.p_drop)
-        table = self.time_table() if table is None else table
+        table = self.time_table()
         pre = x @ self.in_layer.weight[:, :self.dim].T
         pre = torch.addcmul(table[t], pre, scale) if scale is not None else pre + table[t]
         if self.user_condition:
-            pre = pre + (self.user_part(user) if user_part is None else user_part)
-        hidden = torch.tanh(pre)
-        if out_scale == 1.0:
-            return self.out_layer(hidden)
-        return F.linear(hidden, self.out_layer.weight * out_scale, self.out_layer.bias * out_scale)
+            pre = pre + self.user_part(user)
+        return self.out_layer(torch.tanh(pre))
+
+
+class NoiseNet(nn.Module):
+    """eps_theta(z_t, t, e_u): an MLP on [z_t ; W PE(t) ; e_u] with two SiLU hidden layers."""
+
+    def __init__(self, dim: int, steps: int, hidden: int, time_emb: int):
+        super().__init__()
+        self.time = nn.Linear(time_emb, dim)
+        self.net = nn.Sequential(nn.Linear(3 * dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, dim))
+        self.register_buffer("pe", timestep_embedding(torch.arange(steps + 1), time_emb), persistent=False)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
+        """Predicted noise for rows z at integer steps t (1..T) given the (detached) user embeddings.
+        The first layer on the concatenation, computed by parts: its time part is a (T+1)-row table, so
+        the time projection runs on T+1 rows instead of one per row (the same function)."""
+        user_part, time_part = self.fixed_parts(user)
+        d = z.shape[-1]
+        # F.embedding rather than time_part[t]: the same rows, but its backward is a scatter-add into the T+1
+        # rows instead of indexing's accumulate-put, much cheaper on the CPU (docs/speed.md)
+        hidden = F.linear(z, self.net[0].weight[:, :d]) + user_part + F.embedding(t, time_part)
+        return self.net[1:](hidden)
+
+    def fixed_parts(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first layer's user part (+ bias) per row and its time part per step (T+1 rows)."""
+        first = self.net[0]
+        d = user.shape[-1]
+        user_part = F.linear(user, first.weight[:, 2 * d:], first.bias)
+        time_part = F.linear(self.time(self.pe), first.weight[:, d:2 * d])
+        return user_part, time_part
+
+    @torch.no_grad()
+    def step(self, z: torch.Tensor, t: torch.Tensor, user_part: torch.Tensor, time_part: torch.Tensor,
+             work: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """forward() without gradient from the precomputed fixed parts, for repeated calls on the same
+        users (generation). In place in `work` = (rows x hidden, rows x hidden, rows x d) buffers of at
+        least z's rows when given: no fresh tensors per call (each step is a few small products, and
+        allocating and faulting in fresh buffers cost as much as the arithmetic)."""
+        n, d = z.shape
+        first, second, last = self.net[0], self.net[2], self.net[4]
+        if work is None:
+            work = (z.new_empty(n, first.out_features), z.new_empty(n, second.out_features), z.new_empty(n, d))
+        h1, h2, out = (w[:n] for w in work)
+        torch.index_select(time_part, 0, t, out=h1)
+        h1.add_(user_part).addmm_(z, first.weight[:, :d].t())
+        F.silu(h1, inplace=True)
+        torch.addmm(second.bias, h1, second.weight.t(), out=h2)
+        F.silu(h2, inplace=True)
+        return torch.addmm(last.bias, h2, last.weight.t(), out=out)

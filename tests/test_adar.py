@@ -27,7 +27,7 @@ def _leaf(device, *shape):
 def _closed_form(sampler, s_pos, s_neg):
     """t* by hand: a loop over the schedule table."""
     p = sampler.params
-    sqrt_ab = sampler.ab[1:].sqrt().cpu().numpy()
+    sqrt_ab = sampler.diffusion.alphas_cumprod[1:].float().sqrt().cpu().numpy()  # float32 roots
     out = []
     for sp, sn in zip(s_pos.tolist(), s_neg.tolist()):
         if sp <= sn:
@@ -104,7 +104,7 @@ def test_the_denoiser_learns_a_toy_distribution(device):
         z0 = centres[k] + 0.05 * torch.randn(256, 8).to(device)
         t = torch.randint(1, 51, (256,)).to(device)
         eps = torch.randn_like(z0)
-        return torch.nn.functional.mse_loss(s.net(s.noised(z0, t, eps), t, user[k]), eps)
+        return torch.nn.functional.mse_loss(s.net(s.diffusion.q_sample(z0, t, eps), t, user[k]), eps)
     with torch.no_grad():
         start = np.mean([loss().item() for _ in range(10)])
     for _ in range(400):
@@ -224,7 +224,7 @@ def test_reverse_generation_equals_ddim_steps_row_by_row(device):
     z0, user, noise = (torch.randn(rows, 8).to(device) for _ in range(3))
     t = torch.tensor([50, 1, 7, 25, 5, 33, 12], device=device)
     got = s.generate(z0, t, user, noise, mode="reverse")
-    ab = s.ab.double()
+    ab = s.diffusion.alphas_cumprod
     for r in range(rows):
         k = int(t[r])
         z = (ab[k].sqrt() * z0[r].double() + (1 - ab[k]).sqrt() * noise[r].double())

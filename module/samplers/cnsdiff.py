@@ -32,9 +32,6 @@ class CNSDiffSampler(NegativeSampler):
         self.denoiser.requires_grad_(p.train_denoiser)
         # chains ordered by descending start step, so the chains still running are always a prefix
         self.starts = sorted(p.start_steps(), reverse=True)
-        # reverse-step coefficients as host floats: indexing them costs no device round trip
-        self.coef1 = self.diffusion.coef1.tolist()
-        self.coef2 = self.diffusion.coef2.tolist()
         self.cl_workspace = Workspace()
         self.register_buffer("start_t", torch.tensor([s - 1 for s in self.starts]), persistent=False)
 
@@ -56,15 +53,16 @@ class CNSDiffSampler(NegativeSampler):
         table = self.denoiser.time_table()
         top = max(self.starts) - 1 if p.denoise_from_start else steps - 1
         work = (torch.empty_like(x), x.new_empty(len(x), self.denoiser.out_layer.in_features), torch.empty_like(x))
-        for k in range(top, -1, -1):
-            # official: every chain runs all T steps; paper: a chain runs from its own start step down
-            active = n_chains if not p.denoise_from_start else sum(1 for s in self.starts if s - 1 >= k)
-            n = active * rows
-            cur = x[:n]
-            # posterior mean c1_k * f(x, k) + c2_k * x, with c1_k folded into the output layer
-            step = self.denoiser.step(cur, k, table, user_part[:n] if user_part is not None else None,
-                                      out_scale=self.coef1[k], dropout=p.dropout_at_generation, work=work)
-            cur.mul_(self.coef2[k]).add_(step)  # in place: the active rows are the first n of x
+
+        def active_rows(k: int) -> int:
+            """official: every chain runs all T steps; paper: a chain runs from its own start step down."""
+            return (n_chains if not p.denoise_from_start else sum(1 for s in self.starts if s - 1 >= k)) * rows
+
+        def scaled_x0(cur: torch.Tensor, k: int, c1: float) -> torch.Tensor:
+            """c1 * f(cur, k), c1 folded into the denoiser's output layer, in the reused buffers."""
+            return self.denoiser.step(cur, k, table, user_part[:len(cur)] if user_part is not None else None,
+                                      out_scale=c1, dropout=p.dropout_at_generation, work=work)
+        self.diffusion.reverse_chain_(scaled_x0, x, top, active_rows)  # in place: the active rows are a prefix
         return x.view(n_chains, rows, self.dim)
 
     def negatives(self, batch: TrainBatch, user_emb: torch.Tensor, pos_emb: torch.Tensor) -> NegativeOutput:
