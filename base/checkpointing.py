@@ -23,7 +23,7 @@ class Checkpointing:
         """Everything needed to continue after `epoch` exactly as an uninterrupted run would."""
         return {"epoch": epoch, "config": self.config.to_dict(), "record": self.config.record, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "sampler": self.sampler.state_dict(), "selection": dict(vars(self.selection)),
-                "best_epoch": self.best_epoch, "best_emb": tuple(t.detach().cpu() for t in self.best_emb),
+                "best_epoch": self.best_epoch, "best_emb": tuple(t.detach().cpu() for t in self.best_emb or ()),
                 "epoch_rows": self.epoch_rows, "stopped_early": self.stopped_early, "random": random_state(self.device),
                 "loss": self.loss.state_dict(),
                 "loss_optimizer": self.loss_optimizer.state_dict() if self.loss_optimizer is not None else None}
@@ -51,11 +51,14 @@ class Checkpointing:
         self.sampler.load_state_dict(state["sampler"])
         self.loss.load_state_dict(state.get("loss") or {})  # checkpoints from before the loss switch: BPR's, empty
         if self.loss_optimizer is not None:
+            if state.get("loss_optimizer") is None:
+                raise RuntimeError(f"{self.run_dir / 'checkpoint.pt'}: no state of {self.loss.name}'s own optimiser; "
+                                   f"the checkpoint is not this run's")
             self.loss_optimizer.load_state_dict(state["loss_optimizer"])
         vars(self.selection).update(state["selection"])
         self.selection.patience = self.config.patience  # a lengthened stopping rule (--resume --set) applies
         self.best_epoch = state["best_epoch"]
-        self.best_emb = tuple(t.to(self.device) for t in state["best_emb"])
+        self.best_emb = tuple(t.to(self.device) for t in state["best_emb"]) or None  # () before any evaluation
         self.epoch_rows = state["epoch_rows"]
         self.writer.rows = list(self.epoch_rows)
         self.stopped_early = state["stopped_early"]

@@ -77,7 +77,12 @@ class GraphRecommender(Checkpointing, Reporting):
                               f"{cfg.negative_sampler} synthesises its negatives or adds BPR-shaped terms of its own "
                               f"(samplers that can feed it: {able}; docs/losses.md)")
         self.loss: RankingLoss = get_loss_class(cfg.loss_name)(cfg.loss_params, self.data.n_users, self.data.n_items,
-                                                                self.device)
+                                                                cfg.embedding_size, self.device, cfg.loss_score)
+        if self.sampler.negatives_per_row < self.loss.min_negatives:
+            raise ConfigError(f"loss.name: {cfg.loss_name} needs at least {self.loss.min_negatives} negatives per row "
+                              f"(with one, its logsumexp is the linear gap (f_j - f_i) / tau, unbounded below); "
+                              f"{cfg.negative_sampler} gives {self.sampler.negatives_per_row} (params.rns.n_negs, "
+                              f"params.dns_mn.n_negs)")
         self.loss_optimizer = self.loss.make_optimizer(decay)
         # the softmax family draws its N negatives per batch, as its references do (an epoch of 1000 per positive
         # would not fit in memory); BPR draws the epoch's at once, as it always has
@@ -173,8 +178,7 @@ class GraphRecommender(Checkpointing, Reporting):
             if trains_model:
                 self.optimizer.step()
             else:  # an epoch of the loss's own parameters (AdvInfoNCE's adversary): the model stays as it is
-                assert self.loss_optimizer is not None
-                self.loss_optimizer.step()
+                self.step_loss_parameters()
             for name, value in logged.items():
                 value = value.detach()
                 sums[name] = sums[name] + value if name in sums else value
@@ -186,6 +190,14 @@ class GraphRecommender(Checkpointing, Reporting):
         result["sample_s"] = t1 - t0
         result["train_s"] = time.perf_counter() - t1
         return result
+
+    def step_loss_parameters(self) -> None:
+        """One step of the loss's own optimiser; an error, not a silent no-op, when none of its parameters has a
+        gradient."""
+        assert self.loss_optimizer is not None, "a loss that does not train the model needs its own optimiser"
+        if all(p.grad is None for g in self.loss_optimizer.param_groups for p in g["params"]):
+            raise RuntimeError(f"{self.loss.name}: its own parameters got no gradient in an epoch that trains them")
+        self.loss_optimizer.step()
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         """A host array on the run's device: on a GPU through pinned memory, without blocking the host."""
@@ -277,8 +289,10 @@ class GraphRecommender(Checkpointing, Reporting):
             group["lr"] = group["base_lr"] * factor
 
     def evaluates(self, epoch: int) -> bool:
-        """Whether 0-based `epoch` ends with an evaluation: every eval.every epochs from the first, and the last."""
-        return epoch % self.config.eval_every == 0 or epoch == self.config.max_epoch - 1
+        """Whether 0-based `epoch` ends with an evaluation: epoch eval.first (1-based), every eval.every epochs after it,
+        and the last."""
+        since = epoch + 1 - self.config.eval_first
+        return (since >= 0 and since % self.config.eval_every == 0) or epoch == self.config.max_epoch - 1
 
     def check_finite(self, epoch: int, stats: dict[str, float]) -> None:
         """Stop with DivergedError when a loss term or an embedding table is not finite."""

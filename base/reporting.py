@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import statistics
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+import torch
 
 from base.recommender import Recommender
 from base.selection import make_selection
@@ -34,6 +35,7 @@ class Reporting(Recommender):
         self.selection = make_selection(cfg.selection_rule(), cfg.selection_metric, cfg.patience,
                                         cfg.selection_test, cfg.stop_watch)
         self.start_epoch, self.best_epoch, self.stopped_early = 0, None, False
+        self.best_emb: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the embeddings of the selected epoch
         self.epoch_rows: list[dict[str, Any]] = []
         self.check_file_names()
 

@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.grid import read_manifest
+from bench.records import read_manifest
 from bench.table import collect, mean_std, provenance
 from conf.config import REPO
 from util.io import atomic_write_text

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
-from bench.grid import read_json, read_manifest
+from bench.records import read_json, read_manifest
 from bench.table import grid_file, mean_std, provenance
 from conf.config import REPO
 from util.io import atomic_write_text

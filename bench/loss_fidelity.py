@@ -3,11 +3,10 @@
 Reads the `loss-fidelity` grid's records (default results/grids/loss-fidelity; bench.grid writes them from
 conf/grids/loss-fidelity.yaml) and puts each loss's mean ± sample std over seeds of test_ood Recall@20 and
 NDCG@20 on MF, at the `reference` protocol's selected epoch (each run's metrics.json selection: the best *test*
-NDCG@20, a test-set protocol), and the number of seeds, beside the value the PSL paper publishes (PUBLISHED
-below: Recall@20 only), with the ratio ours / published and whether it is within ±5%; per dataset, the order of
-the losses by Recall@20 in the paper and in ours. A value we do not have is "—" (every NDCG@20; PSL-tanh's and
-PSL-atan's Recall@20), a dataset and method without a finished run is "not run". Writes loss-fidelity.md and
-loss-fidelity.csv.
+NDCG@20, a test-set protocol), and the number of seeds, beside the values the PSL paper publishes (PUBLISHED
+below, both metrics), with the ratios ours / published and whether each is within ±5%; per dataset, the order of
+the losses by Recall@20 in the paper and in ours. A dataset and method without a finished run is "not run".
+Writes loss-fidelity.md and loss-fidelity.csv.
 """
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench.fidelity import TOLERANCE, collect, concordance, epochs_text, made_by, pm, ranking, within
-from bench.grid import read_manifest
+from bench.records import read_manifest
 from bench.table import live_state, mean_std, to_csv
 from conf.config import REPO
 from util.io import atomic_write_text
@@ -28,17 +27,23 @@ from util.typing_coerce import ConfigError
 log = logging.getLogger("bench.loss_fidelity")
 
 SOURCE = ("Yang et al., PSL: Rethinking and Improving Softmax Loss from Pairwise Perspective for Recommendation, "
-          "NeurIPS 2024, Table 2 (popularity-shift OOD setting, MF backbone)")
+          "NeurIPS 2024, Table 2 (popularity-shift OOD setting, MF backbone; read from paper/PSL-NeurIPS-2024.pdf of "
+          "Tiny-Snow/IR-Benchmark)")
 DATASETS = {"ir-cd-pop": "Amazon-CD", "ir-electronic-pop": "Amazon-Electronic"}  # grid preset -> the paper's name
-# (grid dataset, grid method) -> the paper's Recall@20. We do not have its NDCG@20 values, nor PSL-tanh's and
-# PSL-atan's Recall@20: those stay absent (shown as "—"), never estimated.
-PUBLISHED: dict[tuple[str, str], float] = {
-    ("ir-cd-pop", "bpr"): 0.0518, ("ir-cd-pop", "sl"): 0.1184, ("ir-cd-pop", "bsl"): 0.1184,
-    ("ir-cd-pop", "advinfonce"): 0.1189, ("ir-cd-pop", "psl-relu"): 0.1203,
-    ("ir-electronic-pop", "bpr"): 0.0132, ("ir-electronic-pop", "sl"): 0.0230, ("ir-electronic-pop", "bsl"): 0.0231,
-    ("ir-electronic-pop", "advinfonce"): 0.0228, ("ir-electronic-pop", "psl-relu"): 0.0241,
+# (grid dataset, grid method) -> the paper's (Recall@20, NDCG@20). Its one BPR row stands beside both of ours: it does
+# not record whether its runs passed --norm (bpr: inner product; bpr-cos: cosine).
+_PAPER = {
+    "ir-cd-pop": {"bpr": (0.0518, 0.0318), "sl": (0.1184, 0.0815), "advinfonce": (0.1189, 0.0818),
+                  "bsl": (0.1184, 0.0815), "psl-tanh": (0.1202, 0.0834), "psl-atan": (0.1202, 0.0835),
+                  "psl-relu": (0.1203, 0.0839)},
+    "ir-electronic-pop": {"bpr": (0.0132, 0.0069), "sl": (0.0230, 0.0142), "advinfonce": (0.0228, 0.0139),
+                          "bsl": (0.0231, 0.0142), "psl-tanh": (0.0239, 0.0146), "psl-atan": (0.0239, 0.0146),
+                          "psl-relu": (0.0241, 0.0149)},
 }
-METHODS = ("bpr", "sl", "bsl", "psl-tanh", "psl-atan", "psl-relu", "advinfonce")  # the grid's order, for the rows
+PUBLISHED: dict[tuple[str, str], tuple[float, float]] = {
+    (dataset, method): values for dataset, rows in _PAPER.items()
+    for name, values in rows.items() for method in ((name, "bpr-cos") if name == "bpr" else (name,))}
+METHODS = ("bpr", "bpr-cos", "sl", "bsl", "psl-tanh", "psl-atan", "psl-relu", "advinfonce")  # the grid's order, for the rows
 NONE = "—"  # a value we do not have
 NOT_RUN = "not run"
 
@@ -68,14 +73,16 @@ def not_run(results: Path, manifest: dict[str, Any], dataset: str, method: str) 
 
 def summarize(results: Path) -> list[dict[str, Any]]:
     """One record per (dataset, method): seeds, mean and sample std of Recall@20 and NDCG@20 on the selection's
-    test file, the published Recall@20 (None: we do not have it), ratio, within ±TOLERANCE, the epochs."""
+    test file, the published values (None: the paper has none), ratios, within ±TOLERANCE, the epochs."""
     manifest = read_manifest(results)
     runs = collect(results)
     records = []
     for dataset, method in pairs(results, manifest):
         seeds = runs.get((dataset, method), {})
         published = PUBLISHED.get((dataset, method))
-        rec: dict[str, Any] = {"dataset": dataset, "method": method, "seeds": len(seeds), "published_recall": published}
+        rec: dict[str, Any] = {"dataset": dataset, "method": method, "seeds": len(seeds),
+                               "published_recall": published[0] if published else None,
+                               "published_ndcg": published[1] if published else None}
         if not seeds:
             rec["state"] = not_run(results, manifest, dataset, method)
             records.append(rec)
@@ -86,7 +93,8 @@ def summarize(results: Path) -> list[dict[str, Any]]:
                    ndcg=statistics.mean(ndcg), ndcg_std=mean_std(ndcg)[1], seed_list=" ".join(map(str, sorted(seeds))),
                    recall_text=pm(recall, count=False), ndcg_text=pm(ndcg, count=False), epochs=epochs_text(seeds))
         if published is not None:
-            rec.update(ratio=rec["recall"] / published, within=within(rec["recall"], published))
+            rec.update(ratio=rec["recall"] / published[0], within=within(rec["recall"], published[0]),
+                       ndcg_ratio=rec["ndcg"] / published[1], ndcg_within=within(rec["ndcg"], published[1]))
         records.append(rec)
     return records
 
@@ -110,31 +118,40 @@ def order_rows(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _ratio(value: Optional[float], inside: Optional[bool]) -> str:
+    """A ratio as the table shows it, `**no**` beside it when outside the tolerance."""
+    if value is None:
+        return NONE
+    return f"{value:.3f}" + ("" if inside else " **no**")
+
+
 def render(records: list[dict[str, Any]], results: Path) -> str:
     """loss-fidelity.md."""
     files = sorted({r["file"] for r in records if "file" in r}) or ["test_ood"]
     lines = ["# Fidelity of the losses (PSL paper, MF)", ""] + made_by(
         results, "python -m bench.loss_fidelity", "--dataset-root ../shared/datasets --jobs 1") + [
         "", f"**Test-set protocol.** `selection: reference` reports each run at the epoch with the best *test* NDCG@20 "
-            f"(evaluated every 5 epochs, ties to the later epoch, stop after 10 checks without one), as the paper's "
+            f"(evaluated after epochs 5, 10, ..., ties to the later epoch, stop after 10 checks without one), as the paper's "
             f"code does: these numbers select on the file they report on ({', '.join(files)}); they check the losses "
             f"against the paper, they are not an honest OOD estimate.",
-        "", f"Published: {SOURCE}; {', '.join(f'{d} = {p}' for p, d in DATASETS.items())}. Recall@20 only: "
-            f"{NONE} where we do not have the published value (every NDCG@20, PSL-tanh's and PSL-atan's Recall@20). "
-            f"Ours: mean ± sample std over seeds at each run's selected epoch; ratio = ours / published; within = "
-            f"the ratio within ±{TOLERANCE:.0%} of 1. Epochs: each seed's selected epoch (1-based) / epochs trained.",
-        "", "| dataset | method | seeds | ours R@20 | published R@20 | ratio | within ±5% | ours N@20 | "
-            "published N@20 | epochs (ours) |",
+        "", f"Published: {SOURCE}; {', '.join(f'{d} = {p}' for p, d in DATASETS.items())}. Its BPR row stands "
+            f"beside `bpr` (inner product) and `bpr-cos` (cosine): it does not record which its runs used. "
+            f"Ours: mean ± sample std over seeds at each run's selected epoch; ratio = ours / published; **no** = "
+            f"the ratio outside ±{TOLERANCE:.0%} of 1. Epochs: each seed's selected epoch (1-based) / epochs trained.",
+        "", "| dataset | method | seeds | ours R@20 | published R@20 | ratio | ours N@20 | published N@20 | ratio | "
+            "epochs (ours) |",
         "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        published = NONE if r["published_recall"] is None else f"{r['published_recall']:.4f}"
+        pub_r = NONE if r["published_recall"] is None else f"{r['published_recall']:.4f}"
+        pub_n = NONE if r["published_ndcg"] is None else f"{r['published_ndcg']:.4f}"
         if "recall" not in r:
-            lines.append(f"| {r['dataset']} | {r['method']} | 0 | {r['state']} | {published} | {NONE} | {NONE} | "
-                         f"{r['state']} | {NONE} | |")
+            lines.append(f"| {r['dataset']} | {r['method']} | 0 | {r['state']} | {pub_r} | {NONE} | {r['state']} | "
+                         f"{pub_n} | {NONE} | |")
             continue
-        ratio, inside = ((f"{r['ratio']:.3f}", "yes" if r["within"] else "**no**") if "ratio" in r else (NONE, NONE))
-        lines.append(f"| {r['dataset']} | {r['method']} | {r['seeds']} | {r['recall_text']} | {published} | {ratio} | "
-                     f"{inside} | {r['ndcg_text']} | {NONE} | {r['epochs']} |")
+        ratio = _ratio(r.get("ratio"), r.get("within"))
+        ndcg_ratio = _ratio(r.get("ndcg_ratio"), r.get("ndcg_within"))
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['seeds']} | {r['recall_text']} | {pub_r} | {ratio} | "
+                     f"{r['ndcg_text']} | {pub_n} | {ndcg_ratio} | {r['epochs']} |")
     lines += ["", "## Order of the losses per dataset (Recall@20, best first)", "",
               "Over the methods with a published Recall@20 and a finished run; `=` joins equal published values, "
               "whose order is not compared. Same order: yes when ours orders every pair the paper orders strictly "

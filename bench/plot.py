@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from bench.grid import read_manifest, selected_index
+from bench.records import read_manifest, selected_index
 from bench.table import finished_rows
 from util.typing_coerce import ConfigError
 

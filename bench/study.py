@@ -18,6 +18,7 @@ from typing import Optional
 from bench import grid as grid_cli
 from bench import plot
 from bench import table as table_cli
+from bench.gridfile import load_grid
 from conf.config import REPO
 from util.typing_coerce import ConfigError
 
@@ -46,7 +47,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     for path in files:
         try:
-            name = grid_cli.load_grid(path).name
+            name = load_grid(path).name
         except ConfigError as exc:
             log.error("%s", exc)
             return 2

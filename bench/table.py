@@ -31,8 +31,9 @@ import numpy as np
 from scipy import stats
 
 from SELFRec import git_commit
-from bench.grid import read_json, read_manifest, read_rows, selected_index, tag
+from bench.cells import tag
 from bench.protocol import validation_file
+from bench.records import read_json, read_manifest, read_rows, selected_index
 from conf.config import repo_relative
 from data.loader import read_interactions
 from data.presets import get_preset

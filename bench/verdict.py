@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from scipy import stats
 
-from bench.grid import read_manifest
+from bench.records import read_manifest
 from bench.table import collect, grid_file, provenance
 from conf.config import repo_relative
 from util.io import atomic_write_text

@@ -77,6 +77,9 @@ class RunConfig:
     loss_name: str = _key("loss.name", "bpr", choices=("bpr", *LOSS_PARAMS),
                           doc="the ranking loss on the sampler's negatives (docs/losses.md): bpr | softmax (SL) | bsl | "
                               "psl | advinfonce; the last four score with cos/2 and take settings from params.LOSS")
+    loss_score: str = _key("loss.score", "auto", choices=("auto", "dot", "cosine"),
+                           doc="the score the loss trains on and evaluation ranks by: auto (dot for bpr, cosine for the "
+                               "others) | dot | cosine (bpr only: softplus(cos_j - cos_i), IR-Benchmark's BPR with --norm)")
     embedding_init: str = _key("embedding.init", "xavier", choices=("xavier", "normal"),
                                doc="xavier: Xavier-uniform tables (LightGCN's); normal: N(0, 1) (torch's nn.Embedding "
                                    "default, IR-Benchmark's MF for the softmax losses)")
@@ -96,6 +99,9 @@ class RunConfig:
                            doc="stop after this many epochs whatever validation says (a rung of successive halving: "
                                "unlike a smaller max.epoch it changes nothing before it; --resume --set "
                                "early_stop.halt_after=0 continues the run); 0 = off")
+    eval_first: int = _key("eval.first", 1, minimum=1, doc="the first evaluated epoch F (1-based): then F+N, F+2N, ... "
+                           "(eval.every N) and the last; 1 is the baselines' references' `epoch % N == 0`, N is "
+                           "IR-Benchmark's `(epoch + 1) % N == 0`")
     eval_every: int = _key("eval.every", 1, minimum=1, doc="evaluate after epochs 1, 1+N, 1+2N, ... and the last "
                            "(the reference code's `epoch % N == 0`); selection and patience see only these")
     stop_watch: list[str] = _key("early_stop.files", [], doc="more eval files whose selection.metric must also "
@@ -295,8 +301,16 @@ def resolve(flat: dict[str, Any], chosen: Optional[set[str]] = None,
     if cfg.loss_name in LOSS_PARAMS:
         cfg.loss_params = cfg.other_params.pop(cfg.loss_name, None) or build_params(
             cfg.loss_name, LOSS_PARAMS[cfg.loss_name], {})
-    if cfg.reg_form == "auto":
-        cfg.reg_form = REFERENCE_REG_FORM.get(cfg.negative_sampler, "lightgcn")
+    if cfg.reg_form == "auto":  # the softmax family's references regularise by Adam's weight decay
+        cfg.reg_form = "weight_decay" if cfg.loss_name != "bpr" else REFERENCE_REG_FORM.get(cfg.negative_sampler,
+                                                                                             "lightgcn")
+    if cfg.loss_score == "auto":
+        cfg.loss_score = "dot" if cfg.loss_name == "bpr" else "cosine"
+    elif cfg.loss_score == "dot" and cfg.loss_name != "bpr":
+        raise ConfigError(f"loss.score: dot is for bpr only; {cfg.loss_name}'s temperatures are on the scale of cos/2 "
+                          f"(docs/losses.md)")
+    if cfg.eval_first > cfg.max_epoch:
+        raise ConfigError(f"eval.first: {cfg.eval_first} is after the last epoch (max.epoch {cfg.max_epoch})")
     _check_selection(cfg)
     cfg.source = _relative_paths(flat)
     cfg.layers = _layers(cfg, flat, origin or {}, explicit=set(values))

@@ -316,13 +316,13 @@ class AdvInfoNCEParams:
     neg_weight: float = 64.0  # K: -log e^{s_i} / (e^{s_i} + K sum_j w_j e^{s_j}); the paper's B.5.1 and run_nni.py
     adv_lr: float = 5e-5  # Adam lr of the adversary tables (maximising the loss); run_nni.py
     adv_every: int = 5  # every adv_every-th epoch (5, 10, ...) trains only the adversary, the others only the model
-    adv_dim: int = 64  # the adversary tables' width (the reference's 64)
+    adv_dim: int = 0  # the adversary tables' width; 0 = embedding.size (the reference's emb_size)
 
     def __post_init__(self) -> None:
         _check("advinfonce", [(self.tau > 0, "tau must be > 0"), (self.neg_weight > 0, "neg_weight must be > 0"),
                               (self.adv_lr > 0, "adv_lr must be > 0"),
                               (self.adv_every >= 2, "adv_every must be >= 2 (1 would never train the model)"),
-                              (self.adv_dim >= 1, "adv_dim must be >= 1")])
+                              (self.adv_dim >= 0, "adv_dim must be >= 0 (0: embedding.size)")])
 
 
 # loss.name -> its settings class (the loss registry, module/losses/__init__.py, maps the same names to the classes;
@@ -340,3 +340,5 @@ PARAMS: dict[str, type] = {
     "rns": RNSParams, "pns": PNSParams, "dns": DNSParams, "dns_mn": DNSMNParams, "mixgcf": MixGCFParams,
     "dens": DENSParams, "ahns": AHNSParams, "adar": ADARParams, "cnsdiff": CNSDiffParams,
 }
+if set(PARAMS) & set(LOSS_PARAMS):  # params.NAME.FIELD must name one owner
+    raise TypeError(f"conf/params.py: {sorted(set(PARAMS) & set(LOSS_PARAMS))} name both a sampler and a loss")

@@ -29,6 +29,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from data.loader import read_interactions
 from data.rawlog import AUTO, ColumnRef, Log, LogFormat, SplitError, Vocab, read_log
 from data.stats import format_table, split_stats
 from util.io import atomic_write_json, atomic_write_text
@@ -202,6 +203,13 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
     return rank
 
 
+def _shuffled_within_users(users: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(order, rank): the rows sorted by user, in a seeded random order within each user, and each ordered row's rank
+    among its user's rows (0 first)."""
+    order = np.lexsort((rng.random(len(users)), users))
+    return order, _rank_within(users[order])
+
+
 def _per_user_parts(users: np.ndarray, ratios: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
     """0/1/2 (train/valid/test) per row: a seeded shuffle within each user, cut by ratios (train >= 1 row)."""
     n = len(users)
@@ -213,8 +221,7 @@ def _per_user_parts(users: np.ndarray, ratios: tuple[float, float, float], rng: 
     n_test = np.minimum(n_test, np.maximum(counts - 1, 0))
     n_valid = np.minimum(n_valid, np.maximum(counts - 1 - n_test, 0))
     n_train = counts - n_test - n_valid
-    order = np.lexsort((rng.random(n), users))
-    pos = _rank_within(users[order])
+    order, pos = _shuffled_within_users(users, rng)
     owner = users[order]
     values = np.where(pos < n_train[owner], 0, np.where(pos < n_train[owner] + n_valid[owner], 1, 2))
     part = np.empty(n, dtype=np.int64)
@@ -291,6 +298,45 @@ def check_new_folder(out: Path) -> None:
             shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
             raise SplitError(f"--out {out} already holds {len(entries)} file(s) ({shown}); a split is never written "
                              f"over another: choose a new --out folder, or remove this one first")
+
+
+# ---- the ood_valid split of a dataset's test_ood (the grids' ood_valid protocol) ----------------------------------
+OOD_VALID_SEED = 20250101  # one split per test_ood file and fraction, whichever grid builds it
+OOD_VALID_FILES = {"ood_valid": "ood_valid.txt", "test_ood": "test_ood_rest.txt"}
+
+
+def split_ood_valid(users: np.ndarray, fraction: float, seed: int = OOD_VALID_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(order, is_valid): the rows sorted by user, in a seeded random order within each user, and whether each ordered
+    row goes to ood_valid: its user's first floor(fraction x the user's rows), so a user with few rows gives none."""
+    order, rank = _shuffled_within_users(users, np.random.default_rng(seed))
+    _, owner, counts = np.unique(users[order], return_inverse=True, return_counts=True)
+    return order, rank < np.floor(counts[owner] * fraction).astype(int)
+
+
+def write_ood_valid_split(source: Path, fmt: str, fraction: float, folder: Path) -> dict[str, int]:
+    """Split a test_ood file (data format `fmt`) per user (split_ood_valid) into folder/ood_valid.txt and
+    folder/test_ood_rest.txt, in the same format; returns the rows of each (keyed as OOD_VALID_FILES)."""
+    raw = read_interactions(source, fmt)
+    users, items = np.array(raw.users), np.array(raw.items)
+    order, is_valid = split_ood_valid(users, fraction)
+    users, items = users[order], items[order]
+    rows = {}
+    for name, mask in (("ood_valid", is_valid), ("test_ood", ~is_valid)):
+        atomic_write_text(Path(folder) / OOD_VALID_FILES[name], _format_rows(users[mask], items[mask], fmt))
+        rows[name] = int(mask.sum())
+    return rows
+
+
+def _format_rows(users: np.ndarray, items: np.ndarray, fmt: str) -> str:
+    """Rows (sorted by user) in a dataset format: `u i 1` lines, or one `u i1 i2 ...` line per user."""
+    if fmt != "adjacency":
+        return "".join(f"{u} {i} 1\n" for u, i in zip(users, items))
+    lines, start = [], 0
+    for end in range(1, len(users) + 1):
+        if end == len(users) or users[end] != users[start]:
+            lines.append(f"{users[start]} {' '.join(items[start:end])}\n")
+            start = end
+    return "".join(lines)
 
 
 # ---- command line -------------------------------------------------------------------------------

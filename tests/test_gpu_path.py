@@ -179,15 +179,18 @@ def _to_meta(value):
 # ---- grid cells fix their device -------------------------------------------------------------
 def test_grid_cells_name_their_device_and_records_of_auto_match_what_it_resolved_to(tmp_path, caplog):
     from bench import grid as G
+    from bench.gridfile import Grid
+    from bench.records import record_differences
+    from bench.runner import GridRunner
     from tests.conftest import write
-    grid = G.Grid("t", ["coat"], ["valid"], [1], {"m": {"keys": {"negative.sampler": "rns"}}})
-    assert G.GridRunner(grid, tmp_path, tmp_path).cell("coat", "m", {}, 1, {}).keys["device"] == "cpu"
-    assert G.GridRunner(grid, tmp_path, tmp_path, device="cuda:1").cell("coat", "m", {}, 1, {}).keys["device"] == "cuda:1"
-    pinned = G.Grid("t", ["coat"], ["valid"], [1], {"m": {}}, keys={"device": "cuda"})
-    assert G.GridRunner(pinned, tmp_path, tmp_path).cell("coat", "m", {}, 1, {}).keys["device"] == "cuda"  # the file wins
+    grid = Grid("t", ["coat"], ["valid"], [1], {"m": {"keys": {"negative.sampler": "rns"}}})
+    assert GridRunner(grid, tmp_path, tmp_path).cell("coat", "m", {}, 1, {}).keys["device"] == "cpu"
+    assert GridRunner(grid, tmp_path, tmp_path, device="cuda:1").cell("coat", "m", {}, 1, {}).keys["device"] == "cuda:1"
+    pinned = Grid("t", ["coat"], ["valid"], [1], {"m": {}}, keys={"device": "cuda"})
+    assert GridRunner(pinned, tmp_path, tmp_path).cell("coat", "m", {}, 1, {}).keys["device"] == "cuda"  # the file wins
     wanted = {"device": "cpu", "seed": 1}
-    assert G.record_differences({"device": "auto", "device.resolved": "cpu", "seed": 1}, wanted, {}) == []
-    assert G.record_differences({"device": "auto", "device.resolved": "cuda:0", "seed": 1}, wanted, {}) == [
+    assert record_differences({"device": "auto", "device.resolved": "cpu", "seed": 1}, wanted, {}) == []
+    assert record_differences({"device": "auto", "device.resolved": "cuda:0", "seed": 1}, wanted, {}) == [
         "device: recorded cuda:0, grid cpu"]
     path = write(tmp_path / "g.yaml", "name: g\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\nmethods: {m: {}}\n")
     with caplog.at_level("ERROR"):

@@ -15,6 +15,11 @@ from scipy import stats
 
 from bench import grid as G
 from bench import table as T
+from bench.cells import to_run
+from bench.cost import cost_lines, estimate_seconds, run_records
+from bench.gridfile import Grid, load_grid
+from bench.records import read_rows, selected_index
+from bench.runner import GridRunner
 from tests.conftest import REPO, write
 from util.results import machine_id
 
@@ -54,8 +59,8 @@ def test_quick_grid_end_to_end_then_nothing_left(shared, tmp_path):
 
 
 def test_the_ood_split_is_per_user_seeded_and_disjoint(shared, tmp_path):
-    grid = G.Grid("t", ["coat"], ["ood_valid"], [1], {"rns": {}})
-    runner = G.GridRunner(grid, tmp_path, shared)
+    grid = Grid("t", ["coat"], ["ood_valid"], [1], {"rns": {}})
+    runner = GridRunner(grid, tmp_path, shared)
     files = runner.ood_split("coat")
     from data.loader import read_interactions
     a = read_interactions(files["ood_valid"], "adjacency")
@@ -91,8 +96,8 @@ def test_a_failing_cell_is_recorded_and_the_rest_go_on(shared, tmp_path):
 
 
 def test_grid_json_is_written_after_every_cell(tmp_path, monkeypatch):
-    grid = G.Grid("t", ["coat"], ["valid"], [1], {"a": {}, "b": {}})
-    runner = G.GridRunner(grid, tmp_path, tmp_path)
+    grid = Grid("t", ["coat"], ["valid"], [1], {"a": {}, "b": {}})
+    runner = GridRunner(grid, tmp_path, tmp_path)
     runner.datasets = []  # no dataset files needed: the manifest lists the cells of these datasets
     cell = runner.cell("coat", "a", {}, 1, {})
     class Failing:  # a main.py that fails at once
@@ -103,7 +108,7 @@ def test_grid_json_is_written_after_every_cell(tmp_path, monkeypatch):
 
         def communicate(self):
             return "", "boom\n"
-    monkeypatch.setattr(G.subprocess, "Popen", Failing)
+    monkeypatch.setattr("bench.runner.subprocess.Popen", Failing)
     assert runner.run_cell(cell) == "failed"
     assert json.loads((tmp_path / "grid.json").read_text())["grid"] == "t"  # written before the grid ends
     assert (cell.folder / "error.txt").read_text().strip() == "boom"
@@ -112,8 +117,8 @@ def test_grid_json_is_written_after_every_cell(tmp_path, monkeypatch):
 def test_a_cell_killed_by_the_grids_signal_before_its_handler_is_todo_not_failed(tmp_path, monkeypatch, caplog):
     """A SIGTERM forwarded while main.py is still starting kills it with returncode -15: it was interrupted
     before its first epoch (nothing lost), so it runs again next time; it used to be recorded as failed."""
-    grid = G.Grid("t", ["coat"], ["valid"], [1], {"a": {}})
-    runner = G.GridRunner(grid, tmp_path, tmp_path)
+    grid = Grid("t", ["coat"], ["valid"], [1], {"a": {}})
+    runner = GridRunner(grid, tmp_path, tmp_path)
     runner.datasets = []
     cell = runner.cell("coat", "a", {}, 1, {})
 
@@ -125,7 +130,7 @@ def test_a_cell_killed_by_the_grids_signal_before_its_handler_is_todo_not_failed
 
         def communicate(self):
             return "", ""
-    monkeypatch.setattr(G.subprocess, "Popen", KilledAtStart)
+    monkeypatch.setattr("bench.runner.subprocess.Popen", KilledAtStart)
     with caplog.at_level("WARNING"):
         assert runner.run_cell(cell) == "todo"
     assert not (cell.folder / "error.txt").exists()
@@ -143,8 +148,8 @@ def test_every_method_of_a_large_grid_gets_its_own_look_in_the_figures():
 
 
 def test_later_seeds_start_without_waiting_for_other_pairs(tmp_path, monkeypatch):
-    grid = G.Grid("t", ["coat"], ["released"], [1, 2], {"a": {}, "b": {}})
-    runner = G.GridRunner(grid, tmp_path, tmp_path, jobs=2)
+    grid = Grid("t", ["coat"], ["released"], [1, 2], {"a": {}, "b": {}})
+    runner = GridRunner(grid, tmp_path, tmp_path, jobs=2)
     started, a_later = [], threading.Event()
 
     def fake_run_cell(cell):
@@ -200,8 +205,8 @@ def _rows(valid, ood_valid, test):
 
 
 def test_a_running_record_from_another_machine_is_stale(tmp_path):
-    grid = G.Grid("t", ["coat"], ["valid"], [1], {"m": {}})
-    cell = G.GridRunner(grid, tmp_path, tmp_path).cell("coat", "m", {}, 1, {})
+    grid = Grid("t", ["coat"], ["valid"], [1], {"m": {}})
+    cell = GridRunner(grid, tmp_path, tmp_path).cell("coat", "m", {}, 1, {})
     run = _fake_run(cell.folder, _rows([0.1], [0.1], [0.1]), state="running")
     here = {"state": "running", "pid": os.getpid()}  # this very process: alive
     (run / "status.json").write_text(json.dumps({**here, "host": machine_id()}))
@@ -213,8 +218,8 @@ def test_a_running_record_from_another_machine_is_stale(tmp_path):
 
 
 def test_hyperparameters_are_chosen_on_validation_data_only(tmp_path):
-    grid = G.Grid("t", ["coat"], ["valid", "ood_valid"], [1], {"m": {}}, search={"learning.rate": [0.1, 0.2]})
-    runner = G.GridRunner(grid, tmp_path, tmp_path)
+    grid = Grid("t", ["coat"], ["valid", "ood_valid"], [1], {"m": {}}, search={"learning.rate": [0.1, 0.2]})
+    runner = GridRunner(grid, tmp_path, tmp_path)
     cells = [runner.cell("coat", "m", c, 1, {}) for c in grid.candidates("m")]
     # lr 0.1: better IID validation; lr 0.2: better OOD validation; the *test* file prefers lr 0.1 throughout,
     # so a choice that looked at the test file would pick 0.1 for both protocols
@@ -224,7 +229,7 @@ def test_hyperparameters_are_chosen_on_validation_data_only(tmp_path):
     assert chosen["valid"].candidate == {"learning.rate": 0.1}
     assert chosen["ood_valid"].candidate == {"learning.rate": 0.2}
     assert scores["valid"][0] == 0.32 and scores["ood_valid"][0] == 0.15  # the chosen runs' validation Recall@20
-    assert G.selected_index(G.read_rows(cells[1].run_dir()), "ood_valid") == 0  # the first epoch, 0.15
+    assert selected_index(read_rows(cells[1].run_dir()), "ood_valid") == 0  # the first epoch, 0.15
 
 
 def test_table_arithmetic_on_constructed_runs(tmp_path):
@@ -371,7 +376,7 @@ def test_the_candidates_table_shows_every_value_and_marks_the_validation_choice(
 def test_every_shipped_grid_resolves_to_valid_runs(path):
     """A typo in a shipped grid must fail here, not hours into a study."""
     from conf.config import resolve
-    grid = G.load_grid(path)
+    grid = load_grid(path)
     assert grid.name == path.stem  # bench.study finds a grid's results by its file name
     for dataset in grid.datasets:
         for method in grid.methods:
@@ -433,40 +438,40 @@ def test_the_cost_estimate_on_constructed_records(tmp_path):
     _record(records, "old", "coat", "rns3", {"negative.sampler": "rns", "learning.rate": 0.5}, 100.0, 10)
     _record(records, "old", "coat", "ease", {"model.name": "EASE"}, 7.0, 1)
     _record(records, "old", "coat", "cns", {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "paper"}, 9.0, 5)
-    grid = G.Grid("t", ["coat"], ["valid", "ood_valid"], [1, 2, 3],
+    grid = Grid("t", ["coat"], ["valid", "ood_valid"], [1, 2, 3],
                   {"rns": {"keys": {"negative.sampler": "rns", "max.epoch": 100}, "search": {"learning.rate": [0.1, 0.01]}},
                    "short": {"keys": {"negative.sampler": "rns", "max.epoch": 5}},
                    "ease": {"keys": {"model.name": "EASE"}, "search": {"learning.rate": None, "EASE.lambda": [1, 2, 3]}},
                    "official": {"keys": {"negative.sampler": "cnsdiff"}},
                    "dns": {"keys": {"negative.sampler": "dns"}}})
     assert grid.candidates("ease") == [{"EASE.lambda": 1}, {"EASE.lambda": 2}, {"EASE.lambda": 3}]  # null drops lr
-    runner = G.GridRunner(grid, tmp_path / "out", tmp_path)
+    runner = GridRunner(grid, tmp_path / "out", tmp_path)
     data = {"dataset": "coat"}
     rns = runner.cell("coat", "rns", {"learning.rate": 0.1}, 1, data)
-    all_records = G.run_records(records)
+    all_records = run_records(records)
     assert len(all_records) == 5
     # at lr 0.1 (none recorded: every record of the kind): the median of (3, 4, 100) s per epoch, times the
     # median selected epoch of (0, 20, 0) plus the default patience 10
-    assert G.estimate_seconds(rns, all_records) == pytest.approx(4.0 * 10)
+    assert estimate_seconds(rns, all_records) == pytest.approx(4.0 * 10)
     # at lr 0.01 (the default of the first two records): 3.5 s per epoch, best epochs (0, 20) -> 10, + patience 10
     at_default = runner.cell("coat", "rns", {"learning.rate": 0.01}, 1, data)
-    assert G.estimate_seconds(at_default, all_records) == pytest.approx(3.5 * 20)
-    assert G.estimate_seconds(runner.cell("coat", "short", {}, 1, data), all_records) == pytest.approx(3.5 * 5)
-    assert G.estimate_seconds(runner.cell("coat", "ease", {"EASE.lambda": 1}, 1, data), all_records) == pytest.approx(7.0)
-    assert G.estimate_seconds(runner.cell("coat", "official", {}, 1, data), all_records) is None  # paper's is not official's
+    assert estimate_seconds(at_default, all_records) == pytest.approx(3.5 * 20)
+    assert estimate_seconds(runner.cell("coat", "short", {}, 1, data), all_records) == pytest.approx(3.5 * 5)
+    assert estimate_seconds(runner.cell("coat", "ease", {"EASE.lambda": 1}, 1, data), all_records) == pytest.approx(7.0)
+    assert estimate_seconds(runner.cell("coat", "official", {}, 1, data), all_records) is None  # paper's is not official's
     no_stop = runner.cell("coat", "rns", {}, 1, {**data, "early_stop.patience": 0})
-    assert G.estimate_seconds(no_stop, all_records) == pytest.approx(3.5 * 100)  # runs to its max.epoch
-    runner.plan = lambda datasets: G.GridRunner.plan(runner, [])  # nothing listed: no dataset files needed
-    lines = G.cost_lines(runner, [], False, 2, records)
+    assert estimate_seconds(no_stop, all_records) == pytest.approx(3.5 * 100)  # runs to its max.epoch
+    runner.plan = lambda datasets: GridRunner.plan(runner, [])  # nothing listed: no dataset files needed
+    lines = cost_lines(runner, [], False, 2, records)
     assert lines[0].startswith("estimated CPU time of the listed cells to run: 0.0 h")
     cells_first = [rns, runner.cell("coat", "rns", {"learning.rate": 0.01}, 1, data), runner.cell("coat", "dns", {}, 1, data)]
     runner.plan = lambda datasets: (cells_first, [], {"coat/rns": {"valid": None, "ood_valid": None}})
-    lines = G.cost_lines(runner, ["coat"], False, 2, records)
+    lines = cost_lines(runner, ["coat"], False, 2, records)
     assert "0.0 h (about 0.0 h at --jobs 2)" in lines[0]  # 140 s
     assert "1 cell(s) of a kind with no record" in lines[1] and "coat/dns" in lines[1]
     # later seeds of coat/rns: 2 seeds x 70 s (one choice) to 2 x 70 x 2 (a choice per protocol)
     assert "+0.0 h" in lines[2] and "1 pair(s)" in lines[2]
-    assert G.cost_lines.__defaults__[0] == REPO / "results" / "grids"
+    assert cost_lines.__defaults__[0] == REPO / "results" / "grids"
 
 
 def test_the_dry_run_sums_the_cpu_time_of_its_own_grids_records_only(tmp_path):
@@ -474,22 +479,22 @@ def test_the_dry_run_sums_the_cpu_time_of_its_own_grids_records_only(tmp_path):
     _record(records, "mine", "coat", "rns", {"negative.sampler": "rns"}, 50.0, 36, eval_s=50.0)  # 3600 s
     _record(records, "mine", "coat", "ease", {"model.name": "EASE"}, 1800.0, 1)  # 1800 s
     _record(records, "other", "coat", "rns", {"negative.sampler": "rns"}, 100.0, 18)  # 1800 s, not this grid's
-    assert sorted(r["grid"] for r in G.run_records(records)) == ["mine", "mine", "other"]
-    grid = G.Grid("mine", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns"}}})
+    assert sorted(r["grid"] for r in run_records(records)) == ["mine", "mine", "other"]
+    grid = Grid("mine", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns"}}})
     for out, expected in ((records / "mine", "2 finished run records: 1.5 h"),  # both summed, the other grid's not
                           (records / "other", "1 finished run records: 0.5 h"),
                           (tmp_path / "elsewhere" / "mine", "0 finished run records: 0.0 h")):  # not under records
-        runner = G.GridRunner(grid, out, tmp_path)
+        runner = GridRunner(grid, out, tmp_path)
         runner.plan = lambda datasets: ([], [], {})
-        assert G.cost_lines(runner, [], False, 1, records)[-1] == f"CPU time of this grid's {expected}"
+        assert cost_lines(runner, [], False, 1, records)[-1] == f"CPU time of this grid's {expected}"
 
 
 def test_a_finished_cell_under_a_shorter_stopping_rule_is_short_and_costs_its_remaining_epochs(tmp_path):
     records = tmp_path / "records"
     _record(records, "old", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 30)
-    grid = G.Grid("t", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns", "max.epoch": 100,
+    grid = Grid("t", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns", "max.epoch": 100,
                                                                    "early_stop.patience": 10, "early_stop.min_epochs": 50}}})
-    runner = G.GridRunner(grid, tmp_path / "out", tmp_path)
+    runner = GridRunner(grid, tmp_path / "out", tmp_path)
     cell = runner.cell("coat", "rns", {}, 1, {"dataset": "coat"})
     run = cell.folder / "r1"
     run.mkdir(parents=True)
@@ -502,18 +507,18 @@ def test_a_finished_cell_under_a_shorter_stopping_rule_is_short_and_costs_its_re
     assert cell.state() == "finished"  # it ran to its end: no stopping rule changed it
     selection(stopped_early=True)
     assert cell.state() == "short" and cell.longer_rule() == {"early_stop.min_epochs": 50}
-    assert G.to_run("short", retry_failed=False)
+    assert to_run("short", retry_failed=False)
     # without its checkpoint (a clone) it runs again: 2 s per epoch for 50 epochs (the minimum)
-    assert G.estimate_seconds(cell, G.run_records(records)) == pytest.approx(2.0 * 50)
+    assert estimate_seconds(cell, run_records(records)) == pytest.approx(2.0 * 50)
     (run / "checkpoint.pt").write_bytes(b"")
     # with it, 2 s per epoch for the epochs 21..50 (its own best 5 + patience 10 is below the minimum)
-    assert G.estimate_seconds(cell, G.run_records(records)) == pytest.approx(2.0 * 30)
+    assert estimate_seconds(cell, run_records(records)) == pytest.approx(2.0 * 30)
     selection(stopped_early=True, epochs_run=55)
     assert cell.state() == "finished"  # it stopped after epoch 50: the minimum would not have changed it
     selection(stopped_early=True)
     (run / "config.json").write_text(json.dumps({"early_stop.patience": 0, "early_stop.min_epochs": 60}))
     assert cell.state() == "finished"  # patience 0 (never stops) and 60 epochs are longer than the grid's rule
-    ease = G.GridRunner(G.Grid("t", ["coat"], ["valid"], [1], {"ease": {"keys": {
+    ease = GridRunner(Grid("t", ["coat"], ["valid"], [1], {"ease": {"keys": {
         "model.name": "EASE", "early_stop.min_epochs": 50}}}), tmp_path / "out", tmp_path).cell("coat", "ease", {}, 1, {})
     (ease.folder / "r1").mkdir(parents=True)
     for name in ("config.json", "status.json", "metrics.json"):
@@ -617,13 +622,13 @@ def test_a_grid_with_simple_baselines_and_a_candidate_search_resolves_runs_and_t
 
 
 def test_a_stopped_grid_starts_nothing_and_leaves_no_trace_of_queued_cells(tmp_path, monkeypatch, caplog):
-    grid = G.Grid("t", ["coat"], ["valid"], [1], {"a": {}})
-    runner = G.GridRunner(grid, tmp_path, tmp_path)
+    grid = Grid("t", ["coat"], ["valid"], [1], {"a": {}})
+    runner = GridRunner(grid, tmp_path, tmp_path)
     cell = runner.cell("coat", "a", {}, 1, {})
 
     def no_process(*args, **kwargs):
         raise AssertionError("a stopped grid started a cell")
-    monkeypatch.setattr(G.subprocess, "Popen", no_process)
+    monkeypatch.setattr("bench.runner.subprocess.Popen", no_process)
     runner.stop(15)
     with caplog.at_level("INFO"):
         assert runner.run_cell(cell) == "todo"
@@ -631,8 +636,8 @@ def test_a_stopped_grid_starts_nothing_and_leaves_no_trace_of_queued_cells(tmp_p
 
 
 def test_a_drained_grid_lets_the_running_cell_finish_and_starts_no_other(tmp_path, monkeypatch):
-    grid = G.Grid("t", ["coat"], ["valid"], [1], {"a": {}, "b": {}})
-    runner = G.GridRunner(grid, tmp_path, tmp_path, jobs=1)
+    grid = Grid("t", ["coat"], ["valid"], [1], {"a": {}, "b": {}})
+    runner = GridRunner(grid, tmp_path, tmp_path, jobs=1)
     runner.datasets = []
     started = []
 
@@ -647,8 +652,8 @@ def test_a_drained_grid_lets_the_running_cell_finish_and_starts_no_other(tmp_pat
             runner.drain(10)
             _fake_run(self.folder, _rows([0.1], [0.1], [0.1]))
             return "", ""
-    monkeypatch.setattr(G.subprocess, "Popen", Finishing)
-    monkeypatch.setattr(G, "repo_relative", lambda path: str(path))
+    monkeypatch.setattr("bench.runner.subprocess.Popen", Finishing)
+    monkeypatch.setattr("bench.runner.repo_relative", lambda path: str(path))
     runner.run_all(["coat"])
     cells = runner.plan(["coat"])[0]
     assert len(started) == 1 and [c.state() for c in cells] == ["finished", "todo"]
@@ -658,8 +663,8 @@ def test_a_drained_grid_lets_the_running_cell_finish_and_starts_no_other(tmp_pat
 @pytest.mark.parametrize("jobs,threads,expected", [(1, None, str(os.cpu_count() or 1)), (2, None, "1"), (1, 1, "1"),
                                                    (2, 3, "3")])
 def test_each_cell_runs_at_the_grids_thread_count(tmp_path, monkeypatch, jobs, threads, expected):
-    grid = G.Grid("t", ["coat"], ["valid"], [1], {"a": {}})
-    runner = G.GridRunner(grid, tmp_path, tmp_path, jobs=jobs, threads=threads)
+    grid = Grid("t", ["coat"], ["valid"], [1], {"a": {}})
+    runner = GridRunner(grid, tmp_path, tmp_path, jobs=jobs, threads=threads)
     commands = []
 
     class Started:  # records the command and fails at once: no main.py runs
@@ -670,7 +675,7 @@ def test_each_cell_runs_at_the_grids_thread_count(tmp_path, monkeypatch, jobs, t
 
         def communicate(self):
             return "", "no run here"
-    monkeypatch.setattr(G.subprocess, "Popen", Started)
+    monkeypatch.setattr("bench.runner.subprocess.Popen", Started)
     runner.run_cell(runner.cell("coat", "a", {}, 1, {}))
     cmd = commands[0]
     assert cmd[cmd.index("--threads") + 1] == expected

@@ -64,30 +64,32 @@ def test_the_loss_fidelity_table_on_constructed_runs(tmp_path):
     assert "`python -m bench.loss_fidelity`" in text and "abc1234" in text
     assert "python -m bench.grid conf/grids/loss-fidelity.yaml" in text
 
-    # mean, sample std, seeds, ratio and the ±5% flag; NDCG@20 is never given a published value
+    # columns: seeds, ours R@20, published R@20, ratio (**no** outside ±5%), ours N@20, published N@20, ratio, epochs
     bpr = _cells(_row(text, "ir-cd-pop", "bpr"))
     assert bpr[2:] == ["2", f"0.0510 ± {statistics.stdev([0.05, 0.052]):.4f}", "0.0518", f"{0.051 / 0.0518:.3f}",
-                       "yes", f"0.0255 ± {statistics.stdev([0.025, 0.026]):.4f}", "—", "16/66, 16/66"]
+                       f"0.0255 ± {statistics.stdev([0.025, 0.026]):.4f}", "0.0318", f"{0.0255 / 0.0318:.3f} **no**",
+                       "16/66, 16/66"]
     sl = _cells(_row(text, "ir-cd-pop", "sl"))
-    assert sl[3] == "0.1050 ± 0.0071" and sl[5] == f"{0.105 / 0.1184:.3f}" and sl[6] == "**no**"  # 0.887
-    assert _cells(_row(text, "ir-cd-pop", "bsl"))[2:7] == ["1", "0.1180 ± 0.0000", "0.1184", "0.997", "yes"]
+    assert sl[3] == "0.1050 ± 0.0071" and sl[5] == f"{0.105 / 0.1184:.3f} **no**"  # 0.887
+    assert _cells(_row(text, "ir-cd-pop", "bsl"))[2:6] == ["1", "0.1180 ± 0.0000", "0.1184", "0.997"]
     relu = _cells(_row(text, "ir-cd-pop", "psl-relu"))
-    assert relu[4:7] == ["0.1203", f"{0.124 / 0.1203:.3f}", "yes"]  # 1.031
-    # no published value: "—", not a guess
+    assert relu[4:5] == ["0.1203"] and relu[5] == f"{0.124 / 0.1203:.3f}"  # 1.031
     tanh = _cells(_row(text, "ir-cd-pop", "psl-tanh"))
-    assert tanh[2:10] == ["3", "0.1310 ± 0.0010", "—", "—", "—", "0.0655 ± 0.0005", "—", "16/66, 16/66, 16/66"]
-    assert ("ir-cd-pop", "psl-tanh") not in PUBLISHED and ("ir-cd-pop", "psl-atan") not in PUBLISHED
-    # listed but not run, absent from the grid, failed: "not run", with the published value still beside it
+    assert tanh[2:8] == ["3", "0.1310 ± 0.0010", "0.1202", f"{0.131 / 0.1202:.3f} **no**", "0.0655 ± 0.0005", "0.0834"]
+    # the paper's one BPR row stands beside both of ours (it does not record --norm)
+    assert PUBLISHED[("ir-cd-pop", "bpr-cos")] == PUBLISHED[("ir-cd-pop", "bpr")] == (0.0518, 0.0318)
+    assert PUBLISHED[("ir-electronic-pop", "psl-atan")] == (0.0239, 0.0146)
+    # listed but not run, absent from the grid, failed: "not run", with the published values still beside it
     adv = _cells(_row(text, "ir-cd-pop", "advinfonce"))
-    assert adv[2:9] == ["0", "not run", "0.1189", "—", "—", "not run", "—"]
-    assert _cells(_row(text, "ir-cd-pop", "psl-atan"))[2:5] == ["0", "not run", "—"]
+    assert adv[2:9] == ["0", "not run", "0.1189", "—", "not run", "0.0818", "—"]
+    assert _cells(_row(text, "ir-cd-pop", "psl-atan"))[2:5] == ["0", "not run", "0.1202"]
     assert _cells(_row(text, "ir-electronic-pop", "psl-relu"))[3:5] == ["not run", "0.0241"]
     assert _cells(_row(text, "ir-electronic-pop", "bsl"))[3] == "not run (1 failed)"
 
     # the order over the methods with a published value and a run; equal published values are not compared
     cd = _cells(_order(text, "ir-cd-pop"))
-    assert cd[1:] == ["psl-relu > sl = bsl > bpr", "psl-relu > bsl > sl > bpr", "yes (5 of 5 pairs)",
-                      "advinfonce"]
+    assert cd[1:] == ["psl-relu > psl-tanh > sl = bsl > bpr", "psl-tanh > psl-relu > bsl > sl > bpr",
+                      "no (8 of 9 pairs)", "bpr-cos, psl-atan, advinfonce"]
     electronic = _cells(_order(text, "ir-electronic-pop"))
     assert electronic[2:4] == ["bpr > sl", "no (0 of 1 pairs)"]
 

@@ -7,11 +7,13 @@ import csv
 import json
 import math
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from bench.grid import comparable, record_differences
+from bench.records import comparable, record_differences
 from conf.config import load_config
 from conf.params import AdvInfoNCEParams, BSLParams, PSLParams, SoftmaxParams
 from main import main
@@ -89,9 +91,10 @@ PARAMS = {
 def test_loss_matches_direct_computation_and_its_gradient(case, path, monkeypatch):
     name = case.split("-")[0]
     params = PARAMS[case]
-    loss = get_loss_class(name)(params, B, I, torch.device("cpu"))
+    loss = get_loss_class(name)(params, B, I, D, torch.device("cpu"))
     real = row_cosines
-    monkeypatch.setattr("module.losses.base.row_cosines", lambda q, t, i, p="auto": real(q, t, i, path))
+    for where in ("module.losses.base.row_cosines", "module.losses.advinfonce.row_cosines"):  # each module's name
+        monkeypatch.setattr(where, lambda q, t, i, p="auto": real(q, t, i, path))
     user, pos, table, ids = _batch()
     adv = None
     if name == "advinfonce":
@@ -112,8 +115,16 @@ def test_loss_matches_direct_computation_and_its_gradient(case, path, monkeypatc
             down = _naive(name, params, user, pos, table, ids, adv)
             tensor[index] = saved
         assert tensor.grad[index].item() == pytest.approx((up - down) / (2 * eps), rel=2e-2, abs=1e-4)
-    if name == "advinfonce":  # the adversary's gradient flows in its epochs
-        assert loss.adv_item.grad is not None and loss.adv_item.grad.abs().sum() > 0
+    if name == "advinfonce":  # the adversary's gradient, against central differences of the direct computation
+        for table_, index in [(loss.adv_user, (2, 1)), (loss.adv_item, (int(ids[2, 3]), 0))]:
+            with torch.no_grad():
+                saved = table_[index].item()
+                table_[index] = saved + eps
+                up = _naive(name, params, user, pos, table, ids, (loss.adv_user.tolist(), loss.adv_item.tolist()))
+                table_[index] = saved - eps
+                down = _naive(name, params, user, pos, table, ids, (loss.adv_user.tolist(), loss.adv_item.tolist()))
+                table_[index] = saved
+            assert table_.grad[index].item() == pytest.approx((up - down) / (2 * eps), rel=2e-2, abs=1e-5)
 
 
 def test_special_cases_the_papers_name():
@@ -122,9 +133,9 @@ def test_special_cases_the_papers_name():
     out = NegativeOutput(None, ids, ids, table=table)
     batch = _train_batch(ids, table)
     cpu = torch.device("cpu")
-    sl = get_loss_class("softmax")(SoftmaxParams(tau=0.1), B, I, cpu)(batch, user, pos, out)
-    psl = get_loss_class("psl")(PSLParams(activation="exp", tau=0.1), B, I, cpu)(batch, user, pos, out)
-    bsl = get_loss_class("bsl")(BSLParams(tau1=0.1, tau2=0.1), B, I, cpu)(batch, user, pos, out)
+    sl = get_loss_class("softmax")(SoftmaxParams(tau=0.1), B, I, D, cpu)(batch, user, pos, out)
+    psl = get_loss_class("psl")(PSLParams(activation="exp", tau=0.1), B, I, D, cpu)(batch, user, pos, out)
+    bsl = get_loss_class("bsl")(BSLParams(tau1=0.1, tau2=0.1), B, I, D, cpu)(batch, user, pos, out)
     assert psl.item() == pytest.approx(sl.item(), rel=1e-6) and bsl.item() == pytest.approx(sl.item(), rel=1e-6)
     # relu(d + 1) <= exp(d) on the gap's range [-1, 1] (1 + d <= e^d), and every surrogate is 1 at d = 0, as exp
     d = torch.linspace(-1, 1, 101)
@@ -148,9 +159,10 @@ def test_three_scoring_paths_agree():
 
 
 def test_bpr_through_the_loss_switch_is_bpr_bit_for_bit():
-    """The switch's BPR on a real-items output is util.loss.bpr_loss on the gathered rows: value and gradient."""
+    """The switch's BPR on a real-items output (rows gathered on demand) is util.loss.bpr_loss on the rows a sampler
+    gathered itself before the switch: value and gradient, bit for bit; with loss.score cosine, on normalised rows."""
     user, pos, table, ids = _batch(3)
-    bpr = get_loss_class("bpr")(None, B, I, torch.device("cpu"))
+    bpr = get_loss_class("bpr")(None, B, I, D, torch.device("cpu"))
     value = bpr(_train_batch(ids, table), user, pos, NegativeOutput(None, ids, ids, table=table))
     value.backward()
     grads = [t.grad.clone() for t in (user, pos, table)]
@@ -161,12 +173,17 @@ def test_bpr_through_the_loss_switch_is_bpr_bit_for_bit():
     assert torch.equal(value, direct)
     assert all(torch.equal(g, t.grad) for g, t in zip(grads, (user, pos, table)))
     assert bpr.weight(NegativeOutput(None, ids, ids, table=table, bpr_weight=2.0)) == 2.0
-    assert get_loss_class("softmax")(SoftmaxParams(), B, I, torch.device("cpu")).weight(
+    cos = get_loss_class("bpr")(None, B, I, D, torch.device("cpu"), "cosine")
+    n = torch.nn.functional.normalize
+    assert cos.cosine and not bpr.cosine
+    assert cos(_train_batch(ids, table), user, pos, NegativeOutput(None, ids, ids, table=table)).item() == \
+        pytest.approx(bpr_loss(n(user, dim=-1), n(pos, dim=-1), n(table[ids], dim=-1)).item(), rel=1e-6)
+    assert get_loss_class("softmax")(SoftmaxParams(), B, I, D, torch.device("cpu")).weight(
         NegativeOutput(None, ids, ids, table=table, bpr_weight=2.0)) == 1.0  # DNS(M,N)'s sum is BPR's
 
 
 def test_advinfonce_alternates_model_and_adversary_epochs():
-    loss = get_loss_class("advinfonce")(AdvInfoNCEParams(adv_every=3), B, I, torch.device("cpu"))
+    loss = get_loss_class("advinfonce")(AdvInfoNCEParams(adv_every=3), B, I, D, torch.device("cpu"))
     assert [loss.trains_model(e) for e in range(7)] == [True, True, False, True, True, False, True]
     loss.trains_model(0)
     user, pos, table, ids = _batch(4)
@@ -242,9 +259,10 @@ def test_eval_users_all_averages_over_every_user(tmp_path, shared):
     _, runs_all = _run(tmp_path / "b", shared, "max.epoch=1", "eval.users=all")
     test = json.loads((runs[0] / "metrics.json").read_text())["metrics"]["test_ood"]
     every = json.loads((runs_all[0] / "metrics.json").read_text())["metrics"]["test_ood"]
-    n_users = 1 + max(int(line.split()[0]) for line in open(shared / "coat" / "train.txt"))  # adjacency lists
-    with_test = 224  # coat's test_ood users with an item not in training (the run's log: "test_ood users 224")
-    assert with_test < n_users == 290
+    from data.dataset import load_data
+    data = load_data(**load_config(None, ["dataset=coat", f"dataset.root={shared}"]).data_arguments())
+    n_users, with_test = data.n_users, len(data.eval_sets["test_ood"].users)
+    assert 0 < with_test < n_users
     for key in ("Recall@20", "NDCG@20", "Precision@20"):
         assert every[key] == pytest.approx(test[key] * with_test / n_users, rel=1e-9)
     assert every["Hit Ratio@20"] == pytest.approx(test["Hit Ratio@20"], rel=1e-12)
@@ -263,7 +281,7 @@ def test_registry_matches_params():
     from conf.params import LOSS_PARAMS
     assert list(LOSSES) == ["bpr", *LOSS_PARAMS]
     assert all(LOSSES[name].Params is cls for name, cls in LOSS_PARAMS.items())
-    assert not LOSSES["bpr"].cosine and all(LOSSES[n].cosine for n in LOSS_PARAMS)
+    assert LOSSES["bpr"].default_score == "dot" and all(LOSSES[n].default_score == "cosine" for n in LOSS_PARAMS)
 
 
 def test_advinfonce_resumes_bit_for_bit(tmp_path, shared):
@@ -280,3 +298,80 @@ def test_advinfonce_resumes_bit_for_bit(tmp_path, shared):
     def rows(run):
         return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in csv.DictReader((run / "epochs.csv").open())]
     assert len(rows(whole[0])) == 3 and rows(halted[0]) == rows(whole[0])
+
+
+def test_a_bpr_run_is_the_record_it_made_before_the_loss_switch(tmp_path, shared):
+    """A committed run of the main grid (coat, RNS, made at 8d2bb6d, before loss.name existed) trained again for 3
+    epochs: every loss term, diagnostic and metric of its epochs.csv, to the 6 digits the records keep."""
+    import glob
+    from conf.config import repo_relative
+    from data.split import write_ood_valid_split
+    record = REPO / "results/grids/main/runs/coat/rns/rate=0.001_n_negs=1_form=lightgcn/s2025"
+    runs = sorted(glob.glob(str(record / "*" / "config.json")))
+    if not runs:
+        pytest.skip("the committed main-grid record of coat RNS is absent")
+    config = json.loads(open(runs[0]).read())
+    assert config["commit"] == "8d2bb6d" and "loss.name" not in config
+    write_ood_valid_split(shared / "coat" / "test_ood.txt", "adjacency", 0.3, tmp_path / "ood")
+    keys = {k: v for k, v in config["input"].items() if k not in ("output", "log.dir", "test.set", "dataset.root")}
+    args = ["--set", f"dataset.root={shared}", "--set", f"output={tmp_path / 'out'}", "--set",
+            f"log.dir={tmp_path / 'log'}", "--set", "early_stop.halt_after=3", "--set", "device=cpu",
+            "--set", f"test.set.ood_valid={repo_relative(tmp_path / 'ood' / 'ood_valid.txt')}",
+            "--set", f"test.set.test_ood={repo_relative(tmp_path / 'ood' / 'test_ood_rest.txt')}"]
+    for key, value in keys.items():
+        args += ["--set", f"{key}={','.join(value) if isinstance(value, list) and key != 'item.ranking.topN' else value}"]
+    assert main(["-c", str(REPO / "conf" / "LightGCN.yaml"), *args]) == 0
+    new_run = next((tmp_path / "out").iterdir())
+
+    def rows(folder):  # the committed records keep 6 significant digits (%g)
+        return [{k: f"{float(v):g}" if v else v for k, v in r.items() if not k.endswith("_s")}
+                for r in csv.DictReader((folder / "epochs.csv").open())]
+    assert rows(new_run) == rows(Path(runs[0]).parent)[:3]
+
+
+def test_cosine_losses_rank_by_cosine(tmp_path):
+    """Rescaling each item's row leaves a cosine loss's metrics as they are; BPR's (inner product) change."""
+    from conf.config import resolve
+    from model.graph.MF import MF
+    from tests.test_samplers import _toy_data
+    data, _ = _toy_data(n_users=60, n_items=50)
+    metrics = {}
+    for loss in ("softmax", "bpr"):
+        flat = {"training.set": "t.txt", "test.set": {"test_ood": "o.txt"}, "model.name": "MF", "loss.name": loss,
+                "params.rns.n_negs": 4, "embedding.size": 8, "device": "cpu", "fhn.probe": 0}
+        rec = MF(resolve(flat), data, torch.device("cpu"), tmp_path / loss)
+        rec.build()
+        before = rec.evaluate_all()[0]["test_ood"]
+        with torch.no_grad():
+            rec.model.item_emb.mul_(torch.linspace(0.1, 10.0, data.n_items).unsqueeze(1))
+        metrics[loss] = (before, rec.evaluate_all()[0]["test_ood"])
+    assert metrics["softmax"][0] == metrics["softmax"][1]
+    assert metrics["bpr"][0] != metrics["bpr"][1]
+
+
+def test_evaluation_epochs_follow_eval_first_and_every(tmp_path):
+    from tests.test_samplers import _recommender, _toy_data
+    data, _ = _toy_data()
+    rec = _recommender(tmp_path, "rns", data, **{"max.epoch": 12, "eval.every": 5, "eval.first": 5})
+    assert [e + 1 for e in range(12) if rec.evaluates(e)] == [5, 10, 12]  # IR-Benchmark's, and the last
+    rec = _recommender(tmp_path / "b", "rns", data, **{"max.epoch": 12, "eval.every": 5})
+    assert [e + 1 for e in range(12) if rec.evaluates(e)] == [1, 6, 11, 12]  # the baselines' references'
+    with pytest.raises(ConfigError, match="eval.first"):
+        load_config(None, ["dataset=coat", "max.epoch=3", "eval.first=4"])
+
+
+def test_loss_score_and_regularisation_resolve_per_loss():
+    bpr = load_config(None, ["dataset=coat"])
+    sl = load_config(None, ["dataset=coat", "loss.name=softmax"])
+    assert (bpr.loss_score, bpr.reg_form) == ("dot", "lightgcn") and (sl.loss_score, sl.reg_form) == ("cosine", "weight_decay")
+    assert load_config(None, ["dataset=coat", "loss.score=cosine"]).loss_score == "cosine"
+    with pytest.raises(ConfigError, match="loss.score: dot is for bpr only"):
+        load_config(None, ["dataset=coat", "loss.name=psl", "loss.score=dot"])
+
+
+@pytest.mark.parametrize("loss, sampler, ok", [("softmax", "dns", False), ("bsl", "ahns", False), ("psl", "dns", True),
+                                               ("advinfonce", "ahns", True)])
+def test_sl_and_bsl_need_two_negatives_per_row(tmp_path, shared, caplog, loss, sampler, ok):
+    status, _ = _run(tmp_path, shared, f"loss.name={loss}", f"negative.sampler={sampler}", "max.epoch=1")
+    assert status == (0 if ok else 2)
+    assert ok or f"loss.name: {loss} needs at least 2 negatives per row" in caplog.text

@@ -9,6 +9,10 @@ import shutil
 import pytest
 
 from bench import grid as G
+from bench.cells import Cell
+from bench.cost import estimate_seconds, run_records
+from bench.gridfile import Grid, Halving, Power
+from bench.runner import GridRunner
 from tests.conftest import write
 from tests.test_grid import _fake_run
 
@@ -58,13 +62,13 @@ def test_a_halted_run_continued_is_the_uninterrupted_run(shared, tmp_path):
 
 # ---- successive halving ------------------------------------------------------------------
 def _halving_grid(keep=1):
-    return G.Grid("t", ["coat"], ["valid", "ood_valid"], [1], {"m": {}},
-                  search={"learning.rate": [0.1, 0.2, 0.3, 0.4]}, halving=G.Halving(["coat"], rung=2, keep=keep))
+    return Grid("t", ["coat"], ["valid", "ood_valid"], [1], {"m": {}},
+                  search={"learning.rate": [0.1, 0.2, 0.3, 0.4]}, halving=Halving(["coat"], rung=2, keep=keep))
 
 
 def test_halving_lists_the_rung_then_the_best_of_each_protocol_under_the_full_rule(tmp_path):
     grid = _halving_grid()
-    runner = G.GridRunner(grid, tmp_path, tmp_path)
+    runner = GridRunner(grid, tmp_path, tmp_path)
     runner.data_keys = lambda dataset: {"dataset": dataset}
     first, later, choices = runner.plan(["coat"])
     assert [c.keys["early_stop.halt_after"] for c in first] == [2, 2, 2, 2]  # every candidate at the rung
@@ -101,10 +105,10 @@ def test_halving_lists_the_rung_then_the_best_of_each_protocol_under_the_full_ru
 def test_halving_breaks_a_tie_at_the_rung_by_the_tag_never_by_the_grid_order(tmp_path):
     results = []
     for order in ([0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]):
-        grid = G.Grid("t", ["coat"], ["valid"], [1], {"m": {}}, search={"learning.rate": order},
-                      halving=G.Halving(["coat"], rung=1, keep=2))
+        grid = Grid("t", ["coat"], ["valid"], [1], {"m": {}}, search={"learning.rate": order},
+                      halving=Halving(["coat"], rung=1, keep=2))
         out = tmp_path / str(order[0])
-        runner = G.GridRunner(grid, out, tmp_path)
+        runner = GridRunner(grid, out, tmp_path)
         runner.data_keys = lambda dataset: {"dataset": dataset}
         for cell in runner.plan(["coat"])[0]:
             _run(cell.folder, _rows([0.2], [0.1]))  # all four tie on every metric
@@ -113,22 +117,22 @@ def test_halving_breaks_a_tie_at_the_rung_by_the_tag_never_by_the_grid_order(tmp
 
 
 def test_a_closed_form_model_is_not_halved(tmp_path):
-    grid = G.Grid("t", ["coat"], ["valid"], [1], {"ease": {"keys": {"model.name": "EASE"},
+    grid = Grid("t", ["coat"], ["valid"], [1], {"ease": {"keys": {"model.name": "EASE"},
                                                            "search": {"EASE.lambda": [1, 2]}}},
-                  halving=G.Halving(["coat"], rung=1, keep=1))
-    runner = G.GridRunner(grid, tmp_path, tmp_path)
+                  halving=Halving(["coat"], rung=1, keep=1))
+    runner = GridRunner(grid, tmp_path, tmp_path)
     runner.data_keys = lambda dataset: {"dataset": dataset}
     assert all(c.halted_at is None and "early_stop.halt_after" not in c.keys for c in runner.plan(["coat"])[0])
 
 
 # ---- power: the best other method and its seeds -----------------------------------------
 def _power_grid():
-    return G.Grid("t", ["coat"], ["valid", "ood_valid"], [1, 2], {"cns": {}, "a": {}, "b": {}, "rns": {}},
-                  power=G.Power(seeds=[1, 2, 3, 4, 5], methods=["cns"], at_least={"rns": 3}))
+    return Grid("t", ["coat"], ["valid", "ood_valid"], [1, 2], {"cns": {}, "a": {}, "b": {}, "rns": {}},
+                  power=Power(seeds=[1, 2, 3, 4, 5], methods=["cns"], at_least={"rns": 3}))
 
 
 def test_power_seeds_go_to_the_methods_under_test_and_the_best_other_method_by_validation(tmp_path):
-    runner = G.GridRunner(_power_grid(), tmp_path, tmp_path)
+    runner = GridRunner(_power_grid(), tmp_path, tmp_path)
     runner.data_keys = lambda dataset: {"dataset": dataset}
     first = runner.plan(["coat"])[0]
     # a: the best IID validation; b: the best OOD validation, tied with rns on Recall@20, ahead on NDCG@20; the
@@ -142,7 +146,7 @@ def test_power_seeds_go_to_the_methods_under_test_and_the_best_other_method_by_v
         _run(cell.folder, rows)
     del values
     # not before every other method's first seeds have ended
-    partial = G.GridRunner(_power_grid(), tmp_path / "partial", tmp_path)
+    partial = GridRunner(_power_grid(), tmp_path / "partial", tmp_path)
     partial.data_keys = runner.data_keys
     _run(partial.cell("coat", "a", {}, 1, {"dataset": "coat"}).folder, _rows([0.5], [0.1]))
     partial.plan(["coat"])
@@ -186,15 +190,15 @@ def test_a_dataset_without_records_is_estimated_by_scaling_anothers(tmp_path):
     (run / "metrics.json").write_text(json.dumps({
         "selection": {"epochs_run": 10, "epoch": 5}, "data": {"users": 10, "items": 30, "train": 100},
         "median_epoch_seconds": {"sample_s": 0.0, "train_s": 2.0, "eval_s": 1.0}}))
-    records = G.run_records(tmp_path / "records")
-    grid = G.Grid("t", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns", "max.epoch": 100}}})
-    cell = G.GridRunner(grid, tmp_path / "out", tmp_path).cell("coat", "rns", {}, 1, {"dataset": "coat"})
-    assert G.estimate_seconds(cell, records) is None  # no size given: nothing to scale by
+    records = run_records(tmp_path / "records")
+    grid = Grid("t", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns", "max.epoch": 100}}})
+    cell = GridRunner(grid, tmp_path / "out", tmp_path).cell("coat", "rns", {}, 1, {"dataset": "coat"})
+    assert estimate_seconds(cell, records) is None  # no size given: nothing to scale by
     # twice the rows and users + items 80 instead of 40: training 2 s x 4; users x items 1200 instead of 300: 1 s x 4;
     # epochs: the median selected epoch 5 + the default patience 10
-    assert G.estimate_seconds(cell, records, {"coat": (20, 60, 200)}) == pytest.approx((2.0 * 4 + 1.0 * 4) * 15)
-    halted = G.Cell("coat", "rns", {}, 1, cell.folder, {**cell.keys, "early_stop.halt_after": 3}, halted_at=3)
-    assert G.estimate_seconds(halted, records, {"coat": (20, 60, 200)}) == pytest.approx(12.0 * 3)  # the rung only
+    assert estimate_seconds(cell, records, {"coat": (20, 60, 200)}) == pytest.approx((2.0 * 4 + 1.0 * 4) * 15)
+    halted = Cell("coat", "rns", {}, 1, cell.folder, {**cell.keys, "early_stop.halt_after": 3}, halted_at=3)
+    assert estimate_seconds(halted, records, {"coat": (20, 60, 200)}) == pytest.approx(12.0 * 3)  # the rung only
 
 
 def test_a_halved_grid_continues_its_kept_candidates_into_the_runs_a_full_grid_makes(shared, tmp_path):
@@ -225,7 +229,7 @@ def test_a_halved_grid_continues_its_kept_candidates_into_the_runs_a_full_grid_m
 
 
 def test_the_kept_candidates_stay_kept_when_they_are_trained_again_or_fail_after_the_rung(tmp_path):
-    runner = G.GridRunner(_halving_grid(), tmp_path, tmp_path)
+    runner = GridRunner(_halving_grid(), tmp_path, tmp_path)
     runner.data_keys = lambda dataset: {"dataset": dataset}
     first = runner.plan(["coat"])[0]
     curves = {0.1: ([0.3, 0.4], [0.1, 0.1]), 0.2: ([0.2, 0.3], [0.1, 0.1]), 0.3: ([0.1, 0.1], [0.2, 0.3]),
@@ -253,7 +257,7 @@ def test_the_kept_candidates_stay_kept_when_they_are_trained_again_or_fail_after
 
 def test_plans_made_at_once_by_several_threads_agree(tmp_path):
     import threading
-    runner = G.GridRunner(_power_grid(), tmp_path, tmp_path)
+    runner = GridRunner(_power_grid(), tmp_path, tmp_path)
     runner.data_keys = lambda dataset: {"dataset": dataset}
     values = {"cns": ([0.9], [0.9]), "a": ([0.5], [0.1]), "b": ([0.2], [0.4]), "rns": ([0.1], [0.3])}
     for cell in runner.plan(["coat"])[0]:
@@ -277,7 +281,7 @@ def test_plans_made_at_once_by_several_threads_agree(tmp_path):
 
 
 def test_the_records_of_power_seeds_are_compared_like_the_others(tmp_path):
-    runner = G.GridRunner(_power_grid(), tmp_path, tmp_path)
+    runner = GridRunner(_power_grid(), tmp_path, tmp_path)
     runner.data_keys = lambda dataset: {"dataset": dataset}
     cell = runner.cell("coat", "a", {}, 5, {"dataset": "coat"})  # a power seed only (the grid's seeds are 1, 2)
     _run(cell.folder, _rows([0.1], [0.1]))

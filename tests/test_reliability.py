@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from bench import grid as G
+from bench.cells import Cell
 from main import main
 from tests.conftest import REPO, wait_for, write
 from tests.test_end_to_end import _run
@@ -140,7 +141,7 @@ def test_a_second_process_cannot_train_a_live_run_and_a_killed_one_is_said_gone(
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
         assert read_status(run)["state"] == "running"  # what SIGKILL leaves
-        cell = G.Cell("coat", "rns", {}, 1, run.parent, {})
+        cell = Cell("coat", "rns", {}, 1, run.parent, {})
         assert cell.state() == "stale"  # bench.grid sees that the writer is gone
         third = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--threads", "1", "--resume", str(run)],
                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,4 +1,5 @@
-"""data/split.py (temporal, popularity, exposure builders) and data/kuairec.py on real and constructed logs."""
+"""data/split.py (temporal, popularity, exposure builders; the grids' ood_valid split) and data/kuairec.py on real
+and constructed logs."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ import pytest
 from data import download, kuairec
 from data.loader import read_interactions
 from data.rawlog import LogFormat, SplitError, read_log
-from data.split import SplitSpec, build_split, main
+from data.split import SplitSpec, build_split, main, split_ood_valid, write_ood_valid_split
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 RATINGS = SHARED / "ml-latest-small" / "ratings.csv"
@@ -297,3 +298,21 @@ def test_cli_builds_and_reports(tmp_path, capsys, caplog):
     bad = _write(tmp_path / "bad.csv", "userId,movieId,rating\n1,2,x\n")
     assert main(["temporal", "--log", str(bad), "--out", str(tmp_path / "bad")]) == 2
     assert "rating 'x' is not a number" in caplog.text
+
+
+def test_the_ood_valid_split_takes_the_floor_of_each_users_share_seeded(tmp_path):
+    users = np.array(["u2"] * 7 + ["u1"] * 3 + ["u10"] * 10)
+    order, is_valid = split_ood_valid(users, 0.3)
+    assert sorted(order) == list(range(len(users))) and list(users[order]) == sorted(users)  # by user
+    assert Counter(users[order][is_valid]) == {"u2": 2, "u10": 3}  # floor(0.3 x 3) = 0: u1 gives none
+    again = split_ood_valid(users, 0.3)
+    assert (again[0] == order).all() and (again[1] == is_valid).all()  # seeded
+    assert not (split_ood_valid(users, 0.3, seed=1)[0] == order).all()
+    source = tmp_path / "test_ood.txt"
+    source.write_text("u2 " + " ".join(f"i{k}" for k in range(7)) + "\nu1 i0 i1 i2\n")  # adjacency lists
+    rows = write_ood_valid_split(source, "adjacency", 0.3, tmp_path / "split")
+    assert rows == {"ood_valid": 2, "test_ood": 8}
+    valid = read_interactions(tmp_path / "split" / "ood_valid.txt", "adjacency")
+    rest = read_interactions(tmp_path / "split" / "test_ood_rest.txt", "adjacency")
+    assert valid.users == ["u2", "u2"] and sorted(rest.users) == ["u1"] * 3 + ["u2"] * 5
+    assert sorted(valid.items + rest.items) == sorted([f"i{k}" for k in range(7)] + ["i0", "i1", "i2"])

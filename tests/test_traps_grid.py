@@ -16,6 +16,8 @@ import pytest
 from bench import dose, fidelity
 from bench import grid as G
 from bench import table as T
+from bench.records import record_differences, shorter_rule
+from bench.runner import GridLock
 from conf.config import load_config
 from data.presets import PRESETS
 from tests.conftest import REPO, wait_for, write
@@ -86,31 +88,31 @@ def test_the_rules_of_the_record_comparison():
     record.update({"commit": "abc1234", "threads": 1, "device.resolved": "cpu", "input": {"anything": 1},
                    "output": "elsewhere", "log.dir": "elsewhere/log", "dataset.root": "dataset",
                    "training.set": "dataset/coat/train.txt", "early_stop.patience": 99})
-    assert G.record_differences(record, wanted, {}) == []  # record-only keys, input, places, stopping rule
+    assert record_differences(record, wanted, {}) == []  # record-only keys, input, places, stopping rule
     record["test.set"] = {"test_ood": "dataset/coat-ood0.2/test_ood_rest.txt"}
-    assert G.record_differences(record, wanted, {}) == [
+    assert record_differences(record, wanted, {}) == [
         'test.set: recorded {"test_ood": "coat-ood0.2/test_ood_rest.txt"}, grid {"test_ood": "coat/test_ood.txt"}']
     record["test.set"] = wanted["test.set"]
     # a key the record predates counts as the value the code had then
     del record["eval.every"]
-    assert G.record_differences(record, wanted, {}) == []
-    assert G.record_differences(record, {**wanted, "eval.every": 5}, {}) == [
+    assert record_differences(record, wanted, {}) == []
+    assert record_differences(record, {**wanted, "eval.every": 5}, {}) == [
         "eval.every: recorded absent (before the key: 1), grid 5"]
     dens = {**wanted, "negative.sampler": "dens", "params": {"dens": {"per_layer": True}}}
-    assert G.record_differences({**record, "negative.sampler": "dens", "params": {"dens": {}}}, dens, {}) == [
+    assert record_differences({**record, "negative.sampler": "dens", "params": {"dens": {}}}, dens, {}) == [
         "params.dens.per_layer: recorded absent (before the key: false), grid true"]
     # another sampler's section is recorded (a key the grid sets for it), never used: it does not count
-    assert G.record_differences({**record, "params": {**record["params"], "dns": {"n_candidates": 8}}}, wanted, {}) == []
+    assert record_differences({**record, "params": {**record["params"], "dns": {"n_candidates": 8}}}, wanted, {}) == []
     # any other key on one side only is a difference
-    assert G.record_differences({**record, "old.key": 3}, wanted, {}) == ["old.key: recorded 3, grid absent"]
+    assert record_differences({**record, "old.key": 3}, wanted, {}) == ["old.key: recorded 3, grid absent"]
     # max.epoch: the same run where it stopped early below both caps and nothing in it follows the cap
     record["max.epoch"] = 400
     stopped = {"stopped_early": True, "epochs_run": 120}
-    assert G.record_differences(record, wanted, stopped) == ["max.epoch: recorded 400, grid 1000"]  # Beta curriculum
+    assert record_differences(record, wanted, stopped) == ["max.epoch: recorded 400, grid 1000"]  # Beta curriculum
     record["params"]["cnsdiff"]["curriculum"] = wanted["params"]["cnsdiff"]["curriculum"] = "fixed"
-    assert G.record_differences(record, wanted, stopped) == []
-    assert G.record_differences(record, wanted, {"stopped_early": False, "epochs_run": 400}) != []  # ran to its cap
-    assert G.record_differences(record, {**wanted, "max.epoch": 100}, stopped) != []  # the grid's cap ends it sooner
+    assert record_differences(record, wanted, stopped) == []
+    assert record_differences(record, wanted, {"stopped_early": False, "epochs_run": 400}) != []  # ran to its cap
+    assert record_differences(record, {**wanted, "max.epoch": 100}, stopped) != []  # the grid's cap ends it sooner
 
 
 # 2: --out pointed at another grid's folder
@@ -158,7 +160,7 @@ def test_a_second_grid_run_on_a_folder_is_refused_naming_the_holder(shared, tmp_
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
     assert first.returncode == 143
-    lock = G.GridLock(out)
+    lock = GridLock(out)
     lock.acquire()  # the lock went with the process
     lock.release()
 
@@ -315,13 +317,13 @@ def test_a_shorter_stopping_rule_that_would_have_stopped_the_run_earlier_is_a_di
     (run / "epochs.csv").write_text("epoch,valid/Recall@20\n" + "".join(f"{i + 1},{v}\n" for i, v in enumerate(values)))
     record = {"selection.resolved": "valid", "early_stop.patience": 20, "early_stop.min_epochs": 0,
               "selection.metric": "Recall@20", "early_stop.files": []}
-    assert G.shorter_rule(record, {"early_stop.patience": 3, "early_stop.min_epochs": 0}, run) == [
+    assert shorter_rule(record, {"early_stop.patience": 3, "early_stop.min_epochs": 0}, run) == [
         "early_stop.patience: recorded 20, grid 3 (the grid's rule stops this run after epoch 5 of its 8)"]
-    assert G.shorter_rule(record, {"early_stop.patience": 5, "early_stop.min_epochs": 0}, run) == []  # same run
-    assert G.shorter_rule(record, {"early_stop.patience": 30, "early_stop.min_epochs": 0}, run) == []  # longer
-    assert G.shorter_rule(record, {"early_stop.patience": 3, "early_stop.min_epochs": 8}, run) == []  # not before 8
+    assert shorter_rule(record, {"early_stop.patience": 5, "early_stop.min_epochs": 0}, run) == []  # same run
+    assert shorter_rule(record, {"early_stop.patience": 30, "early_stop.min_epochs": 0}, run) == []  # longer
+    assert shorter_rule(record, {"early_stop.patience": 3, "early_stop.min_epochs": 8}, run) == []  # not before 8
     # an OOD file watched too (early_stop.files) keeps the run going while it improves
     (run / "epochs.csv").write_text("epoch,valid/Recall@20,ood_valid/Recall@20\n"
                                     + "".join(f"{i + 1},{v},{i}\n" for i, v in enumerate(values)))
-    assert G.shorter_rule({**record, "early_stop.files": ["ood_valid"]},
+    assert shorter_rule({**record, "early_stop.files": ["ood_valid"]},
                           {"early_stop.patience": 3, "early_stop.min_epochs": 0}, run) == []

@@ -22,10 +22,12 @@ class AdvInfoNCELoss(RankingLoss):
     Params = AdvInfoNCEParams
     description = "AdvInfoNCE: InfoNCE with adversarially learned hardness weights of the negatives"
 
-    def __init__(self, params: AdvInfoNCEParams, n_users: int, n_items: int, device: torch.device):
-        super().__init__(params, n_users, n_items, device)
-        self.adv_user = nn.Parameter(torch.randn(n_users, params.adv_dim, device=device))
-        self.adv_item = nn.Parameter(torch.randn(n_items, params.adv_dim, device=device))
+    def __init__(self, params: AdvInfoNCEParams, n_users: int, n_items: int, dim: int, device: torch.device,
+                 score: Optional[str] = None):
+        super().__init__(params, n_users, n_items, dim, device, score)
+        width = params.adv_dim or dim  # the reference's: the model's embedding size
+        self.adv_user = nn.Parameter(torch.randn(n_users, width, device=device))
+        self.adv_item = nn.Parameter(torch.randn(n_items, width, device=device))
         self.adversary_epoch = False
 
     def trains_model(self, epoch: int) -> bool:

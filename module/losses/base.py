@@ -53,13 +53,16 @@ class RankingLoss(nn.Module):
     name: ClassVar[str] = ""
     Params: ClassVar[type] = object
     description: ClassVar[str] = ""
-    # True: scores are cosines (f = cos / 2), and evaluation ranks by cosine too, as the references do
-    cosine: ClassVar[bool] = True
+    min_negatives: ClassVar[int] = 1  # negatives per row it needs (SL and BSL: 2; with one they are a linear gap)
+    default_score: ClassVar[str] = "cosine"  # loss.score auto: what the reference scores with
 
-    def __init__(self, params: Any, n_users: int, n_items: int, device: torch.device):
+    def __init__(self, params: Any, n_users: int, n_items: int, dim: int, device: torch.device,
+                 score: Optional[str] = None):
         super().__init__()
         self.params = params
-        self.n_users, self.n_items, self.device = n_users, n_items, device
+        self.n_users, self.n_items, self.dim, self.device = n_users, n_items, dim, device
+        # True: scores are cosines, and evaluation ranks by cosine too, as the references do (loss.score)
+        self.cosine = (score or self.default_score) == "cosine"
 
     def forward(self, batch: TrainBatch, user: torch.Tensor, pos: torch.Tensor,  # type: ignore[override]
                 out: NegativeOutput) -> torch.Tensor:

@@ -14,6 +14,7 @@ class BSLLoss(RankingLoss):
 
     name = "bsl"
     Params = BSLParams
+    min_negatives = 2
     description = "BSL: bilateral softmax, positive temperature tau1, negative temperature tau2, f = cos/2"
 
     def forward(self, batch: TrainBatch, user: torch.Tensor, pos: torch.Tensor,  # type: ignore[override]

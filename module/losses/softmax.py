@@ -13,6 +13,7 @@ class SoftmaxLoss(RankingLoss):
 
     name = "softmax"
     Params = SoftmaxParams
+    min_negatives = 2
     description = "SL: sampled softmax over the sampler's N negatives, f = cos/2, temperature tau"
 
     def forward(self, batch: TrainBatch, user: torch.Tensor, pos: torch.Tensor,  # type: ignore[override]

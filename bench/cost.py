@@ -1,0 +1,172 @@
+"""The dry run's estimate of the CPU time a grid's remaining cells need, from the finished run records under
+results/grids (docs/grids.md, Resume), and the CPU time the grid's own finished records took."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from bench.cells import Cell, to_run
+from conf.config import REPO
+from data.loader import read_interactions
+from data.presets import get_preset
+from model import is_closed_form
+
+if TYPE_CHECKING:
+    from bench.runner import GridRunner
+
+
+def _kind(keys: dict[str, Any]) -> tuple[str, str, str]:
+    """What a run's cost depends on most: dataset, model, sampler (with CNSDiff's preset)."""
+    sampler = str(keys.get("negative.sampler", "cnsdiff"))
+    preset = keys.get("params.cnsdiff.preset") or keys.get("params.preset")
+    if sampler == "cnsdiff":
+        sampler += f".{preset or 'official'}"
+    model = str(keys.get("model.name", "LightGCN"))
+    if is_closed_form(model):  # fitted once: no sampler, no epochs
+        sampler = "-"
+    return str(keys.get("dataset", "")), model, sampler
+
+
+def run_records(root: Path) -> list[dict[str, Any]]:
+    """Every finished run under root/*/runs/: its grid folder, kind and CPU seconds (the median epoch's sampling
+    and training times the epochs run, plus the median evaluation times the evaluations)."""
+    records = []
+    for metrics_path in sorted(Path(root).glob("*/runs/**/metrics.json")):
+        try:
+            metrics = json.loads(metrics_path.read_text())
+            config = json.loads((metrics_path.parent / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        keys = {**config, **(config.get("input") or {})}
+        t, epochs = metrics.get("median_epoch_seconds") or {}, metrics["selection"]["epochs_run"]
+        every = int(config.get("eval.every", 1) or 1)
+        evaluations = -(-epochs // every)
+        training = (t.get("sample_s", 0.0) + t.get("train_s", 0.0)) * epochs
+        seconds = training + t.get("eval_s", 0.0) * evaluations
+        data = metrics.get("data") or {}
+        size = (data["users"], data["items"], data["train"]) if all(k in data for k in ("users", "items", "train")) else None
+        records.append({"grid": metrics_path.relative_to(root).parts[0], "kind": _kind(keys), "seconds": seconds,
+                        "epochs": epochs, "best": metrics["selection"]["epoch"], "epoch_s": seconds / max(1, epochs),
+                        "train_epoch_s": training / max(1, epochs), "eval_epoch_s": (seconds - training) / max(1, epochs),
+                        "lr": float(keys.get("learning.rate", 0.01)), "size": size})
+    return records
+
+
+def scaled_epoch_seconds(similar: list[dict[str, Any]], size: tuple[int, int, int]) -> tuple[Optional[float], str]:
+    """(seconds per epoch on a dataset of `size` (users, items, training rows), the dataset it was scaled from),
+    from the records of the same model and sampler on the recorded dataset with the most training rows: training
+    time times the ratio of rows x (users + items) (every batch propagates the whole graph), evaluation time
+    times the ratio of users x items (every user scores every item). (None, "") without sized records."""
+    sized = [r for r in similar if r.get("size")]
+    if not sized:
+        return None, ""
+    biggest = max(sized, key=lambda r: r["size"][2])
+    ref = [r for r in sized if r["kind"][0] == biggest["kind"][0]]
+    users, items, rows = biggest["size"]
+    train = float(np.median([r["train_epoch_s"] for r in ref])) * (size[2] * (size[0] + size[1])) / (rows * (users + items))
+    evaluation = float(np.median([r["eval_epoch_s"] for r in ref])) * (size[0] * size[1]) / (users * items)
+    return train + evaluation, biggest["kind"][0]
+
+
+def estimate_seconds(cell: Cell, records: list[dict[str, Any]],
+                     sizes: Optional[dict[str, tuple[int, int, int]]] = None) -> Optional[float]:
+    """CPU seconds a cell is expected to take: the median seconds per epoch of the finished runs of its kind
+    (dataset, model, sampler; those at its learning rate where there are any) times the epochs it should run:
+    their median selected epoch plus its own patience (times eval.every), at least its early_stop.min_epochs, at
+    most its max.epoch (all of them without early stopping); a `short` cell only the epochs after its last
+    (from its own selected epoch; without its checkpoint it runs again, whole). On a dataset without a run of its
+    kind but with its size in `sizes`, the seconds per epoch are scaled from another dataset's runs of the same
+    model and sampler (scaled_epoch_seconds). None when neither is possible."""
+    kind = _kind(cell.keys)
+    lr = float(cell.keys.get("learning.rate", 0.01))
+    similar = [r for r in records if r["kind"] == kind]
+    if similar:
+        similar = [r for r in similar if r["lr"] == lr] or similar
+        per_epoch: Optional[float] = float(np.median([r["epoch_s"] for r in similar]))
+    else:
+        similar = [r for r in records if r["kind"][1:] == kind[1:]]
+        similar = [r for r in similar if r["lr"] == lr] or similar
+        per_epoch = scaled_epoch_seconds(similar, sizes[kind[0]])[0] if sizes and kind[0] in sizes else None
+    if per_epoch is None:
+        return None
+    if kind[2] == "-":
+        return per_epoch
+    limit = int(cell.keys.get("max.epoch", 120))
+    patience = int(cell.keys.get("early_stop.patience", 10)) * int(cell.keys.get("eval.every", 1))
+    best, done, run = float(np.median([r["best"] for r in similar])), 0, cell.run_dir()
+    if cell.state() == "short" and (run / "checkpoint.pt").is_file():  # continues from its last epoch
+        selection = json.loads((run / "metrics.json").read_text())["selection"]
+        best, done = float(selection["epoch"]), int(selection["epochs_run"])
+    epochs = min(limit, max(float(cell.keys.get("early_stop.min_epochs", 0)), best + patience)) if patience > 0 else limit
+    halt = int(cell.keys.get("early_stop.halt_after", 0) or 0)
+    epochs = min(epochs, halt) if halt > 0 else epochs
+    return per_epoch * max(0.0, epochs - done)
+
+
+def dataset_size(runner: GridRunner, dataset: str) -> tuple[int, int, int]:
+    """(users, items, rows) of a dataset's training file, as the cost estimate scales by them."""
+    preset = get_preset(dataset)
+    raw = read_interactions(runner.root_of(dataset) / preset.name / preset.train, preset.format)
+    return len(set(raw.users)), len(set(raw.items)), len(raw.users)
+
+
+def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs: int,
+               records_root: Path = REPO / "results" / "grids") -> list[str]:
+    """The dry run's estimate of the CPU time the remaining cells need, from the committed run records (scaled by
+    size from another dataset's where a dataset has none), and the CPU time the grid's own finished records took."""
+    records = run_records(records_root)
+    first, later, choices = runner.plan(datasets)
+    recorded = {r["kind"][0] for r in records}
+    sizes = {d: dataset_size(runner, d) for d in datasets if d not in recorded}
+    known, unknown = 0.0, []
+    for c in first + later:
+        if not to_run(c.state(), retry_failed):
+            continue
+        seconds = estimate_seconds(c, records, sizes)
+        if seconds is None:
+            unknown.append(c.id)
+        else:
+            known += seconds
+    lines = [f"estimated CPU time of the listed cells to run: {known / 3600:.1f} h (about {known / 3600 / jobs:.1f} h "
+             f"at --jobs {jobs}), from {len(records)} finished run records under results/grids"]
+    for dataset, size in sizes.items():
+        lines.append(f"  {dataset} has no run record: its cells' epochs are scaled by size (users {size[0]}, items "
+                     f"{size[1]}, training rows {size[2]}) from the largest recorded dataset's runs of the same method")
+    if unknown:
+        lines.append(f"  {len(unknown)} cell(s) of a kind with no record are not counted, e.g. {unknown[0]}")
+    waiting = [k for k, v in choices.items() if all(x is None for x in v.values())]
+    power = runner.grid.power
+    if waiting:
+        extra_min = extra_max = 0.0
+        for key in waiting:
+            dataset, method = key.split("/", 1)
+            cells = [c for c in first if c.dataset == dataset and c.method == method]
+            powered = power is not None and method in power.methods
+            seeds = len(runner.grid.seeds_for(dataset, method, powered)) - 1
+            full = [replace(c, keys={**c.keys, "early_stop.halt_after": 0}, halted_at=None) for c in cells]
+            per = [estimate_seconds(c, records, sizes) or 0.0 for c in full]
+            mean = float(np.mean(per)) if per else 0.0
+            extra_min += seeds * mean
+            extra_max += seeds * mean * min(len(cells), len(runner.grid.protocols))
+            if any(c.halted_at for c in cells):  # the kept candidates go on from the rung to the full rule
+                more = mean - float(np.mean([estimate_seconds(c, records, sizes) or 0.0 for c in cells]))
+                keep = runner.grid.halving.keep
+                extra_min += keep * more
+                extra_max += min(len(cells), keep * len(runner.grid.protocols)) * more
+        lines.append(f"  the later seeds of {len(waiting)} pair(s) (and the kept candidates of a halving) are not listed "
+                     f"yet: +{extra_min / 3600:.1f} h "
+                     f"(one choice for every protocol) to +{extra_max / 3600:.1f} h (a different one per protocol)")
+        if power is not None and power.best_other:
+            undecided = sorted({k.split("/", 1)[0] for k in waiting} - {k.split("/", 1)[0] for k in runner.best_other})
+            if undecided:
+                lines.append(f"  not counted: the power seeds of the best other method of {', '.join(undecided)} "
+                             f"(chosen once every first seed there has ended)")
+    out = runner.out.resolve()
+    own = records if out.parent == Path(records_root).resolve() else run_records(out.parent)
+    spent = [r["seconds"] for r in own if r["grid"] == out.name]
+    lines.append(f"CPU time of this grid's {len(spent)} finished run records: {sum(spent) / 3600:.1f} h")
+    return lines
