@@ -18,7 +18,7 @@ from base.checkpointing import Checkpointing
 from base.reporting import Reporting
 from module.losses import get_loss_class
 from module.losses.base import RankingLoss
-from module.samplers import get_sampler_class
+from module.samplers import SAMPLERS, get_sampler_class
 from module.samplers.base import NegativeOutput, NegativeSampler, TrainBatch
 from util.logger import Progress
 from util.loss import l2_lightgcn, l2_selfrec
@@ -71,7 +71,6 @@ class GraphRecommender(Checkpointing, Reporting):
         for group in self.optimizer.param_groups:  # the rates learning.rate.decay scales
             group["base_lr"] = group["lr"]
         if cfg.loss_name != "bpr" and not sampler_cls.real_negatives:
-            from module.samplers import SAMPLERS
             able = ", ".join(n for n, c in SAMPLERS.items() if c.real_negatives)
             raise ConfigError(f"loss.name: {cfg.loss_name} trains on real negative items from the sampler; "
                               f"{cfg.negative_sampler} synthesises its negatives or adds BPR-shaped terms of its own "

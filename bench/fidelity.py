@@ -121,8 +121,9 @@ def within(ours: float, theirs: float) -> bool:
     return abs(ours / theirs - 1) <= TOLERANCE
 
 
-def _ratio(ours: float, theirs: float) -> str:
-    return f"{ours / theirs:.3f}{'' if within(ours, theirs) else ' **miss**'}"
+def ratio_text(ours: float, theirs: float, mark: str = "**miss**") -> str:
+    """ours / theirs to 3 decimals, with `mark` beside it when outside ±TOLERANCE."""
+    return f"{ours / theirs:.3f}{'' if within(ours, theirs) else ' ' + mark}"
 
 
 def epochs_text(seeds: dict[int, dict[str, Any]]) -> str:
@@ -175,8 +176,8 @@ def render(runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
         model = next(iter(seeds.values()))["model"]
         if ref:
             lines.append(f"| {key[0]} | {key[1]} | {model} | {ref.recall:.4f} | {pm(rec)} | "
-                         f"{_ratio(statistics.mean(rec), ref.recall)} | {ref.ndcg:.4f} | {pm(ndcg)} | "
-                         f"{_ratio(statistics.mean(ndcg), ref.ndcg)} | {epochs} | `{ref.source}` ({ref.epoch}) |")
+                         f"{ratio_text(statistics.mean(rec), ref.recall)} | {ref.ndcg:.4f} | {pm(ndcg)} | "
+                         f"{ratio_text(statistics.mean(ndcg), ref.ndcg)} | {epochs} | `{ref.source}` ({ref.epoch}) |")
         else:
             lines.append(f"| {key[0]} | {key[1]} | {model} | none | {pm(rec)} | | none | {pm(ndcg)} | | {epochs} | |")
     lines += ["", "## Order of the methods per dataset (Recall@20, best first)", "",
@@ -207,10 +208,10 @@ def render(runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
             ours = runs.get(key, {})
             r_t, n_t = [v[1] for v in theirs.values()], [v[2] for v in theirs.values()]
             r_o, n_o = [v["recall"] for v in ours.values()], [v["ndcg"] for v in ours.values()]
-            ratio_r = _ratio(statistics.mean(r_o), statistics.mean(r_t)) if r_o else ""
-            ratio_n = _ratio(statistics.mean(n_o), statistics.mean(n_t)) if n_o else ""
+            ratio_r = ratio_text(statistics.mean(r_o), statistics.mean(r_t)) if r_o else ""
+            ratio_n = ratio_text(statistics.mean(n_o), statistics.mean(n_t)) if n_o else ""
             ref = REFERENCE.get(key)
-            to_log = _ratio(statistics.mean(r_t), ref.recall) if ref else ""
+            to_log = ratio_text(statistics.mean(r_t), ref.recall) if ref else ""
             lines.append(f"| {key[0]} | {key[1]} | {pm(r_t)} | {pm(r_o) if r_o else ''} | {ratio_r} | {pm(n_t)} | "
                          f"{pm(n_o) if n_o else ''} | {ratio_n} | {', '.join(str(v[0]) for _, v in sorted(theirs.items()))} "
                          f"| {to_log} |")

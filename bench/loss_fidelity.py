@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.fidelity import TOLERANCE, collect, concordance, epochs_text, made_by, pm, ranking, within
+from bench.fidelity import TOLERANCE, collect, concordance, epochs_text, made_by, pm, ranking, ratio_text, within
 from bench.records import read_manifest
 from bench.table import live_state, mean_std, to_csv
 from conf.config import REPO
@@ -118,13 +118,6 @@ def order_rows(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _ratio(value: Optional[float], inside: Optional[bool]) -> str:
-    """A ratio as the table shows it, `**no**` beside it when outside the tolerance."""
-    if value is None:
-        return NONE
-    return f"{value:.3f}" + ("" if inside else " **no**")
-
-
 def render(records: list[dict[str, Any]], results: Path) -> str:
     """loss-fidelity.md."""
     files = sorted({r["file"] for r in records if "file" in r}) or ["test_ood"]
@@ -148,8 +141,8 @@ def render(records: list[dict[str, Any]], results: Path) -> str:
             lines.append(f"| {r['dataset']} | {r['method']} | 0 | {r['state']} | {pub_r} | {NONE} | {r['state']} | "
                          f"{pub_n} | {NONE} | |")
             continue
-        ratio = _ratio(r.get("ratio"), r.get("within"))
-        ndcg_ratio = _ratio(r.get("ndcg_ratio"), r.get("ndcg_within"))
+        ratio, ndcg_ratio = ((ratio_text(r["recall"], r["published_recall"], "**no**"),
+                              ratio_text(r["ndcg"], r["published_ndcg"], "**no**")) if "ratio" in r else (NONE, NONE))
         lines.append(f"| {r['dataset']} | {r['method']} | {r['seeds']} | {r['recall_text']} | {pub_r} | {ratio} | "
                      f"{r['ndcg_text']} | {pub_n} | {ndcg_ratio} | {r['epochs']} |")
     lines += ["", "## Order of the losses per dataset (Recall@20, best first)", "",

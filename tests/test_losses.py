@@ -22,6 +22,7 @@ from module.losses.base import row_cosines
 from module.losses.psl import log_activation
 from module.samplers.base import NegativeOutput, TrainBatch
 from tests.conftest import REPO
+from tests.test_end_to_end import _run as run_main
 from util.loss import bpr_loss
 from util.typing_coerce import ConfigError
 
@@ -38,9 +39,9 @@ def _batch(seed: int = 0):
     return user, pos, table, ids
 
 
-def _train_batch(ids: torch.Tensor, table: torch.Tensor) -> TrainBatch:
+def _train_batch(ids: torch.Tensor, table: torch.Tensor, epoch: int = 0) -> TrainBatch:
     users = torch.arange(B)
-    return TrainBatch(users, torch.zeros(B, dtype=torch.long), ids, 0, 10, torch.zeros(B, D), table)
+    return TrainBatch(users, torch.zeros(B, dtype=torch.long), ids, epoch, 10, torch.zeros(B, D), table)
 
 
 def _half_cos(a: list[float], b: list[float]) -> float:
@@ -96,12 +97,12 @@ def test_loss_matches_direct_computation_and_its_gradient(case, path, monkeypatc
     for where in ("module.losses.base.row_cosines", "module.losses.advinfonce.row_cosines"):  # each module's name
         monkeypatch.setattr(where, lambda q, t, i, p="auto": real(q, t, i, path))
     user, pos, table, ids = _batch()
-    adv = None
+    adv, epoch = None, 0
     if name == "advinfonce":
-        loss.trains_model(params.adv_every - 1)  # an adversary epoch: the hardness takes gradient
+        epoch = params.adv_every - 1  # an adversary epoch: the hardness takes gradient
         adv = (loss.adv_user.tolist(), loss.adv_item.tolist())
     out = NegativeOutput(None, ids, ids, table=table)
-    value = loss(_train_batch(ids, table), user, pos, out)
+    value = loss(_train_batch(ids, table, epoch), user, pos, out)
     assert value.item() == pytest.approx(_naive(name, params, user, pos, table, ids, adv), rel=1e-5)
     value.backward()
     # the gradient against central differences of the direct computation (float64 steps on a few coordinates)
@@ -185,7 +186,6 @@ def test_bpr_through_the_loss_switch_is_bpr_bit_for_bit():
 def test_advinfonce_alternates_model_and_adversary_epochs():
     loss = get_loss_class("advinfonce")(AdvInfoNCEParams(adv_every=3), B, I, D, torch.device("cpu"))
     assert [loss.trains_model(e) for e in range(7)] == [True, True, False, True, True, False, True]
-    loss.trains_model(0)
     user, pos, table, ids = _batch(4)
     loss(_train_batch(ids, table), user, pos, NegativeOutput(None, ids, ids, table=table)).backward()
     assert loss.adv_user.grad is None and loss.adv_item.grad is None  # model epochs leave the adversary alone
@@ -196,14 +196,8 @@ def test_advinfonce_alternates_model_and_adversary_epochs():
 
 
 def _run(tmp_path, shared, *overrides):
-    args = ["-c", str(REPO / "conf" / "LightGCN.yaml"), "--set", f"output={tmp_path / 'results'}",
-            "--set", f"log.dir={tmp_path / 'log'}", "--set", "device=cpu", "--set", "dataset=coat",
-            "--set", f"dataset.root={shared}", "--set", "negative.sampler=rns", "--set", "fhn.probe=0"]
-    for o in overrides:
-        args += ["--set", o]
-    status = main(args)
-    runs = sorted((tmp_path / "results").iterdir()) if (tmp_path / "results").exists() else []
-    return status, runs
+    """main.py on coat (tests/test_end_to_end.py's runner: RNS, the CPU), no FHN probe."""
+    return run_main(tmp_path, "dataset=coat", f"dataset.root={shared}", "fhn.probe=0", *overrides)
 
 
 @pytest.mark.parametrize("loss", ["softmax", "bsl", "psl", "advinfonce"])
@@ -313,15 +307,12 @@ def test_a_bpr_run_is_the_record_it_made_before_the_loss_switch(tmp_path, shared
     config = json.loads(open(runs[0]).read())
     assert config["commit"] == "8d2bb6d" and "loss.name" not in config
     write_ood_valid_split(shared / "coat" / "test_ood.txt", "adjacency", 0.3, tmp_path / "ood")
-    keys = {k: v for k, v in config["input"].items() if k not in ("output", "log.dir", "test.set", "dataset.root")}
-    args = ["--set", f"dataset.root={shared}", "--set", f"output={tmp_path / 'out'}", "--set",
-            f"log.dir={tmp_path / 'log'}", "--set", "early_stop.halt_after=3", "--set", "device=cpu",
-            "--set", f"test.set.ood_valid={repo_relative(tmp_path / 'ood' / 'ood_valid.txt')}",
-            "--set", f"test.set.test_ood={repo_relative(tmp_path / 'ood' / 'test_ood_rest.txt')}"]
-    for key, value in keys.items():
-        args += ["--set", f"{key}={','.join(value) if isinstance(value, list) and key != 'item.ranking.topN' else value}"]
-    assert main(["-c", str(REPO / "conf" / "LightGCN.yaml"), *args]) == 0
-    new_run = next((tmp_path / "out").iterdir())
+    keys = [f"{k}={v}" for k, v in config["input"].items() if k not in ("output", "log.dir", "test.set", "dataset.root")]
+    status, new_runs = run_main(tmp_path, *keys, f"dataset.root={shared}", "early_stop.halt_after=3", "device=cpu",
+                                f"test.set.ood_valid={repo_relative(tmp_path / 'ood' / 'ood_valid.txt')}",
+                                f"test.set.test_ood={repo_relative(tmp_path / 'ood' / 'test_ood_rest.txt')}")
+    assert status == 0
+    new_run = new_runs[0]
 
     def rows(folder):  # the committed records keep 6 significant digits (%g)
         return [{k: f"{float(v):g}" if v else v for k, v in r.items() if not k.endswith("_s")}

@@ -28,12 +28,10 @@ class AdvInfoNCELoss(RankingLoss):
         width = params.adv_dim or dim  # the reference's: the model's embedding size
         self.adv_user = nn.Parameter(torch.randn(n_users, width, device=device))
         self.adv_item = nn.Parameter(torch.randn(n_items, width, device=device))
-        self.adversary_epoch = False
 
     def trains_model(self, epoch: int) -> bool:
         """Epochs adv_every, 2 adv_every, ... (1-based) train the adversary only."""
-        self.adversary_epoch = (epoch + 1) % self.params.adv_every == 0
-        return not self.adversary_epoch
+        return (epoch + 1) % self.params.adv_every != 0
 
     def make_optimizer(self, weight_decay: float) -> Optional[torch.optim.Optimizer]:
         """Adam on the adversary tables, maximising the loss, with the model's weight decay (as the reference)."""
@@ -52,7 +50,7 @@ class AdvInfoNCELoss(RankingLoss):
         f_pos, f_neg = half_cosines(user, pos, out)
         s_pos, s_neg = f_pos / self.params.tau, f_neg / self.params.tau
         items = out.neg_items if out.neg_items.dim() == 2 else out.neg_items.unsqueeze(1)
-        with torch.set_grad_enabled(self.adversary_epoch and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(not self.trains_model(batch.epoch) and torch.is_grad_enabled()):
             log_w = self.hardness(batch.users, items)
         terms = torch.cat([s_pos.unsqueeze(1), math.log(self.params.neg_weight) + log_w + s_neg], dim=1)
         return (torch.logsumexp(terms, dim=1) - s_pos).mean()

@@ -23,17 +23,18 @@ PRODUCT_ITEMS_PER_NEGATIVE = 64
 def row_cosines(query: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, path: str = "auto") -> torch.Tensor:
     """(B, N) cos(query[b], table[ids[b, n]]) for (B, d) queries and (B, N) ids, with gradient to both. path: auto
     (as above) | kernel | product | gather."""
-    q, t = F.normalize(query, dim=-1), F.normalize(table, dim=-1)
+    q = F.normalize(query, dim=-1)
     if path == "auto":
-        if host_path(q) and q.dtype == torch.float32 and t.dtype == torch.float32:
+        if host_path(q) and q.dtype == torch.float32 and table.dtype == torch.float32:
             path = "kernel"
         else:
             path = "product" if table.shape[0] <= PRODUCT_ITEMS_PER_NEGATIVE * ids.shape[1] else "gather"
+    if path == "gather":  # only the gathered rows are normalised
+        return torch.einsum("bd,bnd->bn", q, F.normalize(table[ids], dim=-1))
+    t = F.normalize(table, dim=-1)
     if path == "kernel":
         return GatheredDots.apply(q, t, ids)
-    if path == "product":
-        return (q @ t.T).gather(1, ids)
-    return torch.einsum("bd,bnd->bn", q, t[ids])
+    return (q @ t.T).gather(1, ids)
 
 
 def half_cosines(user: torch.Tensor, pos: torch.Tensor, out: NegativeOutput) -> tuple[torch.Tensor, torch.Tensor]:

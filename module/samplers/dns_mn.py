@@ -12,11 +12,6 @@ class DNSMNSampler(NegativeSampler):
     name = "dns_mn"
     Params = DNSMNParams
     real_negatives = True
-
-    @property
-    def negatives_per_row(self) -> int:
-        """params.n_negs."""
-        return int(self.params.n_negs)
     description = "DNS(M,N): the top N={n_negs} of M={n_candidates} uniform candidates, {reduce} of BPR over the N"
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:

@@ -11,11 +11,6 @@ class RNSSampler(NegativeSampler):
     name = "rns"
     Params = RNSParams
     real_negatives = True
-
-    @property
-    def negatives_per_row(self) -> int:
-        """params.n_negs."""
-        return int(self.params.n_negs)
     description = "uniform random negatives (plain BPR)"
 
     def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
