@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from module.samplers import SAMPLERS, get_sampler_class
 from module.samplers.base import NegativeOutput, NegativeSampler, TrainBatch
 from util.logger import Progress
 from util.loss import l2_lightgcn, l2_selfrec
-from util.device import available_memory, human_bytes
+from util.device import available_memory, host_device, human_bytes
 from util.draws import EpochSampler
 from util.signals import held
 from util.typing_coerce import ConfigError
@@ -44,6 +44,31 @@ LOSS_WARN = 1e9
 # what the embedding tables take at least, in copies of (users + items) x embedding.size float32 values: the
 # tables, their gradients, Adam's two moments, and the propagated output of a forward pass
 TABLE_COPIES = 5
+# ids that travel to a device as int32 (half the copy and the memory) when every user and item id fits
+INT32_IDS = int(np.iinfo(np.int32).max)
+
+
+class EpochIds:
+    """One epoch's shuffled training pairs and their candidates on the run's device, handed out per batch as int64.
+
+    On the CPU the arrays are the host's own (int64) and the candidates of the whole epoch are drawn up front, in
+    one parallel launch. On a GPU the ids lie there as int32 (when they fit) and are widened on the device per
+    batch, and `draw` gives each batch's candidates just before the batch: the host's draw for batch b + 1 then
+    overlaps the device's asynchronous work on batch b."""
+
+    def __init__(self, users: torch.Tensor, pos: torch.Tensor, negs: Optional[torch.Tensor],
+                 draw: Optional[Callable[[int, int], torch.Tensor]] = None):
+        if (negs is None) == (draw is None):
+            raise ValueError("EpochIds takes exactly one of the epoch's candidates and a draw of a batch's")
+        self.users, self.pos, self.negs, self.draw = users, pos, negs, draw
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def batch(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(users, positives, candidates) of rows start..stop-1, as int64 on the run's device."""
+        negs = self.negs[start:stop] if self.negs is not None else self.draw(start, stop)  # type: ignore[misc]
+        return self.users[start:stop].long(), self.pos[start:stop].long(), negs.long()
 
 
 class GraphRecommender(Checkpointing, Reporting):
@@ -151,25 +176,16 @@ class GraphRecommender(Checkpointing, Reporting):
         """One pass over the shuffled training pairs; returns mean loss terms, diagnostics and timings."""
         cfg = self.config
         t0 = time.perf_counter()
-        if self.draw_per_batch:
-            users_np, pos_np = self.epoch_sampler.shuffled()
-            users_t, pos_t = self.to_device(users_np), self.to_device(pos_np)
-        else:
-            users_t, pos_t, negs_t = (self.to_device(a) for a in self.epoch_sampler.epoch())
+        ids = self.epoch_ids()
         t1 = time.perf_counter()
         self.model.train()
         self.sampler.train()
         trains_model = self.loss.trains_model(epoch)
         sums: dict[str, torch.Tensor] = {}
-        n_batches = math.ceil(len(users_t) / cfg.batch_size)
+        n_batches = math.ceil(len(ids) / cfg.batch_size)
         progress = Progress(f"epoch {epoch + 1}", n_batches)
         for b in range(n_batches):
-            sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-            if self.draw_per_batch:
-                negs = self.to_device(self.epoch_sampler.draw(users_np[sl], self.sampler.n_candidates))
-            else:
-                negs = negs_t[sl]
-            loss, logged = self.batch_loss(users_t[sl], pos_t[sl], negs, epoch)
+            loss, logged = self.batch_loss(*ids.batch(b * cfg.batch_size, (b + 1) * cfg.batch_size), epoch)
             self.optimizer.zero_grad(set_to_none=True)
             if self.loss_optimizer is not None:
                 self.loss_optimizer.zero_grad(set_to_none=True)
@@ -198,12 +214,39 @@ class GraphRecommender(Checkpointing, Reporting):
             raise RuntimeError(f"{self.loss.name}: its own parameters got no gradient in an epoch that trains them")
         self.loss_optimizer.step()
 
-    def to_device(self, array: np.ndarray) -> torch.Tensor:
-        """A host array on the run's device: on a GPU through pinned memory, without blocking the host."""
+    def epoch_ids(self) -> EpochIds:
+        """An epoch's shuffled pairs and candidates on the run's device. The softmax family draws each batch's
+        candidates from a seed of its own; BPR draws from one seed per epoch, on the CPU all at once, elsewhere
+        batch by batch (EpochSampler.draw_rows: the same candidates, numba's stream consumed alike)."""
+        sampler, n = self.epoch_sampler, self.sampler.n_candidates
+        if self.draw_per_batch:
+            users_np, pos_np = sampler.shuffled()
+            return EpochIds(self.ids_to_device(users_np), self.ids_to_device(pos_np), None,
+                            lambda start, stop: self.ids_to_device(sampler.draw(users_np[start:stop], n)))
+        if host_device(self.device):
+            users_np, pos_np, negs_np = sampler.epoch()
+            return EpochIds(self.ids_to_device(users_np), self.ids_to_device(pos_np), self.ids_to_device(negs_np))
+        users_np, pos_np, seed = sampler.begin()
+        return EpochIds(self.ids_to_device(users_np), self.ids_to_device(pos_np), None,
+                        lambda start, stop: self.ids_to_device(sampler.draw_rows(users_np[start:stop], n, seed, start)))
+
+    def ids_to_device(self, ids: np.ndarray) -> torch.Tensor:
+        """Host user or item ids on the run's device: on the CPU the array itself; elsewhere as int32 when every id
+        of the data fits (EpochIds.batch widens them to int64 on the device)."""
+        if host_device(self.device) or max(self.data.n_users, self.data.n_items) > INT32_IDS:
+            return self.to_device(ids)
+        return self.to_device(ids, torch.int32)
+
+    def to_device(self, array: np.ndarray, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """A host array on the run's device (as `dtype` if given): on a GPU through pinned memory, without blocking
+        the host."""
         tensor = torch.from_numpy(array)
+        dtype = tensor.dtype if dtype is None else dtype
         if self.device.type != "cuda":
-            return tensor.to(self.device)
-        return tensor.pin_memory().to(self.device, non_blocking=True)
+            return tensor.to(self.device, dtype)
+        staged = torch.empty(tensor.shape, dtype=dtype, pin_memory=True)
+        staged.copy_(tensor)
+        return staged.to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def evaluate_all(self) -> tuple[dict[str, dict[str, float]], tuple[torch.Tensor, torch.Tensor]]:

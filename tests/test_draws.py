@@ -1,4 +1,5 @@
-"""The numba uniform sampler: never a positive, near-uniform, seeded, vectorised shapes."""
+"""The numba uniform sampler: never a positive, near-uniform, seeded, vectorised shapes; an epoch drawn batch by
+batch from its one seed equals its whole-epoch draw."""
 from __future__ import annotations
 
 import numpy as np
@@ -79,3 +80,29 @@ def test_bitset_and_binary_search_give_the_same_draws(weighted):
     b = slow.epoch()
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not dense[a[0][:, None], a[2]].any()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("batch", [1, 7, 64, 199])
+def test_drawing_batch_by_batch_from_the_epochs_seed_gives_the_whole_epochs_draw(weighted, batch):
+    rng = np.random.default_rng(9)
+    train = sp.csr_matrix((rng.random((50, 60)) < 0.15).astype(np.float32))
+    train.sort_indices()
+    sampler = EpochSampler(train, 6, rng.random(60) + 0.1 if weighted else None)
+    assert batch == 1 or len(sampler) % batch, "the last batch must be partial"
+    seed_everything(4)
+    users, pos, negs = sampler.epoch()
+    after = sampler.shuffled()[0]  # numba's stream after the epoch's draw
+    seed_everything(4)
+    users_b, pos_b, seed = sampler.begin()
+    parts = [sampler.draw_rows(users_b[s:s + batch], 6, seed, s) for s in range(0, len(users_b), batch)]
+    assert np.array_equal(sampler.shuffled()[0], after)  # consumed alike: the seed once, where epoch() takes it
+    assert np.array_equal(users_b, users) and np.array_equal(pos_b, pos)
+    assert np.array_equal(np.concatenate(parts), negs)
+    assert not np.array_equal(sampler.draw_rows(users_b[batch:2 * batch], 6, seed, 0), negs[batch:2 * batch])
+
+
+def test_draw_rows_rejects_a_negative_offset():
+    sampler = EpochSampler(_train([(0, 0), (1, 1)], 2, 5))
+    with pytest.raises(ValueError, match="offset"):
+        sampler.draw_rows(np.array([0]), 1, np.uint64(1), -1)

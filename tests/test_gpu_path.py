@@ -1,22 +1,26 @@
 """The GPU path, checked on the CPU: resume loads onto the CPU and restores CPU random states; no sampler reads
 anything back from the device inside the batch loop (counted by the same means a GPU would pay for: item, bool,
 int, float, tolist, numpy, nonzero and boolean-mask indexing, with the GPU code paths forced); the GPU variant
-of ADAR's reverse jumps equals the CPU one up to rounding."""
+of ADAR's reverse jumps equals the CPU one up to rounding; the ids travel to the device as int32 and BPR's
+candidates are drawn batch by batch there, the runs' numbers bit-identical to the CPU path's."""
 from __future__ import annotations
 
 import collections
 import contextlib
+import csv
 import json
 import warnings
 from typing import Iterator
 
+import numpy as np
 import pytest
 import torch
 
+import base.graph_recommender
 import util.device
 from module.samplers import SAMPLERS
 from tests.test_samplers import _recommender, _toy_data
-from util.seed import random_state, set_random_state
+from util.seed import random_state, seed_everything, set_random_state
 
 READBACKS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero")
 
@@ -91,7 +95,7 @@ def test_no_sampler_reads_back_from_the_device_inside_the_batch_loop(tmp_path, m
     monkeypatch.setattr(util.device, "FORCE_DEVICE_PATHS", True)  # the GPU code paths, also on the CPU
     rec = _recommender(tmp_path, sampler, _toy_data(n_users=40, n_items=50)[0],
                        **{"device": device_key, "fhn.probe": 0, "selection": "test_all4", **keys})
-    users, pos, cands = (rec.to_device(a[:48]) for a in rec.epoch_sampler.epoch())
+    ids = rec.epoch_ids()  # as train_epoch: the ids on the device (int32), BPR's candidates drawn per batch
     gpu = device.type == "cuda"
     with counted_readbacks() as counts, contextlib.ExitStack() as stack:
         if gpu:  # torch's own detector too: it sees read-backs inside torch's C++ code (a check of an argument)
@@ -101,7 +105,7 @@ def test_no_sampler_reads_back_from_the_device_inside_the_batch_loop(tmp_path, m
             torch.cuda.set_sync_debug_mode("warn")
             stack.callback(torch.cuda.set_sync_debug_mode, "default")
         for epoch in (0, 1):  # a second batch too: nothing is read back once, then cached
-            loss, logged = rec.batch_loss(users, pos, cands, epoch)
+            loss, logged = rec.batch_loss(*ids.batch(48 * epoch, 48 * (epoch + 1)), epoch)  # with its draw, widening
             rec.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         if gpu:
@@ -124,6 +128,50 @@ def test_the_gpu_reverse_jumps_of_adar_equal_the_cpu_ones(tmp_path, monkeypatch)
     on_gpu_path = sampler.generate(z0, t, user, noise, mode="reverse")
     torch.testing.assert_close(on_gpu_path, on_cpu, rtol=1e-5, atol=1e-6)
     assert not torch.equal(sampler.generate(z0, t.clamp(max=1) + 20, user, noise, mode="reverse"), on_gpu_path)
+
+
+# ---- int32 ids and the overlapped draw -------------------------------------------------------------
+def test_ids_lie_on_the_device_as_int32_and_reach_the_batch_as_int64_with_the_cpus_candidates(tmp_path, monkeypatch):
+    data = _toy_data(n_users=40, n_items=50)[0]
+    rec = _recommender(tmp_path, "dns_mn", data, **{"fhn.probe": 0})  # CPU: the host path, compared bit for bit
+    seed_everything(5)
+    on_cpu = rec.epoch_ids()
+    assert on_cpu.negs is not None and on_cpu.draw is None  # the CPU draws the epoch up front, int64 as drawn
+    assert on_cpu.users.dtype == on_cpu.pos.dtype == on_cpu.negs.dtype == torch.int64
+    monkeypatch.setattr(util.device, "FORCE_DEVICE_PATHS", True)
+    seed_everything(5)
+    ids = rec.epoch_ids()
+    assert ids.negs is None and ids.draw is not None and len(ids) == len(on_cpu)
+    assert ids.users.dtype == ids.pos.dtype == torch.int32
+    rows, size = len(ids), 64
+    assert rows % size, "a last partial batch"
+    for start in range(0, rows, size):
+        batch, expected = ids.batch(start, start + size), on_cpu.batch(start, start + size)
+        assert ids.draw(start, start + size).dtype == torch.int32  # what crosses to the device
+        assert [t.dtype for t in batch] == [torch.int64] * 3
+        assert all(torch.equal(a, b) for a, b in zip(batch, expected))
+    monkeypatch.setattr(base.graph_recommender, "INT32_IDS", data.n_items - 1)  # ids that would not fit stay int64
+    wide = rec.epoch_ids()
+    assert wide.users.dtype == wide.draw(0, 4).dtype == torch.int64
+
+
+@pytest.mark.parametrize("keys", [("negative.sampler=dns_mn",),
+                                  ("negative.sampler=rns", "loss.name=softmax", "params.rns.n_negs=16")],
+                         ids=["dns_mn", "rns-softmax"])
+def test_a_run_on_the_gpu_paths_equals_the_cpu_run_bit_for_bit(tmp_path, shared, monkeypatch, keys):
+    """Two epochs on coat in 5 batches each (the last partial), the GPU code paths forced (int32 ids, BPR's
+    candidates drawn per batch) against the plain CPU run: every number of epochs.csv and metrics.json equal."""
+    from tests.test_end_to_end import _run
+    common = ("dataset=coat", f"dataset.root={shared}", "max.epoch=2", "batch.size=300", "seed=5", "fhn.probe=0", *keys)
+    runs = {}
+    for force in (False, True):
+        monkeypatch.setattr(util.device, "FORCE_DEVICE_PATHS", force)
+        status, folders = _run(tmp_path / str(force), *common)  # CPU: both, compared bit for bit
+        assert status == 0 and len(folders) == 1
+        rows = list(csv.DictReader((folders[0] / "epochs.csv").open()))
+        metrics = json.loads((folders[0] / "metrics.json").read_text())["metrics"]
+        runs[force] = [{k: v for k, v in row.items() if not k.endswith("_s")} for row in rows], metrics
+    assert len(runs[False][0]) == 2 and runs[True] == runs[False]
 
 
 # ---- resume on any device --------------------------------------------------------------------

@@ -22,7 +22,12 @@ FORCE_DEVICE_PATHS = False
 def host_path(tensor: torch.Tensor) -> bool:
     """Whether a computation on `tensor` takes its CPU-only path: it lies on the CPU (and the GPU paths are not
     forced)."""
-    return tensor.device.type == "cpu" and not FORCE_DEVICE_PATHS
+    return host_device(tensor.device)
+
+
+def host_device(device: torch.device) -> bool:
+    """Whether work for `device` takes its CPU-only path: it is the CPU (and the GPU paths are not forced)."""
+    return device.type == "cpu" and not FORCE_DEVICE_PATHS
 
 
 def resolve_device(spec: str) -> torch.device:

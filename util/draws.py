@@ -4,7 +4,9 @@ the user's training items rejected, no per-row Python loop.
 Random numbers: each call takes one 64-bit seed from numba's own stream (so `seed_everything` and a
 saved numba state reproduce it) and gives row r its own counter-based splitmix64 stream derived
 from that seed and r. Rows are therefore independent of each other and of the thread that draws
-them: the draw is parallel over rows and still bit-identical for any number of threads."""
+them: the draw is parallel over rows and still bit-identical for any number of threads. The same holds across
+calls: with one seed taken for an epoch (EpochSampler.begin), draw_rows gives any slice of the epoch's rows the
+streams they have in the whole-epoch draw (row offset), so drawing batch by batch gives the same candidates."""
 from __future__ import annotations
 
 from typing import Optional
@@ -56,11 +58,11 @@ def _call_seed() -> np.uint64:
 
 @numba.njit(cache=True, parallel=True)
 def _draw(users: np.ndarray, indptr: np.ndarray, indices: np.ndarray, n_items: int, cdf: np.ndarray,
-          n_negs: int, seed: np.uint64, bits: np.ndarray) -> np.ndarray:
+          n_negs: int, seed: np.uint64, bits: np.ndarray, offset: int) -> np.ndarray:
     """For each user row, n_negs items outside the user's training set: uniform when cdf is empty,
     else with P(j) proportional to the increments of cdf (the cumulative item weights). The training
     set is looked up in `bits` (one bit per user and item) when it is not empty, else by binary search:
-    the same answers, so the same draws."""
+    the same answers, so the same draws. Row r draws from the stream of row r + offset of `seed`."""
     out = np.empty((users.shape[0], n_negs), dtype=np.int64)
     weighted = cdf.shape[0] > 0
     use_bits = bits.shape[0] > 0
@@ -68,7 +70,7 @@ def _draw(users: np.ndarray, indptr: np.ndarray, indices: np.ndarray, n_items: i
     for r in numba.prange(users.shape[0]):
         u = users[r]
         start, end = indptr[u], indptr[u + 1]
-        state = seed + np.uint64(r) * _ROW
+        state = seed + np.uint64(r + offset) * _ROW
         for k in range(n_negs):
             while True:
                 state += _GOLDEN
@@ -142,8 +144,14 @@ class EpochSampler:
 
     def epoch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(users, positives, negatives[n_rows, n_negs]) in a fresh random order."""
+        users, items, seed = self.begin()
+        return users, items, self.draw_rows(users, self.n_negs, seed)
+
+    def begin(self) -> tuple[np.ndarray, np.ndarray, np.uint64]:
+        """(users, positives) in a fresh random order and the seed of their candidates, taken from numba's stream
+        where epoch() takes it: draw_rows(users[a:b], n_negs, seed, a) are rows a..b-1 of epoch()'s negatives."""
         users, items = self.shuffled()
-        return users, items, self.draw(users, self.n_negs)
+        return users, items, np.uint64(_call_seed())
 
     def shuffled(self) -> tuple[np.ndarray, np.ndarray]:
         """(users, positives) in a fresh random order, without negatives (draw() gives them, e.g. per batch)."""
@@ -153,5 +161,14 @@ class EpochSampler:
     def draw(self, users: np.ndarray, n_negs: int) -> np.ndarray:
         """(len(users), n_negs) candidates for the given user ids (seeded from numba's stream)."""
         users = np.ascontiguousarray(users, dtype=np.int64)
-        return _draw(users, self.indptr, self.indices, self.n_items, self.cdf, n_negs, np.uint64(_call_seed()),
-                     self.bits)
+        return self.draw_rows(users, n_negs, np.uint64(_call_seed()))
+
+    def draw_rows(self, users: np.ndarray, n_negs: int, seed: np.uint64, offset: int = 0) -> np.ndarray:
+        """(len(users), n_negs) candidates drawn from `seed` (numba's stream untouched) as rows offset,
+        offset + 1, ... of a draw from it: a slice of an epoch's rows with its first row's index gives that slice of
+        the whole-epoch draw."""
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        users = np.ascontiguousarray(users, dtype=np.int64)
+        return _draw(users, self.indptr, self.indices, self.n_items, self.cdf, n_negs, np.uint64(seed), self.bits,
+                     int(offset))
