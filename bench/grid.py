@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Optional
 
 from bench.cells import to_run
+from bench.cluster import BACKENDS, INSTALL, DaskBackend, LocalBackend, make_backend
 from bench.cost import cost_lines
 from bench.gridfile import known_dataset, load_grid
 from bench.runner import GridLock, GridRunner
@@ -53,7 +54,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("grid", type=Path)
-    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (each with one torch thread when > 1)")
+    parser.add_argument("--jobs", type=int,
+                        help="cells run at once (each with one torch thread when > 1); default 1, or every worker "
+                             "thread of a cluster")
+    parser.add_argument("--backend", default="local", choices=BACKENDS,
+                        help="where the cells run: local processes (default), or tasks of a Dask cluster (the optional "
+                             f"extra: {INSTALL}); the same records either way")
+    parser.add_argument("--address",
+                        help="with --backend dask: the scheduler (tcp://HOST:PORT, or the file of `dask scheduler "
+                             "--scheduler-file FILE`); without it the grid starts --jobs one-thread workers here")
     parser.add_argument("--threads", type=int,
                         help="torch threads per cell (default: 1 with --jobs > 1, else every core; give 1 when "
                              "another grid shares the machine)")
@@ -69,9 +78,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     lock: Optional[GridLock] = None
+    backend: Optional[LocalBackend | DaskBackend] = None
     try:
         grid = load_grid(args.grid)
-        if args.jobs < 1:
+        if args.jobs is not None and args.jobs < 1:
             raise ConfigError(f"--jobs: {args.jobs} must be >= 1")
         if args.threads is not None and args.threads < 1:
             raise ConfigError(f"--threads: {args.threads} must be >= 1")
@@ -86,11 +96,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.dry_run:  # a dry run starts nothing: it may list the cells of a folder a grid is running
             lock = GridLock(out)
             lock.acquire()
+            backend = make_backend(args.backend, args.address, args.jobs, out)
+            runner.use(backend, args.jobs, args.threads)
         return run(runner, args, " ".join(["python -m bench.grid", *(argv if argv is not None else sys.argv[1:])]))
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
     finally:
+        if backend is not None:
+            backend.close()
         if lock is not None:
             lock.release()
 
@@ -128,7 +142,7 @@ def run(runner: GridRunner, args: argparse.Namespace, command: str) -> int:
         waiting = [k for k, v in manifest["choices"].items() if all(x is None for x in v.values())]
         print(f"{len(manifest['cells'])} cells listed, {remaining} to run; the later seeds of {len(waiting)} "
               f"dataset/method pair(s) are listed once their first-seed candidates have finished")
-        for line in cost_lines(runner, datasets, args.retry_failed, args.jobs):
+        for line in cost_lines(runner, datasets, args.retry_failed, args.jobs or 1):
             print(line)
         if invalid:
             log.error("%d cell(s) have an invalid configuration (listed above as `invalid`); fix the grid file",

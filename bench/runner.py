@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench.cells import Cell, tag, to_run
+from bench.cluster import DaskBackend, LocalBackend, write_files
 from bench.gridfile import TEST_SELECTED, Grid
 from bench.protocol import candidate_score, choose as choose_candidate, protocol_index
 from bench.records import read_json, read_rows, record_differences, shorter_rule, validation_scores
@@ -55,21 +55,27 @@ class GridLock(FolderLock):
 class GridRunner:
     """Builds the cells of a grid and runs those that are not finished."""
 
-    def __init__(self, grid: Grid, out: Path, dataset_root: Path, jobs: int = 1, retry_failed: bool = False,
-                 threads: Optional[int] = None, device: str = "cpu"):
+    def __init__(self, grid: Grid, out: Path, dataset_root: Path, jobs: Optional[int] = 1, retry_failed: bool = False,
+                 threads: Optional[int] = None, device: str = "cpu", backend: Optional[LocalBackend | DaskBackend] = None):
         self.grid, self.out, self.root = grid, Path(out), Path(dataset_root)
         self.device = device  # every cell's device key (a grid file's keys.device wins): never `auto`
-        self.jobs, self.retry_failed = jobs, retry_failed
-        # torch threads per cell: one when cells run side by side, else every core, unless told
-        self.threads = threads or (1 if jobs > 1 else os.cpu_count() or 1)
+        self.retry_failed = retry_failed
+        self.use(backend or LocalBackend(), jobs, threads)
         self.datasets: list[str] = []  # the datasets being run and those skipped (for grid.json)
         self.skipped: dict[str, str] = {}
         self._lock = threading.RLock()
-        self.children: set[subprocess.Popen] = set()  # the main.py processes running now
+        self.running: set[str] = set()  # the ids of the cells this grid runs now
         self.stopping = 0  # the signal number once SIGINT or SIGTERM arrived
         self.draining = 0  # the signal number once SIGUSR1 arrived: running cells finish, no new one starts
         self.fallbacks: set[str] = set()  # dataset/method/protocol choices a tie of all four validation metrics made
         self.best_other: dict[str, str] = {}  # dataset/protocol -> the best method outside power.methods (plan)
+
+    def use(self, backend: LocalBackend | DaskBackend, jobs: Optional[int], threads: Optional[int]) -> None:
+        """Run the cells on this backend, `jobs` at a time (default: the backend's), with `threads` torch threads each
+        (default: one when cells run side by side or on a cluster, else every core)."""
+        self.backend = backend
+        self.jobs = backend.slots(jobs)
+        self.threads = threads or (1 if self.jobs > 1 or backend.name != "local" else os.cpu_count() or 1)
 
     @property
     def halted(self) -> bool:
@@ -80,17 +86,12 @@ class GridRunner:
         """Start nothing new; the running cells go on to their end (a session's time is nearly up)."""
         self.draining = signum
         with self._lock:
-            log.warning("draining: %d running cell(s) finish, no new cell starts", len(self.children))
+            log.warning("draining: %d running cell(s) finish, no new cell starts", len(self.running))
 
     def stop(self, signum: int) -> None:
         """Start nothing new and pass the signal on to every running cell (each checkpoints and exits)."""
         self.stopping = signum
-        with self._lock:
-            for proc in list(self.children):
-                try:
-                    proc.send_signal(signum)
-                except ProcessLookupError:
-                    pass
+        self.backend.stop(signum)
 
     # data: presets present, and the OOD split of the ood_valid protocol
     def root_of(self, dataset: str) -> Path:
@@ -375,9 +376,9 @@ class GridRunner:
         return state
 
     def run_cell(self, cell: Cell) -> str:
-        """Run (or resume) one cell; returns its final state."""
+        """Run (or resume) one cell on the backend; returns its final state."""
         state = cell.state()
-        if state == "running":  # its writer is alive: another process trains it
+        if state == "running" and cell.id not in self.running:  # its writer is alive: another process trains it
             state = self.wait_for_writer(cell)
             self.write_manifest()
         if not to_run(state, self.retry_failed) or self.halted:  # after a signal: no folder, no log line
@@ -387,46 +388,66 @@ class GridRunner:
         if state in ("interrupted", "stale", "short") and (cell.run_dir() / "checkpoint.pt").is_file():
             # a run that recorded its thread count resumes with it (an identical continuation); older ones get the grid's
             own = [] if recorded_threads(cell.run_dir()) else ["--threads", threads]
-            cmd = [sys.executable, str(REPO / "main.py"), *own, "--resume", str(cell.run_dir())]
+            argv = [*own, "--resume", repo_relative(cell.run_dir().resolve())]
             for key, value in cell.longer_rule().items():  # a lengthened stopping rule (main.py checks it)
-                cmd += ["--set", f"{key}={_value(value)}"]
+                argv += ["--set", f"{key}={_value(value)}"]
             log.info("%s %s%s", "lengthen" if state == "short" else "resume", cell.id,
                      " (its writer is gone: killed, or another machine's record)" if state == "stale" else "")
         else:
-            keys = self.command_keys(cell)
-            cmd = [sys.executable, str(REPO / "main.py"), "--threads", threads]
-            for key, value in keys.items():
-                cmd += ["--set", f"{key}={_value(value)}"]
+            argv = ["--threads", threads]
+            for key, value in self.command_keys(cell).items():
+                argv += ["--set", f"{key}={_value(value)}"]
             log.info("run %s%s", cell.id, " again (stopped under a shorter stopping rule; no checkpoint here to "
                      "continue from)" if state == "short" else "")
         (cell.folder / "error.txt").unlink(missing_ok=True)
         with self._lock:
-            if self.halted:  # a signal arrived meanwhile: start nothing new
-                return state
-            # a session of its own: a terminal's Ctrl-C reaches the grid only, which forwards it once
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    start_new_session=True)
-            self.children.add(proc)
+            self.running.add(cell.id)
         try:
-            _, stderr = proc.communicate()
+            outcome = self.backend.run(argv, cell.folder, self.shipped(cell), lambda: self.halted)
         finally:
             with self._lock:
-                self.children.discard(proc)
-        atomic_write_text(cell.folder / "last_command.txt", " ".join(cmd) + "\n")
-        if self.stopping and proc.returncode in INTERRUPTED_EXITS:
+                self.running.discard(cell.id)
+        if outcome is None:  # a signal arrived before it started
+            return state
+        if outcome.files:  # a cell run in another checkout: its folder came back with it
+            write_files(cell.folder, outcome.files)
+        atomic_write_text(cell.folder / "last_command.txt", " ".join(outcome.command) + "\n")
+        if outcome.lost:
+            self.lost(cell, outcome.lost)
+        elif cell.state() == "finished":  # e.g. a signal that arrived after the run had recorded its end
+            pass
+        elif self.stopping and outcome.returncode in INTERRUPTED_EXITS:
             # a cell that had not yet set up its handler is killed by the signal itself (a negative returncode):
             # nothing of it is lost, it has no finished epoch, and it starts again next time (not 'failed')
             log.warning("cell %s interrupted (%s)", cell.id, "its last finished epoch is checkpointed"
-                        if proc.returncode > 0 else "before its first epoch: it starts again next time")
-        elif proc.returncode != 0:
-            lines = [line for line in stderr.splitlines() if line.strip()]
+                        if outcome.returncode > 0 else "before its first epoch: it starts again next time")
+        elif outcome.returncode != 0:
+            lines = [line for line in outcome.stderr.splitlines() if line.strip()]
             message = re.sub(r"^\d\d:\d\d:\d\d (ERROR|WARNING|CRITICAL) ", "", lines[-1]) if lines else \
-                f"exit status {proc.returncode}"
+                f"exit status {outcome.returncode}"
             if cell.run_dir() is None or read_status(cell.run_dir()).get("state") != "failed":
                 atomic_write_text(cell.folder / "error.txt", message + "\n")
             log.warning("cell %s failed: %s", cell.id, message)
         self.write_manifest()
         return cell.state()
+
+    def shipped(self, cell: Cell) -> list[Path]:
+        """What a worker outside the driver's filesystem needs of this machine to run the cell: the cell's folder (a
+        resume's checkpoint) and the files of the grid's own OOD split."""
+        split = [Path(str(v)) for k, v in cell.keys.items() if k.startswith("test.set.")]
+        split = [p if p.is_absolute() else REPO / p for p in split]
+        return [cell.folder, *(p for p in split if p.resolve().is_relative_to(self.out.resolve()))]
+
+    def lost(self, cell: Cell, why: str) -> None:
+        """A cell whose worker the cluster lost: failed, with why; a run folder that says it is still running
+        says failed too (its process is gone with its worker)."""
+        run = cell.run_dir()
+        status = read_status(run) if run is not None else {}
+        if status.get("state") == "running":
+            atomic_write_json(run / "status.json", {**status, "state": "failed", "message": why})
+        else:
+            atomic_write_text(cell.folder / "error.txt", why + "\n")
+        log.warning("cell %s failed: %s", cell.id, why)
 
     def run_all(self, datasets: list[str]) -> None:
         """Run every cell, `jobs` at a time, dataset by dataset in the grid's order (a dataset's first seeds, then its
@@ -470,7 +491,7 @@ class GridRunner:
         self.fallbacks = set()
         first, later, choices = self.plan(datasets)
         cells = [{"id": c.id, "dataset": c.dataset, "method": c.method, "candidate": c.candidate, "seed": c.seed,
-                  "state": c.state(), "error": c.error(), "run": str(c.run_dir().relative_to(self.out))
+                  "state": "running" if c.id in self.running else c.state(), "error": c.error(), "run": str(c.run_dir().relative_to(self.out))
                   if c.run_dir() else None, **({"halted_at": c.halted_at} if c.halted_at else {})}
                  for c in first + later]
         return {"grid": self.grid.name, "grid_file": self.file_shown(), "protocols": self.grid.protocols,

@@ -108,7 +108,7 @@ def test_grid_json_is_written_after_every_cell(tmp_path, monkeypatch):
 
         def communicate(self):
             return "", "boom\n"
-    monkeypatch.setattr("bench.runner.subprocess.Popen", Failing)
+    monkeypatch.setattr("bench.cluster.subprocess.Popen", Failing)
     assert runner.run_cell(cell) == "failed"
     assert json.loads((tmp_path / "grid.json").read_text())["grid"] == "t"  # written before the grid ends
     assert (cell.folder / "error.txt").read_text().strip() == "boom"
@@ -130,7 +130,7 @@ def test_a_cell_killed_by_the_grids_signal_before_its_handler_is_todo_not_failed
 
         def communicate(self):
             return "", ""
-    monkeypatch.setattr("bench.runner.subprocess.Popen", KilledAtStart)
+    monkeypatch.setattr("bench.cluster.subprocess.Popen", KilledAtStart)
     with caplog.at_level("WARNING"):
         assert runner.run_cell(cell) == "todo"
     assert not (cell.folder / "error.txt").exists()
@@ -628,7 +628,7 @@ def test_a_stopped_grid_starts_nothing_and_leaves_no_trace_of_queued_cells(tmp_p
 
     def no_process(*args, **kwargs):
         raise AssertionError("a stopped grid started a cell")
-    monkeypatch.setattr("bench.runner.subprocess.Popen", no_process)
+    monkeypatch.setattr("bench.cluster.subprocess.Popen", no_process)
     runner.stop(15)
     with caplog.at_level("INFO"):
         assert runner.run_cell(cell) == "todo"
@@ -652,7 +652,7 @@ def test_a_drained_grid_lets_the_running_cell_finish_and_starts_no_other(tmp_pat
             runner.drain(10)
             _fake_run(self.folder, _rows([0.1], [0.1], [0.1]))
             return "", ""
-    monkeypatch.setattr("bench.runner.subprocess.Popen", Finishing)
+    monkeypatch.setattr("bench.cluster.subprocess.Popen", Finishing)
     monkeypatch.setattr("bench.runner.repo_relative", lambda path: str(path))
     runner.run_all(["coat"])
     cells = runner.plan(["coat"])[0]
@@ -675,7 +675,7 @@ def test_each_cell_runs_at_the_grids_thread_count(tmp_path, monkeypatch, jobs, t
 
         def communicate(self):
             return "", "no run here"
-    monkeypatch.setattr("bench.runner.subprocess.Popen", Started)
+    monkeypatch.setattr("bench.cluster.subprocess.Popen", Started)
     runner.run_cell(runner.cell("coat", "a", {}, 1, {}))
     cmd = commands[0]
     assert cmd[cmd.index("--threads") + 1] == expected

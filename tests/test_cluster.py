@@ -1,0 +1,266 @@
+"""Grids on a Dask cluster (bench/cluster.py, --backend dask): the same records and tables as the local run, run
+folders that travel back from workers in another checkout, a killed worker, and an interrupt and resume.
+
+These start real Dask clusters on this machine (the optional extra, bench/requirements-cluster.txt); without it they skip."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import grid as G
+from bench import table as T
+from tests.conftest import REPO, SHARED, write
+
+pytest.importorskip("distributed", reason="the cluster extra is not installed: pip install -r bench/requirements-cluster.txt")
+
+TINY = ("name: tiny\ndatasets: [coat]\nprotocols: [valid, ood_valid]\nseeds: [2025]\n"
+        "keys: {max.epoch: 2, early_stop.patience: 3, fhn.probe: 256}\n"
+        "methods:\n  rns: {keys: {negative.sampler: rns}}\n  dns: {keys: {negative.sampler: dns}}\n")
+TIMING = ("_s", "time")  # columns that differ from one run to the next
+
+
+def _records(out: Path) -> dict[str, object]:
+    """Every run of a grid folder keyed by its cell: epochs.csv without timings, and metrics.json's selection."""
+    found = {}
+    for config in sorted((out / "runs").rglob("config.json")):
+        run = config.parent
+        cell = str(run.parent.relative_to(out / "runs"))
+        rows = list(csv.DictReader((run / "epochs.csv").open()))
+        rows = [{k: v for k, v in r.items() if not k.endswith(TIMING)} for r in rows]
+        found[cell] = (rows, json.loads((run / "metrics.json").read_text())["selection"])
+    return found
+
+
+def _table(out: Path) -> list[dict[str, str]]:
+    assert T.main([str(out)]) == 0
+    return [{k: v for k, v in r.items() if "cpu" not in k and "sec" not in k and not k.endswith(TIMING)}
+            for r in csv.DictReader((out / "table.csv").open())]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The tiny grid run locally, two jobs at one thread: the reference of the cluster runs."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared/datasets is not present beside the repository")
+    shared = SHARED
+    folder = tmp_path_factory.mktemp("local")
+    path = write(folder / "tiny.yaml", TINY)
+    out = folder / "out"
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out), "--jobs", "2"]) == 0
+    return path, _records(out), _table(out)
+
+
+def test_a_grid_on_a_local_dask_cluster_gives_the_local_records_and_tables(shared, tmp_path, local_run):
+    path, records, table = local_run
+    out = tmp_path / "dask"
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out), "--backend", "dask",
+                   "--jobs", "2"]) == 0
+    assert len(records) == 2 and _records(out) == records
+    assert _table(out) == table
+    manifest = json.loads((out / "grid.json").read_text())
+    assert {c["state"] for c in manifest["cells"]} == {"finished"}
+    assert not list(out.glob(".driver-*"))  # the probe file goes with the driver
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out), "--backend", "dask",
+                   "--jobs", "2"]) == 0  # finished: nothing runs again
+    assert _records(out) == records
+
+
+def _start(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(cwd), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+def worker_checkout(tmp_path):
+    """A second checkout of this working tree (its tracked and new files) with the datasets beside it, as a worker
+    machine without the driver's filesystem would have it."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    root = tmp_path / "worker"
+    for name in filter(None, files):
+        if (REPO / name).is_file() and not name.startswith(("results/", "log/")):
+            (root / "main" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / "main" / name)
+    (root / "shared").symlink_to(REPO.parent / "shared")
+    return root / "main"
+
+
+@pytest.fixture
+def cluster(tmp_path, worker_checkout):
+    """A scheduler and two one-thread workers (no nanny: a killed worker stays dead), run in the worker checkout."""
+    sched = tmp_path / "scheduler.json"
+    procs = [_start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--scheduler-file", str(sched),
+                     "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0"], worker_checkout,
+                    tmp_path / "scheduler.log")]
+    deadline = time.monotonic() + 60
+    while not sched.is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for n in range(2):
+        procs.append(_start([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sched),
+                             "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"w{n}",
+                             "--local-directory", str(tmp_path / f"w{n}")], worker_checkout,
+                            tmp_path / f"worker{n}.log"))
+    from distributed import Client
+    with Client(scheduler_file=str(sched), timeout=60) as client:
+        client.wait_for_workers(2, timeout=90)
+    yield sched, procs
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+    for pid in _cells_under(worker_checkout):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _cells_under(checkout: Path) -> list[int]:
+    """The main.py processes running in a checkout."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            if str(checkout / "main.py").encode() in cmd:
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the cells' processes in /proc (Linux)")
+def test_workers_in_their_own_checkout_send_the_run_folders_back_and_a_killed_worker_fails_its_cell(
+        shared, tmp_path, local_run, cluster, worker_checkout):
+    path, records, table = local_run
+    sched, procs = cluster
+    out = tmp_path / "out"
+    args = [str(path), "--dataset-root", str(shared), "--out", str(out), "--backend", "dask", "--address", str(sched)]
+    assert G.main(args) == 0
+    assert _records(out) == records and _table(out) == table  # the folders came back, byte for byte where it counts
+    assert not list((worker_checkout.parent).rglob("epochs.csv"))  # and left nothing behind on the workers
+
+    # a long cell and a short one; the worker running the long cell dies (with its machine: the cell goes too)
+    slow = write(tmp_path / "slow.yaml", TINY.replace("name: tiny", "name: slow").replace(
+        "  rns: {keys: {negative.sampler: rns}}", "  rns: {keys: {negative.sampler: rns, max.epoch: 400, "
+                                                   "early_stop.patience: 400}}"))
+    out2 = tmp_path / "out2"
+    driver = subprocess.Popen([sys.executable, "-m", "bench.grid", str(slow), "--dataset-root", str(shared), "--out",
+                               str(out2), "--backend", "dask", "--address", str(sched)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        victim = next((pid for pid in _cells_under(worker_checkout)
+                       if b"negative.sampler=rns" in Path(f"/proc/{pid}/cmdline").read_bytes()), None)
+    assert victim is not None, "the long cell never started"
+    time.sleep(3)  # past its start
+    worker = _parent(victim)
+    os.kill(worker, signal.SIGKILL)
+    os.kill(victim, signal.SIGKILL)
+    log, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 1, log  # a failed cell: exit 1, after the others ran
+    manifest = {c["id"]: c for c in json.loads((out2 / "grid.json").read_text())["cells"]}
+    assert manifest["coat/dns/default/s2025"]["state"] == "finished"
+    lost = manifest["coat/rns/default/s2025"]
+    assert lost["state"] == "failed" and "was lost while it ran this cell" in lost["error"], lost
+
+    # a worker whose checkout is at another commit runs nothing: its records would be another code's
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=worker_checkout, check=True)
+    subprocess.run([*git, "add", "main.py"], cwd=worker_checkout, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "other"], cwd=worker_checkout, check=True)
+    out3 = tmp_path / "out3"
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out3), "--backend", "dask", "--address",
+                   str(sched)]) == 1
+    cells = json.loads((out3 / "grid.json").read_text())["cells"]
+    assert {c["state"] for c in cells} == {"failed"} and all("check out the driver's commit" in c["error"]
+                                                               for c in cells), cells
+    assert not list((out3 / "runs").rglob("config.json"))
+
+
+def test_stopping_the_driver_interrupts_the_clusters_cells_and_a_rerun_resumes_them(shared, tmp_path):
+    grid = write(tmp_path / "long.yaml", "name: long\ndatasets: [coat]\nprotocols: [valid]\nseeds: [2025]\n"
+                 "keys: {max.epoch: 30, early_stop.patience: 30, fhn.probe: 256}\n"
+                 "methods:\n  rns: {keys: {negative.sampler: rns}}\n")
+    out = tmp_path / "out"
+    args = [str(grid), "--dataset-root", str(shared), "--out", str(out), "--backend", "dask", "--jobs", "1"]
+    driver = subprocess.Popen([sys.executable, "-m", "bench.grid", *args], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    epochs = []
+    while time.monotonic() < deadline and not epochs:
+        time.sleep(0.3)
+        epochs = [p for p in (out / "runs").rglob("epochs.csv") if len(p.read_text().splitlines()) >= 2]
+    assert epochs, "no epoch finished"
+    driver.send_signal(signal.SIGINT)
+    log, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, log
+    run = epochs[0].parent
+    assert json.loads((run / "status.json").read_text())["state"] == "interrupted", log
+    assert (run / "checkpoint.pt").is_file()
+    done = len(epochs[0].read_text().splitlines()) - 1
+    assert done < 30
+    assert G.main(args) == 0  # the rerun resumes the cell from its checkpoint
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    rows = list(csv.DictReader((run / "epochs.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 31))
+    assert "--resume" in (run.parent / "last_command.txt").read_text()
+
+
+def test_bad_cluster_arguments_are_one_line_errors(tmp_path, caplog, monkeypatch):
+    grid = write(tmp_path / "g.yaml", TINY)
+    out = tmp_path / "out"
+    assert G.main([str(grid), "--out", str(out), "--address", "tcp://127.0.0.1:9"]) == 2
+    assert "--address is for a cluster backend" in caplog.text
+    caplog.clear()
+    assert G.main([str(grid), "--out", str(out), "--backend", "dask", "--address", str(tmp_path / "nothing")]) == 2
+    assert "neither a scheduler address" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr("bench.cluster.CONNECT_S", 1.0)
+    assert G.main([str(grid), "--out", str(out), "--backend", "dask", "--address", "tcp://127.0.0.1:9"]) == 2
+    assert "no Dask scheduler answered at tcp://127.0.0.1:9" in caplog.text
+    caplog.clear()
+    monkeypatch.setitem(sys.modules, "distributed", None)  # the extra not installed
+    assert G.main([str(grid), "--out", str(out), "--backend", "dask"]) == 2
+    assert "pip install -r bench/requirements-cluster.txt" in caplog.text
+    assert not (out / "runs").exists()
+
+
+def test_a_task_passes_the_drivers_signal_on_and_stops_its_cell_when_the_driver_is_gone(monkeypatch):
+    from bench import cluster
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGINT, lambda *a: sys.exit(130))\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n"
+            "time.sleep(60)\n")
+    monkeypatch.setattr(cluster, "POLL_S", 0.05)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    time.sleep(0.5)
+    states = iter([{"stop": 0, "beat": 1}, {"stop": 0, "beat": 2}] + [{"stop": int(signal.SIGINT), "beat": 3}] * 999)
+    cluster._watch(proc, lambda: next(states))
+    assert proc.returncode == 130  # the driver's Ctrl-C reached the cell
+    monkeypatch.setattr(cluster, "HEARTBEAT_LOST_S", 0.3)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    time.sleep(0.5)
+    started = time.monotonic()
+    cluster._watch(proc, lambda: {"stop": 0, "beat": 7})  # a heartbeat that never changes: the driver is gone
+    assert proc.returncode == 143 and time.monotonic() - started < 30
+
+
+def test_returned_files_stay_inside_their_cells_folder(tmp_path):
+    from bench.cluster import folder_files, write_files
+    cell = tmp_path / "cell"
+    assert write_files(cell, {"run/epochs.csv": b"epoch\n1\n", "log/x.log": b"x"}) == 2
+    assert folder_files(cell) == {"log/x.log": b"x", "run/epochs.csv": b"epoch\n1\n"}
+    with pytest.raises(ValueError, match="outside its cell's folder"):
+        write_files(cell, {"../escaped.txt": b"no"})
+    assert not (tmp_path / "escaped.txt").exists()
