@@ -4,18 +4,21 @@ Either way a cell is the same `python main.py ARGS` command, run in a checkout o
 (exit status, the end of its stderr) comes back to bench/runner.py, which treats both alike. On a cluster:
 
 - Each cell is one task; a task holds one worker thread while its main.py runs (start workers with one thread
-  per cell they should run at once: `dask worker ADDRESS --nthreads N`).
+  per cell they should run at once: `dask worker ADDRESS --nthreads N`). Without --jobs the grid runs as many cells
+  at once as the cluster has worker threads, counted again as workers join or leave.
 - The workers need a checkout of the same commit and the datasets at the same path relative to it. Where a
   worker's checkout is the driver's own (a shared filesystem, the common case on HPC: it sees the file this run of
-  the grid wrote), the cell writes its run folder in place. Otherwise the driver sends the cell's folder (its
-  checkpoint, for a resume) and the grid's split files with the task, the worker runs the cell in its own checkout
-  and sends the cell's folder back, which the driver writes where a local cell would have written it.
-- The driver and its tasks share one entry of the scheduler's metadata, `bench.grid/<run>`: a heartbeat, and the signal that stopped the
-  driver. A task passes SIGINT/SIGTERM on to its main.py (which checkpoints and ends `interrupted`, as a local cell
-  does) and stops it with SIGTERM when the driver's heartbeat has not changed for HEARTBEAT_LOST_S (the driver was
-  killed).
-- A worker that dies while running a cell: the scheduler hands the task to another worker, which finds the first
-  attempt's mark and returns at once; the cell ends `failed`, naming the worker, and the grid goes on.
+  the grid wrote), the cell writes its run folder in place. Otherwise the task asks for the files the cell needs
+  (the run folder a resume continues, the grid's split files) and the worker runs the cell in its own checkout, in
+  a cell folder it creates (the grid's folder must lie inside the repository for that), sends the folder back,
+  which the driver writes where a local cell would have written it, and deletes it.
+- The driver and its tasks share one entry of the scheduler's metadata, `bench.grid/<run>`: a heartbeat, the signal
+  that stopped the driver and whether it drains. A task passes SIGINT/SIGTERM on to its main.py (which checkpoints
+  and ends `interrupted`, as a local cell does), starts nothing once the driver stops or drains, and stops its cell
+  with SIGTERM when the driver's heartbeat has not changed for HEARTBEAT_LOST_S (the driver was killed).
+- A worker that dies while running a cell takes the cell's process with it (Linux: the parent-death signal), as a
+  machine that fails would; the scheduler hands the task to another worker, which finds the first attempt's mark and
+  returns at once; the cell ends `failed`, naming the worker, and the grid goes on.
 """
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ HEARTBEAT_S = 2.0  # how often the driver shows it is alive
 HEARTBEAT_LOST_S = 60.0  # a task stops its cell when the driver's heartbeat has not changed for this long
 POLL_S = 1.0  # how often a task looks at the driver's heartbeat and stop signal
 CONNECT_S = 30.0  # how long the driver waits for a scheduler at --address
-STDERR_LINES = 40  # the end of a cell's stderr that comes back with its outcome
+STDERR_LINES = 40
+SLOTS_S = 5.0  # how often the driver counts the cluster's worker threads again  # the end of a cell's stderr that comes back with its outcome
 
 
 @dataclass
@@ -65,8 +69,7 @@ class LocalBackend:
 
     def __init__(self) -> None:
         self.children: set[subprocess.Popen] = set()
-        self._lock = threading.Lock()
-        self._stopping = 0
+        self._lock = threading.RLock()  # stop() runs in a signal handler: a second signal may arrive inside it
 
     def slots(self, jobs: Optional[int]) -> int:
         """Cells run at once: --jobs (default 1)."""
@@ -96,6 +99,9 @@ class LocalBackend:
                     proc.send_signal(signum)
                 except ProcessLookupError:
                     pass
+
+    def drain(self) -> None:
+        """Nothing to tell: the runner starts no new cell."""
 
     def close(self) -> None:
         """Nothing to release."""
@@ -128,26 +134,33 @@ class DaskBackend:
                                                         processes=True, dashboard_address=":0",
                                                         silence_logs=logging.WARNING)
                 self.client = distributed.Client(self.cluster)
-            elif address.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+            elif "://" in address:
                 self.client = distributed.Client(address, timeout=CONNECT_S)
-            elif Path(address).is_file():
+            else:  # a scheduler file, perhaps not yet written by a scheduler starting beside the grid
+                deadline = time.monotonic() + CONNECT_S
+                while not Path(address).is_file() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                if not Path(address).is_file():  # (distributed would wait for it without end)
+                    raise TimeoutError("no scheduler file there")
                 self.client = distributed.Client(scheduler_file=address, timeout=CONNECT_S)
-            else:
-                raise ConfigError(f"--address: {address} is neither a scheduler address (tcp://HOST:PORT) nor a "
-                                  f"scheduler file")
-        except (OSError, TimeoutError) as exc:
-            raise ConfigError(f"--address: no Dask scheduler answered at {address}: {exc}") from None
+            self.client.wait_for_workers(1, timeout=CONNECT_S)
+        except Exception as exc:  # a bad address, no scheduler, a file that is not a scheduler's, no worker
+            raise ConfigError(f"--address: no Dask cluster with a worker answered at {address} within "
+                              f"{CONNECT_S:g} s ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                              ) from None
         self.run_id = uuid.uuid4().hex[:12]
         self.commit = head_commit(REPO)  # the workers' checkouts must be at it
         out.mkdir(parents=True, exist_ok=True)
         self.probe = out / f".driver-{self.run_id}"  # a worker that sees this file shares the driver's filesystem
         self.probe.write_text(f"{os.getpid()}\n")
         self.control = ["bench.grid", self.run_id]  # the scheduler's metadata the driver and its tasks share
-        self.state = {"stop": 0, "beat": 0}
+        self.state = {"stop": 0, "drain": 0, "beat": 0}
         self.client.set_metadata(self.control, dict(self.state))
         self._count = 0
-        self._lock = threading.Lock()
+        self._slots = (0.0, 1)  # (when counted, worker threads)
+        self._lock = threading.RLock()
         self._closed = threading.Event()
+        self._wake = threading.Event()  # a stop or drain to send now (a signal handler only sets it)
         self._beat = threading.Thread(target=self._heartbeat, name="bench.grid heartbeat", daemon=True)
         self._beat.start()
         workers = self.client.nthreads()
@@ -155,22 +168,51 @@ class DaskBackend:
                  sum(workers.values()))
 
     def slots(self, jobs: Optional[int]) -> int:
-        """Cells run at once: --jobs, or else every worker thread of the cluster."""
-        return jobs or max(1, sum(self.client.nthreads().values()))
+        """Cells run at once: --jobs, or else every worker thread of the cluster now (counted every SLOTS_S)."""
+        if jobs:
+            return jobs
+        when, count = self._slots
+        if time.monotonic() - when > SLOTS_S:
+            try:
+                count = max(1, sum(self.client.nthreads().values()))
+            except Exception:  # the scheduler did not answer: keep the last count
+                pass
+            self._slots = (time.monotonic(), count)
+        return count
 
     def _heartbeat(self) -> None:
-        while not self._closed.wait(HEARTBEAT_S):
-            with self._lock:
-                self.state["beat"] += 1
-                try:
-                    self.client.set_metadata(self.control, dict(self.state))
-                except Exception as exc:  # a scheduler gone for a moment: the next beat tries again
-                    log.debug("heartbeat not sent: %s", exc)
+        """The driver's heartbeat, and its stop or drain as soon as a signal sets one."""
+        while not self._closed.is_set():
+            self._wake.wait(HEARTBEAT_S)
+            self._wake.clear()
+            self.state["beat"] += 1
+            try:
+                self.client.set_metadata(self.control, dict(self.state))
+            except Exception as exc:  # a scheduler gone for a moment: the next beat tries again
+                log.debug("heartbeat not sent: %s", exc)
 
     def run(self, argv: list[str], folder: Path, ship: list[Path], halted: Callable[[], bool]) -> Optional[Outcome]:
-        """Run main.py with argv as one task; None when a signal arrived before it was handed over."""
+        """Run main.py with argv as one task; None when a signal arrived before it was handed over. The files to
+        ship go only to a worker that asks for them (one outside the driver's filesystem)."""
+        result = self._submit(argv, folder, None, halted)
+        if result is not None and result.get("needs_files"):
+            result = self._submit(argv, folder, {os.path.relpath(p, REPO): p.read_bytes() for p in _files(ship)},
+                                  halted)
+        if result is None:
+            return None
+        if result.get("error"):
+            return Outcome(None, "", argv, lost=result["error"])
+        if result.get("lost"):
+            return Outcome(None, "", argv, lost=f"worker {result['lost']} was lost while it ran this cell (its "
+                                                f"process died or lost the scheduler)")
+        if result.get("skipped"):
+            return None
+        return Outcome(result["returncode"], result["stderr"], result["command"], files=result.get("files", {}))
+
+    def _submit(self, argv: list[str], folder: Path, files: Optional[dict[str, bytes]],
+                halted: Callable[[], bool]) -> Optional[dict[str, Any]]:
+        """One task of run_task and its result (None when a signal arrived before it was handed over)."""
         distributed = _distributed()
-        files = {os.path.relpath(p, REPO): p.read_bytes() for p in _files(ship)}
         with self._lock:
             if halted():
                 return None
@@ -179,30 +221,27 @@ class DaskBackend:
         future = self.client.submit(run_task, argv, str(REPO), str(self.probe), os.path.relpath(folder, REPO), files,
                                     self.control, key, self.commit, key=key, pure=False)
         try:
-            result = future.result()
+            return future.result()
         except distributed.client.FutureCancelledError as exc:
-            return Outcome(None, "", argv, lost=f"its task was cancelled on the cluster ({exc})")
+            return {"error": f"its task was cancelled on the cluster ({exc})"}
         except Exception as exc:  # KilledWorker and the like: the scheduler gave the task up
-            return Outcome(None, "", argv, lost=f"{type(exc).__name__}: {exc}")
-        if result.get("lost"):
-            return Outcome(None, "", argv, lost=f"worker {result['lost']} was lost while it ran this cell (its "
-                                                f"process died or lost the scheduler)")
-        if result.get("skipped"):
-            return None
-        return Outcome(result["returncode"], result["stderr"], result["command"], files=result.get("files", {}))
+            return {"error": f"the cluster gave its task up: {type(exc).__name__}: {exc}"}
 
     def stop(self, signum: int) -> None:
-        """Tell every running task to pass the signal on to its cell."""
-        with self._lock:
-            self.state["stop"] = int(signum)
-            try:
-                self.client.set_metadata(self.control, dict(self.state))
-            except Exception as exc:
-                log.warning("the cluster could not be told to stop its cells: %s", exc)
+        """Tell every running task to pass the signal on to its cell (sent by the heartbeat thread: this runs in a
+        signal handler, which must not wait on the scheduler)."""
+        self.state["stop"] = int(signum)
+        self._wake.set()
+
+    def drain(self) -> None:
+        """Tell the tasks not yet started to start nothing."""
+        self.state["drain"] = 1
+        self._wake.set()
 
     def close(self) -> None:
         """Stop the heartbeat, remove the probe file, and close the client (and the cluster this grid started)."""
         self._closed.set()
+        self._wake.set()
         self._beat.join(timeout=5)
         self.probe.unlink(missing_ok=True)
         self.client.close()
@@ -260,46 +299,87 @@ def write_files(folder: Path, files: dict[str, bytes]) -> int:
     return len(files)
 
 
-def run_task(argv: list[str], driver_repo: str, probe: str, folder: str, files: dict[str, bytes], control: list[str],
-             key: str, driver_commit: str = "") -> dict[str, Any]:
+def run_task(argv: list[str], driver_repo: str, probe: str, folder: str, files: Optional[dict[str, bytes]],
+             control: list[str], key: str, driver_commit: str = "") -> dict[str, Any]:
     """On a worker: run one cell's main.py in this worker's checkout; its exit status, the end of its stderr and,
-    where the worker does not share the driver's checkout, the cell's folder."""
+    where the worker does not share the driver's checkout, the cell's folder ({"needs_files": True} when such a
+    worker got no files yet)."""
     import distributed
     client = distributed.get_client()
+    worker = distributed.get_worker()
+    command = ["python", "main.py", *argv]
+
+    def refused(message: str) -> dict[str, Any]:
+        return {"returncode": 2, "command": command, "worker": worker.address, "stderr": message + "\n"}
+
     started = ["bench.grid-started", *control[1:], key]  # apart from control: the tasks read control every second
     earlier = client.get_metadata(started, default=None)
     if earlier:  # an earlier attempt of this task ran on a worker that is gone: its cell is not run twice
         return {"lost": earlier}
-    worker = distributed.get_worker()
-    client.set_metadata(started, worker.address)
     own = head_commit(REPO)
     if driver_commit and own and own != driver_commit:  # another version of the code would make other records
-        return {"returncode": 2, "command": ["python", "main.py", *argv], "worker": worker.address,
-                "stderr": f"worker {worker.address} has commit {own[:12]} checked out at {REPO}, the driver "
-                          f"{driver_commit[:12]}: check out the driver's commit on every worker\n"}
-    if client.get_metadata(control, default={}).get("stop"):
+        return refused(f"worker {worker.address} has commit {own[:12]} checked out at {REPO}, the driver "
+                       f"{driver_commit[:12]}: check out the driver's commit on every worker")
+    state = client.get_metadata(control, default={})
+    if state.get("stop") or state.get("drain"):
         return {"skipped": True}
     shared = Path(driver_repo).resolve() == REPO.resolve() and Path(probe).is_file()
+    cell = REPO / folder
     if not shared:
+        if files is None:
+            return {"needs_files": True}
+        outside = [n for n in [folder, *files] if Path(n).is_absolute() or ".." in Path(n).parts]
+        if outside:
+            return refused(f"worker {worker.address} does not share the driver's filesystem, so the grid's folder "
+                           f"must lie inside the repository (the default results/grids/NAME does); {outside[0]} "
+                           f"does not")
+        if cell.exists():  # not this task's to overwrite or delete
+            return refused(f"worker {worker.address} already has {folder} in its checkout {REPO} (its own run, or "
+                           f"one a task left behind): move it away")
         for name, data in files.items():
             target = REPO / name
+            if target.is_file() and target.read_bytes() == data:  # e.g. a split file another cell may be reading
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-    cmd = [sys.executable, str(REPO / "main.py"), *argv]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+            part = target.with_name(f"{target.name}.{key}.part")
+            part.write_bytes(data)
+            os.replace(part, target)
+    client.set_metadata(started, worker.address)
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *argv], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_die_with_worker)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
     _watch(proc, lambda: client.get_metadata(control, default=None))
     reader.join()
     result: dict[str, Any] = {"returncode": proc.returncode, "stderr": "".join(lines[-STDERR_LINES:]),
-                              "command": ["python", "main.py", *argv], "worker": worker.address}
-    if not shared:
-        cell = REPO / folder
+                              "command": command, "worker": worker.address}
+    if not shared:  # the folder this task created goes back to the driver, and from here
         result["files"] = folder_files(cell) if cell.is_dir() else {}
         shutil.rmtree(cell, ignore_errors=True)
     return result
+
+
+def _prctl() -> Optional[Callable[..., int]]:
+    """libc's prctl where there is one (Linux), looked up once: the forked child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_worker() -> None:
+    """In a cell's process before it starts: SIGKILL when the worker thread that started it dies (Linux), so that a
+    worker that dies takes its cell with it, as a failing machine would."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _watch(proc: subprocess.Popen, control: Callable[[], Optional[dict[str, int]]]) -> None:

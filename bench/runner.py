@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # when it arrived before main.py installed its handler
 INTERRUPTED_EXITS = (130, 143, -signal.SIGINT, -signal.SIGTERM)
 POLL_S = 1.0  # how often a grid looks at a cell that another process is training
+MAX_CLUSTER_JOBS = 4096  # cells at once on a cluster without --jobs (threads are made as cells start)
 
 
 def shown_path(path: Path) -> str:
@@ -73,9 +74,13 @@ class GridRunner:
     def use(self, backend: LocalBackend | DaskBackend, jobs: Optional[int], threads: Optional[int]) -> None:
         """Run the cells on this backend, `jobs` at a time (default: the backend's), with `threads` torch threads each
         (default: one when cells run side by side or on a cluster, else every core)."""
-        self.backend = backend
-        self.jobs = backend.slots(jobs)
+        self.backend, self.requested_jobs = backend, jobs
         self.threads = threads or (1 if self.jobs > 1 or backend.name != "local" else os.cpu_count() or 1)
+
+    @property
+    def jobs(self) -> int:
+        """Cells run at once: --jobs, or the backend's default (1 here; a cluster's worker threads, as they are now)."""
+        return self.backend.slots(self.requested_jobs)
 
     @property
     def halted(self) -> bool:
@@ -85,6 +90,7 @@ class GridRunner:
     def drain(self, signum: int) -> None:
         """Start nothing new; the running cells go on to their end (a session's time is nearly up)."""
         self.draining = signum
+        self.backend.drain()
         with self._lock:
             log.warning("draining: %d running cell(s) finish, no new cell starts", len(self.running))
 
@@ -385,7 +391,9 @@ class GridRunner:
             return state
         cell.folder.mkdir(parents=True, exist_ok=True)
         threads = str(self.threads)
+        ship = self.split_files(cell)  # what a worker outside this filesystem needs from here
         if state in ("interrupted", "stale", "short") and (cell.run_dir() / "checkpoint.pt").is_file():
+            ship.append(cell.run_dir())
             # a run that recorded its thread count resumes with it (an identical continuation); older ones get the grid's
             own = [] if recorded_threads(cell.run_dir()) else ["--threads", threads]
             argv = [*own, "--resume", repo_relative(cell.run_dir().resolve())]
@@ -403,7 +411,7 @@ class GridRunner:
         with self._lock:
             self.running.add(cell.id)
         try:
-            outcome = self.backend.run(argv, cell.folder, self.shipped(cell), lambda: self.halted)
+            outcome = self.backend.run(argv, cell.folder, ship, lambda: self.halted)
         finally:
             with self._lock:
                 self.running.discard(cell.id)
@@ -414,13 +422,14 @@ class GridRunner:
         atomic_write_text(cell.folder / "last_command.txt", " ".join(outcome.command) + "\n")
         if outcome.lost:
             self.lost(cell, outcome.lost)
-        elif cell.state() == "finished":  # e.g. a signal that arrived after the run had recorded its end
-            pass
         elif self.stopping and outcome.returncode in INTERRUPTED_EXITS:
             # a cell that had not yet set up its handler is killed by the signal itself (a negative returncode):
             # nothing of it is lost, it has no finished epoch, and it starts again next time (not 'failed')
-            log.warning("cell %s interrupted (%s)", cell.id, "its last finished epoch is checkpointed"
-                        if outcome.returncode > 0 else "before its first epoch: it starts again next time")
+            if cell.state() == "finished":  # the signal came after the run had recorded its end
+                log.info("cell %s finished before the signal reached it", cell.id)
+            else:
+                log.warning("cell %s interrupted (%s)", cell.id, "its last finished epoch is checkpointed"
+                            if outcome.returncode > 0 else "before its first epoch: it starts again next time")
         elif outcome.returncode != 0:
             lines = [line for line in outcome.stderr.splitlines() if line.strip()]
             message = re.sub(r"^\d\d:\d\d:\d\d (ERROR|WARNING|CRITICAL) ", "", lines[-1]) if lines else \
@@ -431,19 +440,21 @@ class GridRunner:
         self.write_manifest()
         return cell.state()
 
-    def shipped(self, cell: Cell) -> list[Path]:
-        """What a worker outside the driver's filesystem needs of this machine to run the cell: the cell's folder (a
-        resume's checkpoint) and the files of the grid's own OOD split."""
+    def split_files(self, cell: Cell) -> list[Path]:
+        """The files of the grid's own OOD split that the cell reads (a worker outside this filesystem gets them)."""
         split = [Path(str(v)) for k, v in cell.keys.items() if k.startswith("test.set.")]
         split = [p if p.is_absolute() else REPO / p for p in split]
-        return [cell.folder, *(p for p in split if p.resolve().is_relative_to(self.out.resolve()))]
+        return [p for p in split if p.resolve().is_relative_to(self.out.resolve())]
 
     def lost(self, cell: Cell, why: str) -> None:
-        """A cell whose worker the cluster lost: failed, with why; a run folder that says it is still running
-        says failed too (its process is gone with its worker)."""
+        """A cell whose worker the cluster lost: failed, with why (its process went with its worker); in the status
+        of its newest run folder where it has one, so that the cell reads as failed."""
         run = cell.run_dir()
         status = read_status(run) if run is not None else {}
-        if status.get("state") == "running":
+        if status.get("state") == "finished":  # it ended before its worker did; only the reply was lost
+            log.warning("cell %s: its worker was lost after the run had finished (%s)", cell.id, why)
+            return
+        if run is not None:
             atomic_write_json(run / "status.json", {**status, "state": "failed", "message": why})
         else:
             atomic_write_text(cell.folder / "error.txt", why + "\n")
@@ -458,7 +469,9 @@ class GridRunner:
         queued: set[tuple[str, Any]] = set()  # a cell at a halving's rung and under the full rule are two
         running: set[Any] = set()
         order = {d: i for i, d in enumerate(datasets)}
-        pool = ThreadPoolExecutor(max_workers=self.jobs)
+        # a thread per running cell; a cluster's count of worker threads may grow while the grid runs
+        pool = ThreadPoolExecutor(max_workers=self.jobs if self.requested_jobs or self.backend.name == "local"
+                                  else MAX_CLUSTER_JOBS)
         try:
             while True:
                 if len(running) < self.jobs and not self.halted:

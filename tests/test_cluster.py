@@ -120,6 +120,14 @@ def cluster(tmp_path, worker_checkout):
         os.kill(pid, signal.SIGKILL)
 
 
+@pytest.fixture
+def inside():
+    """A folder for grids inside the repository (workers outside the driver's filesystem need that), removed after."""
+    folder = REPO / "results" / "grids" / f"test-cluster-{os.getpid()}-{time.monotonic_ns()}"
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _cells_under(checkout: Path) -> list[int]:
     """The main.py processes running in a checkout."""
     found = []
@@ -139,20 +147,29 @@ def _parent(pid: int) -> int:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the cells' processes in /proc (Linux)")
 def test_workers_in_their_own_checkout_send_the_run_folders_back_and_a_killed_worker_fails_its_cell(
-        shared, tmp_path, local_run, cluster, worker_checkout):
+        shared, tmp_path, local_run, cluster, worker_checkout, inside):
     path, records, table = local_run
     sched, procs = cluster
-    out = tmp_path / "out"
+    # outside the repository, a worker without the driver's filesystem has nowhere to put the cells: a clear refusal
+    outside = tmp_path / "outside"
+    assert G.main([str(path), "--dataset-root", str(shared), "--out", str(outside), "--backend", "dask", "--address",
+                   str(sched)]) == 1
+    cells = json.loads((outside / "grid.json").read_text())["cells"]
+    assert {c["state"] for c in cells} == {"failed"}
+    assert all("must lie inside the repository" in c["error"] for c in cells), cells
+    out = inside / "tiny"
     args = [str(path), "--dataset-root", str(shared), "--out", str(out), "--backend", "dask", "--address", str(sched)]
     assert G.main(args) == 0
-    assert _records(out) == records and _table(out) == table  # the folders came back, byte for byte where it counts
-    assert not list((worker_checkout.parent).rglob("epochs.csv"))  # and left nothing behind on the workers
+    assert _records(out) == records and _table(out) == table  # the folders came back, equal where it counts
+    worker_out = worker_checkout / out.relative_to(REPO)
+    assert (worker_out / "data").is_dir()  # the split files went to the workers ...
+    assert not list(worker_out.rglob("epochs.csv"))  # ... and the cells' folders came back and left
 
     # a long cell and a short one; the worker running the long cell dies (with its machine: the cell goes too)
     slow = write(tmp_path / "slow.yaml", TINY.replace("name: tiny", "name: slow").replace(
         "  rns: {keys: {negative.sampler: rns}}", "  rns: {keys: {negative.sampler: rns, max.epoch: 400, "
                                                    "early_stop.patience: 400}}"))
-    out2 = tmp_path / "out2"
+    out2 = inside / "slow"
     driver = subprocess.Popen([sys.executable, "-m", "bench.grid", str(slow), "--dataset-root", str(shared), "--out",
                                str(out2), "--backend", "dask", "--address", str(sched)], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -164,9 +181,11 @@ def test_workers_in_their_own_checkout_send_the_run_folders_back_and_a_killed_wo
                        if b"negative.sampler=rns" in Path(f"/proc/{pid}/cmdline").read_bytes()), None)
     assert victim is not None, "the long cell never started"
     time.sleep(3)  # past its start
-    worker = _parent(victim)
-    os.kill(worker, signal.SIGKILL)
-    os.kill(victim, signal.SIGKILL)
+    os.kill(_parent(victim), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{victim}").exists() and time.monotonic() < deadline:  # the cell goes with its worker
+        time.sleep(0.1)
+    assert not Path(f"/proc/{victim}").exists() or "Z" in Path(f"/proc/{victim}/stat").read_text().split()[2]
     log, _ = driver.communicate(timeout=180)
     assert driver.returncode == 1, log  # a failed cell: exit 1, after the others ran
     manifest = {c["id"]: c for c in json.loads((out2 / "grid.json").read_text())["cells"]}
@@ -179,7 +198,7 @@ def test_workers_in_their_own_checkout_send_the_run_folders_back_and_a_killed_wo
     subprocess.run(["git", "init", "-q"], cwd=worker_checkout, check=True)
     subprocess.run([*git, "add", "main.py"], cwd=worker_checkout, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "other"], cwd=worker_checkout, check=True)
-    out3 = tmp_path / "out3"
+    out3 = inside / "other"
     assert G.main([str(path), "--dataset-root", str(shared), "--out", str(out3), "--backend", "dask", "--address",
                    str(sched)]) == 1
     cells = json.loads((out3 / "grid.json").read_text())["cells"]
@@ -222,13 +241,15 @@ def test_bad_cluster_arguments_are_one_line_errors(tmp_path, caplog, monkeypatch
     out = tmp_path / "out"
     assert G.main([str(grid), "--out", str(out), "--address", "tcp://127.0.0.1:9"]) == 2
     assert "--address is for a cluster backend" in caplog.text
-    caplog.clear()
-    assert G.main([str(grid), "--out", str(out), "--backend", "dask", "--address", str(tmp_path / "nothing")]) == 2
-    assert "neither a scheduler address" in caplog.text
-    caplog.clear()
     monkeypatch.setattr("bench.cluster.CONNECT_S", 1.0)
-    assert G.main([str(grid), "--out", str(out), "--backend", "dask", "--address", "tcp://127.0.0.1:9"]) == 2
-    assert "no Dask scheduler answered at tcp://127.0.0.1:9" in caplog.text
+    (tmp_path / "not-a-scheduler.json").write_text("{}")
+    for address in ["tcp://127.0.0.1:9", "tcp://127.0.0.1:notaport", str(tmp_path / "nothing"),
+                    str(tmp_path / "not-a-scheduler.json")]:
+        caplog.clear()
+        assert G.main([str(grid), "--out", str(out), "--backend", "dask", "--address", address]) == 2
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and f"no Dask cluster with a worker answered at {address}" in errors[0]
+        assert "\n" not in errors[0]
     caplog.clear()
     monkeypatch.setitem(sys.modules, "distributed", None)  # the extra not installed
     assert G.main([str(grid), "--out", str(out), "--backend", "dask"]) == 2
@@ -264,3 +285,47 @@ def test_returned_files_stay_inside_their_cells_folder(tmp_path):
     with pytest.raises(ValueError, match="outside its cell's folder"):
         write_files(cell, {"../escaped.txt": b"no"})
     assert not (tmp_path / "escaped.txt").exists()
+
+
+class _FakeClient:
+    """The scheduler's metadata, as run_task sees it."""
+
+    def __init__(self, control):
+        self.meta = {tuple(k): v for k, v in control.items()}
+
+    def get_metadata(self, key, default=None):
+        return self.meta.get(tuple(key), default)
+
+    def set_metadata(self, key, value):
+        self.meta[tuple(key)] = value
+
+
+def test_a_task_decides_before_it_starts_a_cell(tmp_path, monkeypatch):
+    import distributed
+    from bench import cluster
+    worker = type("W", (), {"address": "tcp://w:1"})()
+    control = ["bench.grid", "r1"]
+    client = _FakeClient({tuple(control): {"stop": 0, "drain": 0, "beat": 1}})
+    monkeypatch.setattr(distributed, "get_client", lambda: client)
+    monkeypatch.setattr(distributed, "get_worker", lambda: worker)
+    started = []
+    monkeypatch.setattr(cluster, "head_commit", lambda repo: "a" * 40)  # this worker's checkout
+    monkeypatch.setattr(cluster.subprocess, "Popen", lambda *a, **k: started.append(a) or 1 / 0)
+    probe = tmp_path / "probe"  # absent: the worker does not share the driver's filesystem
+    folder = "results/grids/t/runs/coat/rns/default/s1"
+
+    def task(key, files=None, folder=folder, commit=""):
+        return cluster.run_task(["--threads", "1"], "/elsewhere", str(probe), folder, files, control, key, commit)
+
+    assert task("k1") == {"needs_files": True}  # asks for its files first
+    refused = task("k2", {"../x/ood_valid.txt": b"1"}, folder="../outside/runs/c")
+    assert refused["returncode"] == 2 and "must lie inside the repository" in refused["stderr"]
+    other = task("k3", commit="0" * 40)
+    assert other["returncode"] == 2 and "check out the driver's commit" in other["stderr"]
+    client.set_metadata(["bench.grid-started", "r1", "k4"], "tcp://gone:2")
+    assert task("k4", {}) == {"lost": "tcp://gone:2"}  # its first attempt's worker died: not run twice
+    client.set_metadata(control, {"stop": 0, "drain": 1, "beat": 2})
+    assert task("k5", {}) == {"skipped": True}  # draining: nothing new starts
+    client.set_metadata(control, {"stop": 2, "drain": 0, "beat": 3})
+    assert task("k6", {}) == {"skipped": True}
+    assert started == []
