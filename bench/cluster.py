@@ -119,8 +119,8 @@ def _distributed() -> Any:
 
 class DaskBackend:
     """Cells as tasks of a Dask cluster: one at `address` (tcp://HOST:PORT, or a scheduler file written by
-    `dask scheduler --scheduler-file FILE`), or else a cluster of `jobs` one-thread worker processes started on this
-    machine for this grid."""
+    `dask scheduler --scheduler-file FILE`), or else a cluster of `jobs` one-thread workers started for this grid in
+    its own process (each cell is a process of its own anyway: worker processes would only add their start-up)."""
 
     name = "dask"
 
@@ -131,7 +131,7 @@ class DaskBackend:
         try:
             if address is None:
                 self.cluster = distributed.LocalCluster(n_workers=jobs or os.cpu_count() or 1, threads_per_worker=1,
-                                                        processes=True, dashboard_address=":0",
+                                                        processes=False, dashboard_address=":0",
                                                         silence_logs=logging.WARNING)
                 self.client = distributed.Client(self.cluster)
             elif "://" in address:
