@@ -68,12 +68,13 @@ class FHNProbe:
     """Measures the false-hard-negative rate of a sampler on a fixed probe of training pairs."""
 
     def __init__(self, data: Interaction, size: int, seed: int, batch_size: int,
-                 truth: Optional[sp.csr_matrix] = None):
+                 truth: Optional[sp.csr_matrix] = None, cosine: bool = False):
         rng = np.random.default_rng([int(seed), 7461])  # its own generator: the run's streams are untouched
         n = len(data.train_users)
         index = np.sort(rng.choice(n, size=min(int(size), n), replace=False))
         self.users, self.pos = data.train_users[index], data.train_items[index]
         self.n_items, self.batch_size = data.n_items, batch_size
+        self.cosine = cosine  # a loss that scores by cosine: neg_score and pos_score are cosines too
         self.train = data.train
         degree_u = np.diff(data.train.indptr)
         self.item_degree = data.item_degree()
@@ -120,6 +121,8 @@ class FHNProbe:
                 if items is None:
                     items = self.nearest(neg, users, item_all)
                 items_out.append(items.reshape(len(users), -1).cpu())
+                if self.cosine:
+                    e_u, e_i, neg = F.normalize(e_u, dim=-1), F.normalize(e_i, dim=-1), F.normalize(neg, dim=-1)
                 neg_scores.append(torch.einsum("bd,bkd->bk", e_u, neg).mean(1).cpu())
                 pos_scores.append((e_u * e_i).sum(-1).cpu())
         items = torch.cat(items_out).numpy()

@@ -117,7 +117,7 @@ class GraphRecommender(Checkpointing, Reporting):
         self.fhn: Optional[FHNProbe] = None
         if cfg.fhn_probe > 0:
             self.fhn = FHNProbe(self.data, cfg.fhn_probe, cfg.seed, cfg.batch_size,
-                                truth_matrix(self.data, cfg.training_set.parent))
+                                truth_matrix(self.data, cfg.training_set.parent), self.loss.cosine)
         log.info("negative sampler: %s", self.sampler.describe())
         if cfg.loss_name != "bpr":
             log.info("loss: %s", self.loss.describe())

@@ -66,6 +66,25 @@ def test_uniform_negatives_hit_held_out_items_at_the_base_rate(tmp_path, device,
     assert out["neg_pop"] > 0 and np.isfinite(out["neg_score"]) and np.isfinite(out["pos_score"])
 
 
+def test_a_cosine_loss_gets_cosine_scores_from_the_probe(tmp_path, device, device_key):
+    data, _ = _toy_data(seed=2, n_users=60, n_items=50, density=0.2)
+    rec = _recommender(tmp_path, "rns", data, **{"params.rns.n_negs": 5, "device": device_key})
+    dot, cos = FHNProbe(data, 200, 1, 64), FHNProbe(data, 200, 1, 64, cosine=True)
+    with torch.no_grad():  # propagation is linear: every final embedding is 7x longer, its direction the same
+        rec.model.user_emb.mul_(7.0)
+        rec.model.item_emb.mul_(7.0)
+    first = cos.measure(rec.model, rec.sampler, rec.epoch_sampler, 0, 3, device)
+    plain = dot.measure(rec.model, rec.sampler, rec.epoch_sampler, 0, 3, device)
+    with torch.no_grad():
+        rec.model.user_emb.mul_(3.0)
+        rec.model.item_emb.mul_(3.0)
+    again = cos.measure(rec.model, rec.sampler, rec.epoch_sampler, 0, 3, device)
+    assert again["pos_score"] == pytest.approx(first["pos_score"], rel=1e-5)
+    assert again["neg_score"] == pytest.approx(first["neg_score"], rel=1e-5)
+    assert abs(first["pos_score"]) <= 1 and abs(first["neg_score"]) <= 1
+    assert plain["pos_score"] != pytest.approx(first["pos_score"], rel=1e-3)
+
+
 def test_ground_truth_columns_on_the_synthetic_dataset(tmp_path, device, device_key):
     write(SyntheticSpec(n_users=60, n_items=50, exposures_biased=30, exposures_ood=20, like_rate=0.2), tmp_path / "syn")
     from conf.config import resolve
