@@ -20,11 +20,15 @@ if TYPE_CHECKING:
 
 
 def _kind(keys: dict[str, Any]) -> tuple[str, str, str]:
-    """What a run's cost depends on most: dataset, model, sampler (with CNSDiff's preset)."""
+    """What a run's cost depends on most: dataset, model, sampler (with CNSDiff's preset, and the loss where it is
+    not BPR: a softmax-family loss scores hundreds of negatives per positive)."""
     sampler = str(keys.get("negative.sampler", "cnsdiff"))
     preset = keys.get("params.cnsdiff.preset") or keys.get("params.preset")
     if sampler == "cnsdiff":
         sampler += f".{preset or 'official'}"
+    loss = str(keys.get("loss.name", "bpr"))
+    if loss != "bpr":
+        sampler += f"+{loss}"
     model = str(keys.get("model.name", "LightGCN"))
     if is_closed_form(model):  # fitted once: no sampler, no epochs
         sampler = "-"

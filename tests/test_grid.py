@@ -461,6 +461,11 @@ def test_the_cost_estimate_on_constructed_records(tmp_path):
     assert estimate_seconds(runner.cell("coat", "official", {}, 1, data), all_records) is None  # paper's is not official's
     no_stop = runner.cell("coat", "rns", {}, 1, {**data, "early_stop.patience": 0})
     assert estimate_seconds(no_stop, all_records) == pytest.approx(3.5 * 100)  # runs to its max.epoch
+    # a softmax-family loss is a kind of its own (hundreds of negatives per positive): BPR's records do not count
+    softmax = runner.cell("coat", "rns", {"learning.rate": 0.01}, 1, {**data, "loss.name": "softmax"})
+    assert estimate_seconds(softmax, all_records) is None
+    _record(records, "old", "coat", "sl", {"negative.sampler": "rns", "loss.name": "softmax"}, 30.0, 10)
+    assert estimate_seconds(softmax, run_records(records)) == pytest.approx(30.0 * 10)
     runner.plan = lambda datasets: GridRunner.plan(runner, [])  # nothing listed: no dataset files needed
     lines = cost_lines(runner, [], False, 2, records)
     assert lines[0].startswith("estimated CPU time of the listed cells to run: 0.0 h")
