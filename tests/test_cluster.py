@@ -85,13 +85,22 @@ def worker_checkout(tmp_path):
     machine without the driver's filesystem would have it."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split("\n")
-    root = tmp_path / "worker"
+    # the grid names the datasets by their real path relative to the repository (e.g. ../shared/datasets, or
+    # ../../elsewhere/datasets where ../shared is a link): the worker's checkout sits as deep below a folder that
+    # holds that path
+    relative = Path(os.path.relpath(SHARED.resolve(), REPO))
+    ups = relative.parts.index(next(p for p in relative.parts if p != ".."))
+    base = tmp_path / "worker"
+    checkout = base.joinpath(*[f"up{n}" for n in range(ups - 1)], "main")
     for name in filter(None, files):
         if (REPO / name).is_file() and not name.startswith(("results/", "log/")):
-            (root / "main" / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / "main" / name)
-    (root / "shared").symlink_to(REPO.parent / "shared")
-    return root / "main"
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, checkout / name)
+    link = base.joinpath(*relative.parts[ups:])
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(SHARED.resolve())
+    assert (checkout / relative / "coat").is_dir()
+    return checkout
 
 
 @pytest.fixture
