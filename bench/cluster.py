@@ -59,6 +59,8 @@ class Outcome:
     command: list[str]
     lost: str = ""
     files: dict[str, bytes] = field(default_factory=dict)  # the cell's folder, where it did not run in place
+    refused: str = ""  # the worker ran nothing, and why (its record is left as it was)
+    dropped: str = ""  # the cluster dropped the task without an outcome (e.g. the scheduler's connection was lost)
 
 
 class LocalBackend:
@@ -151,7 +153,7 @@ class DaskBackend:
         self.run_id = uuid.uuid4().hex[:12]
         self.commit = head_commit(REPO)  # the workers' checkouts must be at it
         out.mkdir(parents=True, exist_ok=True)
-        self.probe = out / f".driver-{self.run_id}"  # a worker that sees this file shares the driver's filesystem
+        self.probe = out.resolve() / f".driver-{self.run_id}"  # a worker seeing this file shares the filesystem
         self.probe.write_text(f"{os.getpid()}\n")
         self.control = ["bench.grid", self.run_id]  # the scheduler's metadata the driver and its tasks share
         self.state = {"stop": 0, "drain": 0, "beat": 0}
@@ -160,7 +162,6 @@ class DaskBackend:
         self._slots = (0.0, 1)  # (when counted, worker threads)
         self._lock = threading.RLock()
         self._closed = threading.Event()
-        self._wake = threading.Event()  # a stop or drain to send now (a signal handler only sets it)
         self._beat = threading.Thread(target=self._heartbeat, name="bench.grid heartbeat", daemon=True)
         self._beat.start()
         workers = self.client.nthreads()
@@ -181,13 +182,17 @@ class DaskBackend:
         return count
 
     def _heartbeat(self) -> None:
-        """The driver's heartbeat, and its stop or drain as soon as a signal sets one."""
-        while not self._closed.is_set():
-            self._wake.wait(HEARTBEAT_S)
-            self._wake.clear()
+        """The driver's heartbeat, and its stop or drain within a tenth of a second of a signal setting one (the
+        handler only assigns: it must take no lock, since a second signal may arrive inside it)."""
+        sent, last = (0, 0), time.monotonic()
+        while not self._closed.wait(0.1):
+            now = (self.state["stop"], self.state["drain"])
+            if now == sent and time.monotonic() - last < HEARTBEAT_S:
+                continue
             self.state["beat"] += 1
             try:
                 self.client.set_metadata(self.control, dict(self.state))
+                sent, last = now, time.monotonic()
             except Exception as exc:  # a scheduler gone for a moment: the next beat tries again
                 log.debug("heartbeat not sent: %s", exc)
 
@@ -196,10 +201,14 @@ class DaskBackend:
         ship go only to a worker that asks for them (one outside the driver's filesystem)."""
         result = self._submit(argv, folder, None, halted)
         if result is not None and result.get("needs_files"):
-            result = self._submit(argv, folder, {os.path.relpath(p, REPO): p.read_bytes() for p in _files(ship)},
-                                  halted)
+            files = {os.path.relpath(p.resolve(), REPO): p.read_bytes() for p in _files(ship)}
+            result = self._submit(argv, folder, files, halted)
         if result is None:
             return None
+        if result.get("dropped"):
+            return Outcome(None, "", argv, dropped=result["dropped"])
+        if result.get("refused"):
+            return Outcome(None, "", argv, refused=result["refused"])
         if result.get("error"):
             return Outcome(None, "", argv, lost=result["error"])
         if result.get("lost"):
@@ -218,12 +227,13 @@ class DaskBackend:
                 return None
             self._count += 1
             key = f"bench.grid-{self.run_id}-{self._count}"
-        future = self.client.submit(run_task, argv, str(REPO), str(self.probe), os.path.relpath(folder, REPO), files,
-                                    self.control, key, self.commit, key=key, pure=False)
+        future = self.client.submit(run_task, argv, str(REPO), str(self.probe),
+                                    os.path.relpath(folder.resolve(), REPO), files, self.control, key, self.commit,
+                                    key=key, pure=False)
         try:
             return future.result()
-        except distributed.client.FutureCancelledError as exc:
-            return {"error": f"its task was cancelled on the cluster ({exc})"}
+        except distributed.client.FutureCancelledError as exc:  # e.g. the scheduler's connection was lost a moment
+            return {"dropped": f"the cluster dropped its task ({exc})"}
         except Exception as exc:  # KilledWorker and the like: the scheduler gave the task up
             return {"error": f"the cluster gave its task up: {type(exc).__name__}: {exc}"}
 
@@ -231,17 +241,14 @@ class DaskBackend:
         """Tell every running task to pass the signal on to its cell (sent by the heartbeat thread: this runs in a
         signal handler, which must not wait on the scheduler)."""
         self.state["stop"] = int(signum)
-        self._wake.set()
 
     def drain(self) -> None:
         """Tell the tasks not yet started to start nothing."""
         self.state["drain"] = 1
-        self._wake.set()
 
     def close(self) -> None:
         """Stop the heartbeat, remove the probe file, and close the client (and the cluster this grid started)."""
         self._closed.set()
-        self._wake.set()
         self._beat.join(timeout=5)
         self.probe.unlink(missing_ok=True)
         self.client.close()
@@ -310,7 +317,7 @@ def run_task(argv: list[str], driver_repo: str, probe: str, folder: str, files: 
     command = ["python", "main.py", *argv]
 
     def refused(message: str) -> dict[str, Any]:
-        return {"returncode": 2, "command": command, "worker": worker.address, "stderr": message + "\n"}
+        return {"refused": message}
 
     started = ["bench.grid-started", *control[1:], key]  # apart from control: the tasks read control every second
     earlier = client.get_metadata(started, default=None)

@@ -175,7 +175,9 @@ def run(runner: GridRunner, args: argparse.Namespace, command: str) -> int:
         log.warning("grid drained by %s: its running cells finished, %d cell(s) not started; continue with: %s",
                     signal.Signals(runner.draining).name, left, command)
         return 128 + runner.draining
-    return 1 if failed else 0
+    for cell_id, why in runner.not_run.items():
+        log.warning("not run: %s: %s", cell_id, why)
+    return 1 if failed or runner.not_run else 0
 
 
 if __name__ == "__main__":

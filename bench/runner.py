@@ -66,6 +66,7 @@ class GridRunner:
         self.skipped: dict[str, str] = {}
         self._lock = threading.RLock()
         self.running: set[str] = set()  # the ids of the cells this grid runs now
+        self.not_run: dict[str, str] = {}  # cells a cluster refused or dropped this time, and why
         self.stopping = 0  # the signal number once SIGINT or SIGTERM arrived
         self.draining = 0  # the signal number once SIGUSR1 arrived: running cells finish, no new one starts
         self.fallbacks: set[str] = set()  # dataset/method/protocol choices a tie of all four validation metrics made
@@ -417,6 +418,15 @@ class GridRunner:
                 self.running.discard(cell.id)
         if outcome is None:  # a signal arrived before it started
             return state
+        if outcome.refused or outcome.dropped:  # nothing ran, or nothing is known: the record stays as it is
+            why = outcome.refused or outcome.dropped
+            with self._lock:
+                self.not_run[cell.id] = why
+            if cell.run_dir() is None and outcome.refused:
+                atomic_write_text(cell.folder / "error.txt", why + "\n")
+            log.warning("cell %s not run: %s", cell.id, why)
+            self.write_manifest()
+            return cell.state()
         if outcome.files:  # a cell run in another checkout: its folder came back with it
             write_files(cell.folder, outcome.files)
         atomic_write_text(cell.folder / "last_command.txt", " ".join(outcome.command) + "\n")

@@ -89,7 +89,10 @@ def worker_checkout(tmp_path):
     # ../../elsewhere/datasets where ../shared is a link): the worker's checkout sits as deep below a folder that
     # holds that path
     relative = Path(os.path.relpath(SHARED.resolve(), REPO))
-    ups = relative.parts.index(next(p for p in relative.parts if p != ".."))
+    ups = next((n for n, p in enumerate(relative.parts) if p != ".."), 0)
+    if ups == 0 or ups == len(relative.parts):
+        pytest.skip(f"the datasets ({SHARED.resolve()}) lie inside the repository or above it: no second checkout "
+                    f"can reach them by the same relative path")
     base = tmp_path / "worker"
     checkout = base.joinpath(*[f"up{n}" for n in range(ups - 1)], "main")
     for name in filter(None, files):
@@ -328,9 +331,9 @@ def test_a_task_decides_before_it_starts_a_cell(tmp_path, monkeypatch):
 
     assert task("k1") == {"needs_files": True}  # asks for its files first
     refused = task("k2", {"../x/ood_valid.txt": b"1"}, folder="../outside/runs/c")
-    assert refused["returncode"] == 2 and "must lie inside the repository" in refused["stderr"]
+    assert "must lie inside the repository" in refused["refused"]
     other = task("k3", commit="0" * 40)
-    assert other["returncode"] == 2 and "check out the driver's commit" in other["stderr"]
+    assert "check out the driver's commit" in other["refused"]
     client.set_metadata(["bench.grid-started", "r1", "k4"], "tcp://gone:2")
     assert task("k4", {}) == {"lost": "tcp://gone:2"}  # its first attempt's worker died: not run twice
     client.set_metadata(control, {"stop": 0, "drain": 1, "beat": 2})
