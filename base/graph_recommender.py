@@ -231,17 +231,12 @@ class GraphRecommender(Checkpointing, Reporting):
                         lambda start, stop: self.ids_to_device(sampler.draw_rows(users_np[start:stop], n, seed, start)))
 
     def ids_to_device(self, ids: np.ndarray) -> torch.Tensor:
-        """Host user or item ids on the run's device: on the CPU the array itself; elsewhere as int32 when every id
-        of the data fits (EpochIds.batch widens them to int64 on the device)."""
-        if host_device(self.device) or max(self.data.n_users, self.data.n_items) > INT32_IDS:
-            return self.to_device(ids)
-        return self.to_device(ids, torch.int32)
-
-    def to_device(self, array: np.ndarray, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """A host array on the run's device (as `dtype` if given): on a GPU through pinned memory, without blocking
-        the host."""
-        tensor = torch.from_numpy(array)
-        dtype = tensor.dtype if dtype is None else dtype
+        """Host user or item ids (int64) on the run's device: on the CPU the array itself; elsewhere as int32 when
+        every id of the data fits (EpochIds.batch widens them to int64 on the device), on a GPU through pinned
+        memory without blocking the host."""
+        tensor = torch.from_numpy(ids)
+        narrow = not host_device(self.device) and max(self.data.n_users, self.data.n_items) <= INT32_IDS
+        dtype = torch.int32 if narrow else tensor.dtype
         if self.device.type != "cuda":
             return tensor.to(self.device, dtype)
         staged = torch.empty(tensor.shape, dtype=dtype, pin_memory=True)

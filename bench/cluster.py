@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from conf.config import REPO
+from util.io import atomic_write
 from util.typing_coerce import ConfigError
 
 log = logging.getLogger(__name__)
@@ -205,15 +206,16 @@ class DaskBackend:
             result = self._submit(argv, folder, files, halted)
         if result is None:
             return None
+        command = ["python", "main.py", *argv]
         if result.get("dropped"):
-            return Outcome(None, "", argv, dropped=result["dropped"])
+            return Outcome(None, "", command, dropped=result["dropped"])
         if result.get("refused"):
-            return Outcome(None, "", argv, refused=result["refused"])
+            return Outcome(None, "", command, refused=result["refused"])
         if result.get("error"):
-            return Outcome(None, "", argv, lost=result["error"])
+            return Outcome(None, "", command, lost=result["error"])
         if result.get("lost"):
-            return Outcome(None, "", argv, lost=f"worker {result['lost']} was lost while it ran this cell (its "
-                                                f"process died or lost the scheduler)")
+            return Outcome(None, "", command, lost=f"worker {result['lost']} was lost while it ran this cell (its "
+                                                   f"process died or lost the scheduler)")
         if result.get("skipped"):
             return None
         return Outcome(result["returncode"], result["stderr"], result["command"], files=result.get("files", {}))
@@ -256,7 +258,10 @@ class DaskBackend:
             self.cluster.close()
 
 
-def make_backend(name: str, address: Optional[str], jobs: Optional[int], out: Path) -> LocalBackend | DaskBackend:
+Backend = LocalBackend | DaskBackend  # where a grid's cells run
+
+
+def make_backend(name: str, address: Optional[str], jobs: Optional[int], out: Path) -> Backend:
     """The backend of --backend NAME."""
     if name == "local":
         if address is not None:
@@ -299,10 +304,7 @@ def write_files(folder: Path, files: dict[str, bytes]) -> int:
         target = (folder / name).resolve()
         if not target.is_relative_to(folder):
             raise ValueError(f"a returned file lies outside its cell's folder: {name}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".part")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        atomic_write(target, lambda handle, data=data: handle.write(data))
     return len(files)
 
 
@@ -345,12 +347,8 @@ def run_task(argv: list[str], driver_repo: str, probe: str, folder: str, files: 
                            f"one a task left behind): move it away")
         for name, data in files.items():
             target = REPO / name
-            if target.is_file() and target.read_bytes() == data:  # e.g. a split file another cell may be reading
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            part = target.with_name(f"{target.name}.{key}.part")
-            part.write_bytes(data)
-            os.replace(part, target)
+            if not (target.is_file() and target.read_bytes() == data):  # e.g. a split file another cell reads
+                atomic_write(target, lambda handle, data=data: handle.write(data))
     client.set_metadata(started, worker.address)
     proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *argv], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_die_with_worker)

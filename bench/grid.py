@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Optional
 
 from bench.cells import to_run
-from bench.cluster import BACKENDS, INSTALL, DaskBackend, LocalBackend, make_backend
+from bench.cluster import BACKENDS, INSTALL, Backend, make_backend
 from bench.cost import cost_lines
 from bench.gridfile import known_dataset, load_grid
 from bench.runner import GridLock, GridRunner
@@ -78,7 +78,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     lock: Optional[GridLock] = None
-    backend: Optional[LocalBackend | DaskBackend] = None
+    backend: Optional[Backend] = None
     try:
         grid = load_grid(args.grid)
         if args.jobs is not None and args.jobs < 1:

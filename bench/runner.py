@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench.cells import Cell, tag, to_run
-from bench.cluster import DaskBackend, LocalBackend, write_files
+from bench.cluster import Backend, LocalBackend, write_files
 from bench.gridfile import TEST_SELECTED, Grid
 from bench.protocol import candidate_score, choose as choose_candidate, protocol_index
 from bench.records import read_json, read_rows, record_differences, shorter_rule, validation_scores
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # when it arrived before main.py installed its handler
 INTERRUPTED_EXITS = (130, 143, -signal.SIGINT, -signal.SIGTERM)
 POLL_S = 1.0  # how often a grid looks at a cell that another process is training
-MAX_CLUSTER_JOBS = 4096  # cells at once on a cluster without --jobs (threads are made as cells start)
+MAX_JOBS = 4096  # the most cells a grid runs at once
 
 
 def shown_path(path: Path) -> str:
@@ -57,7 +57,7 @@ class GridRunner:
     """Builds the cells of a grid and runs those that are not finished."""
 
     def __init__(self, grid: Grid, out: Path, dataset_root: Path, jobs: Optional[int] = 1, retry_failed: bool = False,
-                 threads: Optional[int] = None, device: str = "cpu", backend: Optional[LocalBackend | DaskBackend] = None):
+                 threads: Optional[int] = None, device: str = "cpu", backend: Optional[Backend] = None):
         self.grid, self.out, self.root = grid, Path(out), Path(dataset_root)
         self.device = device  # every cell's device key (a grid file's keys.device wins): never `auto`
         self.retry_failed = retry_failed
@@ -72,7 +72,7 @@ class GridRunner:
         self.fallbacks: set[str] = set()  # dataset/method/protocol choices a tie of all four validation metrics made
         self.best_other: dict[str, str] = {}  # dataset/protocol -> the best method outside power.methods (plan)
 
-    def use(self, backend: LocalBackend | DaskBackend, jobs: Optional[int], threads: Optional[int]) -> None:
+    def use(self, backend: Backend, jobs: Optional[int], threads: Optional[int]) -> None:
         """Run the cells on this backend, `jobs` at a time (default: the backend's), with `threads` torch threads each
         (default: one when cells run side by side or on a cluster, else every core)."""
         self.backend, self.requested_jobs = backend, jobs
@@ -479,9 +479,9 @@ class GridRunner:
         queued: set[tuple[str, Any]] = set()  # a cell at a halving's rung and under the full rule are two
         running: set[Any] = set()
         order = {d: i for i, d in enumerate(datasets)}
-        # a thread per running cell; a cluster's count of worker threads may grow while the grid runs
-        pool = ThreadPoolExecutor(max_workers=self.jobs if self.requested_jobs or self.backend.name == "local"
-                                  else MAX_CLUSTER_JOBS)
+        # a thread per running cell, made as cells start: the loop below hands out at most self.jobs at once (a
+        # cluster's count of worker threads may grow while the grid runs)
+        pool = ThreadPoolExecutor(max_workers=MAX_JOBS)
         try:
             while True:
                 if len(running) < self.jobs and not self.halted:
@@ -514,8 +514,8 @@ class GridRunner:
         self.fallbacks = set()
         first, later, choices = self.plan(datasets)
         cells = [{"id": c.id, "dataset": c.dataset, "method": c.method, "candidate": c.candidate, "seed": c.seed,
-                  "state": "running" if c.id in self.running else c.state(), "error": c.error(), "run": str(c.run_dir().relative_to(self.out))
-                  if c.run_dir() else None, **({"halted_at": c.halted_at} if c.halted_at else {})}
+                  "state": "running" if c.id in self.running else c.state(), "error": c.error(),
+                  "run": str(c.run_dir().relative_to(self.out)) if c.run_dir() else None, **({"halted_at": c.halted_at} if c.halted_at else {})}
                  for c in first + later]
         return {"grid": self.grid.name, "grid_file": self.file_shown(), "protocols": self.grid.protocols,
                 "datasets": datasets, "skipped_datasets": skipped, "methods": self.grid.methods,

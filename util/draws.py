@@ -160,7 +160,6 @@ class EpochSampler:
 
     def draw(self, users: np.ndarray, n_negs: int) -> np.ndarray:
         """(len(users), n_negs) candidates for the given user ids (seeded from numba's stream)."""
-        users = np.ascontiguousarray(users, dtype=np.int64)
         return self.draw_rows(users, n_negs, np.uint64(_call_seed()))
 
     def draw_rows(self, users: np.ndarray, n_negs: int, seed: np.uint64, offset: int = 0) -> np.ndarray:
