@@ -46,8 +46,8 @@ HEARTBEAT_S = 2.0  # how often the driver shows it is alive
 HEARTBEAT_LOST_S = 60.0  # a task stops its cell when the driver's heartbeat has not changed for this long
 POLL_S = 1.0  # how often a task looks at the driver's heartbeat and stop signal
 CONNECT_S = 30.0  # how long the driver waits for a scheduler at --address
-STDERR_LINES = 40
-SLOTS_S = 5.0  # how often the driver counts the cluster's worker threads again  # the end of a cell's stderr that comes back with its outcome
+STDERR_LINES = 40  # the end of a cell's stderr that comes back with its outcome
+SLOTS_S = 5.0  # how often the driver counts the cluster's worker threads again
 
 
 @dataclass

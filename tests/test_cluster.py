@@ -219,6 +219,25 @@ def test_workers_in_their_own_checkout_send_the_run_folders_back_and_a_killed_wo
     assert not list((out3 / "runs").rglob("config.json"))
 
 
+def _cell_process(out: Path) -> int:
+    """The pid of the main.py that runs a cell of the grid written to out (Linux /proc)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"main.py") for a in args) and any(str(out).encode() in a for a in args):
+            return int(cmdline.parent.name)
+    raise AssertionError(f"no main.py running for {out}")
+
+
+def _pending(pid: int, signum: int) -> bool:
+    """Whether signum is pending (sent, not yet handled) for process pid, from /proc/PID/status."""
+    masks = [int(line.split()[1], 16) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+             if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(m >> (signum - 1) & 1 for m in masks)
+
+
 def test_stopping_the_driver_interrupts_the_clusters_cells_and_a_rerun_resumes_them(shared, tmp_path):
     grid = write(tmp_path / "long.yaml", "name: long\ndatasets: [coat]\nprotocols: [valid]\nseeds: [2025]\n"
                  "keys: {max.epoch: 20, early_stop.patience: 20, fhn.probe: 256, batch.size: 32}\n"
@@ -233,7 +252,18 @@ def test_stopping_the_driver_interrupts_the_clusters_cells_and_a_rerun_resumes_t
         time.sleep(0.3)
         epochs = [p for p in (out / "runs").rglob("epochs.csv") if len(p.read_text().splitlines()) >= 2]
     assert epochs, "no epoch finished"
-    driver.send_signal(signal.SIGINT)
+    # The cell is held still (SIGSTOP) until the driver's signal has reached it (pending in /proc), so a fast machine
+    # cannot finish its 20 epochs while the signal travels through the scheduler (up to about a second).
+    cell = _cell_process(out)
+    os.kill(cell, signal.SIGSTOP)
+    try:
+        driver.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _pending(cell, signal.SIGINT):
+            time.sleep(0.1)
+        assert _pending(cell, signal.SIGINT), "the driver's SIGINT did not reach the cell"
+    finally:
+        os.kill(cell, signal.SIGCONT)
     log, _ = driver.communicate(timeout=120)
     assert driver.returncode == 130, log
     run = epochs[0].parent
