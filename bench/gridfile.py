@@ -31,6 +31,7 @@ class Grid:
     file: Optional[Path] = None  # the grid file it was read from (grid.json and the tables name it)
     power: Optional[Power] = None  # more seeds where the answer is decided
     halving: Optional[Halving] = None  # a cheaper first-seed search on some datasets
+    deferred: list[str] = field(default_factory=list)  # methods run after every other cell; never the best other
 
     def candidates(self, method: str) -> list[dict[str, Any]]:
         """Every combination of the method's search values (the grid's, updated by the method's own)."""
@@ -132,7 +133,7 @@ def load_grid(path: Path) -> Grid:
     """Read and check a grid file (every field's type too); a bad one is a ConfigError naming the problem."""
     tree = read_yaml(path)
     known = {"name", "datasets", "protocols", "seeds", "methods", "keys", "search", "extra_seeds",
-             "ood_valid_fraction", "power", "halving"}
+             "ood_valid_fraction", "power", "halving", "deferred"}
     unknown = set(tree) - known
     if unknown:
         raise ConfigError(f"{path}: unknown grid key(s) {sorted(unknown)} (known: {sorted(known)})")
@@ -142,7 +143,7 @@ def load_grid(path: Path) -> Grid:
     for field_name, kind in (("name", "str"), ("datasets", "strings"), ("protocols", "strings"), ("seeds", "ints"),
                              ("methods", "mapping"), ("keys", "mapping"), ("search", "mapping"),
                              ("extra_seeds", "mapping"), ("ood_valid_fraction", "number"), ("power", "mapping"),
-                             ("halving", "mapping")):
+                             ("halving", "mapping"), ("deferred", "strings")):
         if tree.get(field_name) is not None:
             _expect(path, field_name, tree[field_name], kind)
     for key, values in (tree.get("search") or {}).items():
@@ -204,10 +205,31 @@ def load_grid(path: Path) -> Grid:
                 extra_seeds=tree.get("extra_seeds") or {},
                 ood_valid_fraction=float(tree.get("ood_valid_fraction", 0.3)), file=Path(path),
                 power=_power(path, tree.get("power"), methods, protocols),
-                halving=_halving(path, tree.get("halving"), tree["datasets"], protocols))
+                halving=_halving(path, tree.get("halving"), tree["datasets"], protocols),
+                deferred=_deferred(path, tree.get("deferred"), methods, tree.get("power")))
     if protocols[0] in TEST_SELECTED and any(len(grid.candidates(m)) > 1 for m in methods):
         raise ConfigError(f"{path}: the {protocols[0]} protocol selects on the test set: give one candidate per method")
     return grid
+
+
+def _deferred(path: Path, named: Optional[list[str]], methods: dict[str, Any], power: Optional[dict[str, Any]]
+              ) -> list[str]:
+    """The `deferred` methods of a grid file, checked: the grid's methods, each once, none of them a method under
+    test of `power`, and at least one method left that is not deferred."""
+    named = list(named or [])
+    for method in named:
+        if method not in methods:
+            raise ConfigError(f"{path}: `deferred` names method {method!r}, which is not in `methods`")
+    repeated = [m for i, m in enumerate(named) if m in named[:i]]
+    if repeated:
+        raise ConfigError(f"{path}: `deferred` names method {repeated[0]!r} twice")
+    tested = [m for m in named if m in ((power or {}).get("methods") or [])]
+    if tested:
+        raise ConfigError(f"{path}: `deferred` names {tested[0]!r}, a method under test of `power.methods`: its "
+                          f"cells decide the answer and cannot wait for the rest")
+    if set(methods) <= set(named):
+        raise ConfigError(f"{path}: `deferred` names every method; it defers some methods until the others have run")
+    return [str(m) for m in named]
 
 
 def _halving(path: Path, tree: Optional[dict[str, Any]], datasets: list[str], protocols: list[str]) -> Optional[Halving]:

@@ -241,13 +241,14 @@ class GridRunner:
 
     def best_other_methods(self, chosen_by: dict[str, tuple[dict[str, Optional[Cell]], dict[str, tuple[float, ...]]]],
                            ended: set[str]) -> dict[str, str]:
-        """Per protocol, the method outside `power.methods` whose chosen candidate has the best first-seed validation
-        scores (bench/protocol.py's order of the four metrics; a tie of all four goes to the method name that sorts
-        first); {} without `power.best_other`, and until every such method's first-seed cells have ended."""
+        """Per protocol, the method outside `power.methods` and `deferred` whose chosen candidate has the best
+        first-seed validation scores (bench/protocol.py's order of the four metrics; a tie of all four goes to the
+        method name that sorts first); {} without `power.best_other`, and until every such method's first-seed cells
+        have ended. A deferred method runs after the power seeds that this name decides, so it is never named."""
         power = self.grid.power
         if power is None or not power.best_other:
             return {}
-        others = {m: v for m, v in chosen_by.items() if m not in power.methods}
+        others = {m: v for m, v in chosen_by.items() if m not in power.methods and m not in self.grid.deferred}
         if not others or any(m not in ended for m in others):
             return {}
         best = {}
@@ -475,7 +476,8 @@ class GridRunner:
         later seeds, before the next dataset's): a cell is handed to a job only when one is free, so a cell that
         becomes known later (a pair's later seeds, as soon as its own first-seed candidates are done) takes its
         place in that order; a failing cell does not stop the others, an error of the runner itself stops the grid
-        (the running cells finish, nothing else starts)."""
+        (the running cells finish, nothing else starts). The cells of `deferred` methods start only when every other
+        cell of the grid has ended (none to run, none running, none still to be listed; --retry-failed: none failed)."""
         queued: set[tuple[str, Any]] = set()  # a cell at a halving's rung and under the full rule are two
         running: set[Any] = set()
         order = {d: i for i, d in enumerate(datasets)}
@@ -487,9 +489,13 @@ class GridRunner:
                 if len(running) < self.jobs and not self.halted:
                     with self._lock:  # one plan at a time: a worker writing grid.json plans too
                         first, later, _ = self.plan(datasets)
-                    for c in sorted(first + later, key=lambda c: order[c.dataset]):  # stable: first seeds first
+                    cells = sorted(first + later, key=lambda c: order[c.dataset])  # stable: first seeds first
+                    waiting = self.undeferred_pending(cells)
+                    for c in cells:
                         key = (c.id, c.halted_at)
                         if len(running) >= self.jobs or key in queued or not to_run(c.state(), self.retry_failed):
+                            continue
+                        if waiting and c.method in self.grid.deferred:
                             continue
                         queued.add(key)
                         running.add(pool.submit(self.run_cell, c))
@@ -500,6 +506,14 @@ class GridRunner:
                     future.result()  # an error of the runner itself (not of a cell) stops the grid
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def undeferred_pending(self, cells: list[Cell]) -> bool:
+        """Whether a listed cell of a method that is not deferred has not ended yet: while so, no deferred cell starts.
+        (The plan lists a pair's later seeds, the best other method's power seeds and a halving's continuations as
+        soon as the cells they wait for have ended, so once every listed one has, none is still to come.)"""
+        return bool(self.grid.deferred) and any(
+            c.id in self.running or to_run(c.state(), self.retry_failed)
+            for c in cells if c.method not in self.grid.deferred)
 
     def write_manifest(self) -> dict[str, Any]:
         """Write grid.json now (at the start, after every cell and at the end: an interim table can be made
@@ -521,7 +535,8 @@ class GridRunner:
                 "datasets": datasets, "skipped_datasets": skipped, "methods": self.grid.methods,
                 "seeds": self.grid.seeds, "choices": choices, "tie_fallback": sorted(self.fallbacks),
                 "power": self.power_manifest(),
-                "halving": vars(self.grid.halving) if self.grid.halving is not None else None, "cells": cells}
+                "halving": vars(self.grid.halving) if self.grid.halving is not None else None,
+                "deferred": self.grid.deferred, "cells": cells}
 
     def power_manifest(self) -> Optional[dict[str, Any]]:
         """grid.json's `power`: the grid file's section and the best other method of each dataset x protocol."""

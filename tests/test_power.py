@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -286,3 +287,71 @@ def test_the_records_of_power_seeds_are_compared_like_the_others(tmp_path):
     cell = runner.cell("coat", "a", {}, 5, {"dataset": "coat"})  # a power seed only (the grid's seeds are 1, 2)
     _run(cell.folder, _rows([0.1], [0.1]))
     assert cell.id in [c.id for c in runner.recorded_cells(["coat"])]
+
+
+# ---- deferred methods: after every other cell, never the best other method ---------------------------------------
+def _deferred_grid():
+    return Grid("t", ["coat"], ["valid", "ood_valid"], [1, 2], {"cns": {}, "a": {}, "sl": {}},
+                power=Power(seeds=[1, 2, 3], methods=["cns"]), deferred=["sl"])
+
+
+def test_a_deferred_method_is_never_the_best_other_method_and_the_name_does_not_wait_for_it(tmp_path):
+    runner = GridRunner(_deferred_grid(), tmp_path, tmp_path)
+    runner.data_keys = lambda dataset: {"dataset": dataset}
+    for cell in runner.plan(["coat"])[0]:
+        if cell.method != "sl":  # sl has not run at all
+            _run(cell.folder, _rows([0.5], [0.5]) if cell.method == "a" else _rows([0.9], [0.9]))
+    later = runner.plan(["coat"])[1]
+    assert runner.best_other == {"coat/valid": "a", "coat/ood_valid": "a"}
+    assert sorted((c.method, c.seed) for c in later) == [("a", 2), ("a", 3), ("cns", 2), ("cns", 3)]
+    sl = [c for c in runner.plan(["coat"])[0] if c.method == "sl"][0]
+    _run(sl.folder, _rows([0.99], [0.99]))  # the best validation scores of all, once it has run: still not named
+    later = runner.plan(["coat"])[1]
+    assert runner.best_other == {"coat/valid": "a", "coat/ood_valid": "a"}
+    assert sorted((c.method, c.seed) for c in later) == [("a", 2), ("a", 3), ("cns", 2), ("cns", 3), ("sl", 2)]
+    assert runner.manifest(["coat"], {})["deferred"] == ["sl"]
+
+
+def test_the_cells_of_a_deferred_method_start_only_when_every_other_cell_has_ended(tmp_path, monkeypatch):
+    runner = GridRunner(_deferred_grid(), tmp_path, tmp_path, jobs=2)
+    runner.datasets = []
+    runner.data_keys = lambda dataset: {"dataset": dataset}
+    started = []
+
+    class Finishing:  # a main.py that finishes its cell at once, the method under test scoring highest
+        returncode = 0
+
+        def __init__(self, cmd, **kwargs):
+            self.folder = Path([c for c in cmd if c.startswith("output=")][0][7:])
+            self.method = self.folder.parts[-3]
+            with runner._lock:
+                first, later, _ = runner.plan(["coat"])
+            others = {c.id for c in first + later if c.method != "sl" and c.state() != "finished"}
+            started.append((self.method, int(self.folder.name[1:]), others))
+
+        def communicate(self):
+            _run(self.folder, _rows([0.9], [0.9]) if self.method == "cns" else _rows([0.5], [0.5]))
+            return "", ""
+    monkeypatch.setattr("bench.cluster.subprocess.Popen", Finishing)
+    monkeypatch.setattr("bench.runner.repo_relative", lambda path: str(path))
+    runner.run_all(["coat"])
+    assert sorted((m, s) for m, s, _ in started) == [("a", 1), ("a", 2), ("a", 3), ("cns", 1), ("cns", 2),
+                                                     ("cns", 3), ("sl", 1), ("sl", 2)]
+    assert [m for m, _, _ in started][-2:] == ["sl", "sl"]  # after the power seeds of cns and of a, the best other
+    assert all(others == set() for m, _, others in started if m == "sl")  # every other cell had finished by then
+    assert all(others for m, _, others in started if m != "sl")  # (the check sees the cell that is starting)
+
+
+@pytest.mark.parametrize("section,message", [
+    ("deferred: [x]", "`deferred` names method 'x', which is not in `methods`"),
+    ("deferred: [m, m]", "`deferred` names method 'm' twice"),
+    ("deferred: [m, n]", "`deferred` names every method"),
+    ("deferred: [m]\npower: {seeds: [1, 2], methods: [m]}", "`deferred` names 'm', a method under test of"),
+    ("deferred: m", "`deferred` must be a list of names, got 'm'"),
+])
+def test_bad_deferred_sections_are_grid_file_errors(tmp_path, caplog, section, message):
+    path = write(tmp_path / "g.yaml", f"name: g\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\n"
+                                      f"methods: {{m: {{}}, n: {{}}}}\n{section}\n")
+    with caplog.at_level("ERROR"):
+        assert G.main([str(path), "--dataset-root", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    assert message in caplog.text and not (tmp_path / "out").exists()
