@@ -7,6 +7,11 @@ over seeds: a t interval on the paired differences where the seeds pair (Welch's
 percentile bootstrap beside it. The verdict word comes from the t interval: `better` (above 0), `level` (it
 contains 0; its width is given), `worse` (below 0).
 
+A grid with `deferred` methods (main's loss family, docs/losses.md) also gets losses.md and losses.csv: per column,
+every deferred method, the best other method and each method under test minus `rns` (RNS negatives with BPR: the
+loss changed, or the sampler changed), and each deferred method minus the best other method, with the same
+intervals.
+
 Writes verdict.md and verdict.csv to --out (default RESULTS_DIR). With --readme FILE, also writes the answer
 block between FILE's `<!-- verdict:start -->` and `<!-- verdict:end -->` lines; with --check as well, writes
 nothing and exits 1 when that block differs from what the records give (tests/test_verdict.py runs it on the
@@ -40,6 +45,7 @@ LEVEL = 0.95
 BOOTSTRAP = 10000  # resamples
 BOOTSTRAP_SEED = 20250101
 START, END = "<!-- verdict:start -->", "<!-- verdict:end -->"
+BASE = "rns"  # the loss comparison's reference row: RNS negatives, BPR
 
 
 @dataclass
@@ -113,21 +119,53 @@ def verdicts(results: Path) -> list[dict[str, Any]]:
             methods = data.get(protocol, {}).get(dataset, {})
             for method in power["methods"]:
                 for metric in METRICS:
-                    rec: dict[str, Any] = {"dataset": dataset, "protocol": protocol, "method": method,
-                                           "other": other, "metric": metric}
-                    mine = _values(methods.get(method), metric)
-                    theirs = _values(methods.get(other), metric) if other else {}
-                    common = sorted(set(mine) & set(theirs))
-                    if len(common) >= 2:  # paired: both means over the seeds the difference is taken over
-                        shown_mine, shown_theirs = [mine[s] for s in common], [theirs[s] for s in common]
-                    else:
-                        shown_mine, shown_theirs = list(mine.values()), list(theirs.values())
-                    rec.update({"seeds": len(mine), "other_seeds": len(theirs),
-                                "mean": float(np.mean(shown_mine)) if shown_mine else None,
-                                "other_mean": float(np.mean(shown_theirs)) if shown_theirs else None})
-                    found = interval(mine, theirs) if mine and theirs else None
-                    if found is not None:
-                        rec.update({**asdict(found), "word": found.word, "boot_word": found.boot_word})
+                    out.append(_compare(dataset, protocol, method, other, metric, methods))
+    return out
+
+
+def _compare(dataset: str, protocol: str, method: str, other: Optional[str], metric: str,
+             methods: dict[str, Any]) -> dict[str, Any]:
+    """One record: method minus other on test_ood `metric` in a column, with both sides' seeds and means (over the
+    pairs where the seeds pair) and the interval where there is one."""
+    rec: dict[str, Any] = {"dataset": dataset, "protocol": protocol, "method": method, "other": other,
+                           "metric": metric}
+    mine = _values(methods.get(method), metric)
+    theirs = _values(methods.get(other), metric) if other else {}
+    common = sorted(set(mine) & set(theirs))
+    if len(common) >= 2:  # paired: both means over the seeds the difference is taken over
+        shown_mine, shown_theirs = [mine[s] for s in common], [theirs[s] for s in common]
+    else:
+        shown_mine, shown_theirs = list(mine.values()), list(theirs.values())
+    rec.update({"seeds": len(mine), "other_seeds": len(theirs),
+                "mean": float(np.mean(shown_mine)) if shown_mine else None,
+                "other_mean": float(np.mean(shown_theirs)) if shown_theirs else None})
+    found = interval(mine, theirs) if mine and theirs else None
+    if found is not None:
+        rec.update({**asdict(found), "word": found.word, "boot_word": found.boot_word})
+    return rec
+
+
+def loss_changes(results: Path) -> list[dict[str, Any]]:
+    """The loss family against the samplers, per column and metric: each deferred method, the best other method and
+    each method under test minus RNS + BPR (`rns`), then each deferred method minus the best other method; [] for a
+    grid without `deferred` methods."""
+    manifest = read_manifest(results)
+    deferred = manifest.get("deferred") or []
+    if not deferred:
+        return []
+    power = manifest.get("power") or {}
+    data = collect(results)
+    out = []
+    for dataset in manifest["datasets"]:
+        for protocol in manifest["protocols"]:
+            other = (power.get("best_other") or {}).get(f"{dataset}/{protocol}")
+            methods = data.get(protocol, {}).get(dataset, {})
+            changed = [*deferred, *([other] if other else []), *(power.get("methods") or [])]
+            pairs = [(m, BASE) for m in changed if m != BASE] + [(m, other) for m in deferred]
+            for method, base in pairs:
+                for metric in METRICS:
+                    rec = _compare(dataset, protocol, method, base, metric, methods)
+                    rec["change"] = ("loss" if method in deferred else "method") if base == BASE else "loss vs best"
                     out.append(rec)
     return out
 
@@ -167,14 +205,46 @@ def markdown(records: list[dict[str, Any]], results: Path) -> str:
              f"from the t interval: better (above 0), level (contains 0), worse (below 0).", "",
              "| dataset | protocol | method | best other | metric | seeds (pairs) | method mean | other mean (over the pairs) | "
              "difference [95% t] | 95% bootstrap | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in records:
-        pairs = f"{r['seeds']} / {r['other_seeds']}" + (f" ({r['n']} paired)" if r.get("paired") else "")
-        boot = f"[{_num(r['boot_low'])}, {_num(r['boot_high'])}]" if "word" in r else ""
-        if "word" in r and r["boot_word"] != r["word"]:
-            boot += f" ({r['boot_word']})"
-        lines.append(f"| {r['dataset']} | {r['protocol']} | {r['method']} | {r['other'] or ''} | {r['metric']} | "
-                     f"{pairs} | {_mean(r['mean'])} | {_mean(r['other_mean'])} | {_diff(r)} | "
-                     f"{boot} | {_word(r)} |")
+    lines += [_row(r) for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def _row(r: dict[str, Any]) -> str:
+    """A record's line of verdict.md or losses.md."""
+    pairs = f"{r['seeds']} / {r['other_seeds']}" + (f" ({r['n']} paired)" if r.get("paired") else "")
+    boot = f"[{_num(r['boot_low'])}, {_num(r['boot_high'])}]" if "word" in r else ""
+    if "word" in r and r["boot_word"] != r["word"]:
+        boot += f" ({r['boot_word']})"
+    return (f"| {r['dataset']} | {r['protocol']} | {r['method']} | {r['other'] or ''} | {r['metric']} | {pairs} | "
+            f"{_mean(r['mean'])} | {_mean(r['other_mean'])} | {_diff(r)} | {boot} | {_word(r)} |")
+
+
+def loss_markdown(records: list[dict[str, Any]], results: Path) -> str:
+    """losses.md: the loss family against the samplers, a count of the words on Recall@20, then every interval."""
+    made = provenance(results)
+    name = read_manifest(results)["grid"]
+    recall = [r for r in records if r["metric"] == "Recall@20"]
+    kinds = {"loss": "a loss instead of BPR (RNS negatives) minus RNS + BPR",
+             "method": "another method instead of RNS + BPR (the best other method, each method under test) minus "
+                       "RNS + BPR",
+             "loss vs best": "a loss (RNS negatives) minus the best other method"}
+    lines = [f"## Changing the loss or the sampler (grid `{name}`)", "", made.progress, "",
+             f"Made by `python -m bench.verdict {repo_relative(results.resolve())}` from the run records (runs by "
+             f"`python -m bench.grid {grid_file(read_manifest(results))}` at commit(s) {made.runs}). On {FILE} at each "
+             f"run's protocol-reported epoch; 95% intervals over seeds as in verdict.md (t on the paired differences, "
+             f"a percentile bootstrap beside it); the word from the t interval. `{BASE}` is the study's RNS row "
+             f"(BPR); the best other method is the verdict's, named by first-seed validation among the methods that "
+             f"train with BPR (and the simple baselines), never among the deferred losses.", "",
+             "Counts on Recall@20 (comparisons with an interval):", ""]
+    for kind, what in kinds.items():
+        chosen = [r for r in recall if r["change"] == kind]
+        words = [r["word"] for r in chosen if "word" in r]
+        lines.append(f"- {what}: {len(words)} of {len(chosen)} with an interval: better {words.count('better')}, "
+                     f"level {words.count('level')}, worse {words.count('worse')}.")
+    lines += ["", "| dataset | protocol | method | minus | metric | seeds (pairs) | method mean | "
+              "other mean (over the pairs) | difference [95% t] | 95% bootstrap | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_row(r) for r in records]
     return "\n".join(lines) + "\n"
 
 
@@ -241,7 +311,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path)
-    parser.add_argument("--out", type=Path, help="folder for verdict.md and verdict.csv (default: RESULTS)")
+    parser.add_argument("--out", type=Path, help="folder for verdict.md and verdict.csv (and losses.md and losses.csv) (default: RESULTS)")
     parser.add_argument("--readme", type=Path, help="also write the answer block into this file's verdict markers")
     parser.add_argument("--check", action="store_true", help="with --readme: write nothing; exit 1 if it differs")
     args = parser.parse_args(argv)
@@ -267,6 +337,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     atomic_write_text(out / "verdict.md", markdown(records, args.results))
     atomic_write_text(out / "verdict.csv", to_csv(records))
     log.info("%s", out / "verdict.md")
+    losses = loss_changes(args.results)
+    if losses:
+        atomic_write_text(out / "losses.md", loss_markdown(losses, args.results))
+        atomic_write_text(out / "losses.csv", to_csv(losses))
+        log.info("%s", out / "losses.md")
     return 0
 
 

@@ -60,7 +60,7 @@ def test_an_unpaired_interval_is_welchs_and_too_few_seeds_give_none():
 
 
 # ---- a constructed grid folder -------------------------------------------------------------
-def _grid(folder, values, best_other):
+def _grid(folder, values, best_other, deferred=None):
     """grid.json and runs: values[method][seed] = test_ood Recall@20 (NDCG@20 half of it), one epoch each."""
     cells = []
     for method, per_seed in values.items():
@@ -79,7 +79,8 @@ def _grid(folder, values, best_other):
     (folder / "grid.json").write_text(json.dumps({
         "grid": "g", "grid_file": "conf/grids/g.yaml", "protocols": ["valid"], "datasets": ["d"], "cells": cells,
         "choices": {f"d/{m}": {"valid": {}} for m in values},
-        "power": {"seeds": [1, 2, 3], "methods": ["cns"], "at_least": {}, "best_other": best_other}}))
+        "power": {"seeds": [1, 2, 3], "methods": ["cns"], "at_least": {}, "best_other": best_other},
+        **({"deferred": deferred} if deferred else {})}))
 
 
 def test_the_verdict_and_the_readme_block_from_records(tmp_path):
@@ -107,6 +108,35 @@ def test_the_verdict_and_the_readme_block_from_records(tmp_path):
     changed = text.replace("+0.0983", "+0.0984", 1)  # one digit
     readme.write_text(changed)
     assert V.main([str(tmp_path), "--readme", str(readme), "--check"]) == 1
+
+
+def test_the_loss_family_against_rns_and_the_best_other_method(tmp_path):
+    values = {"cns": {1: 0.30, 2: 0.31, 3: 0.32}, "dens": {1: 0.20, 2: 0.215, 3: 0.22},
+              "rns": {1: 0.19, 2: 0.20, 3: 0.21, 4: 0.20, 5: 0.20}, "sl": {1: 0.40, 2: 0.42, 3: 0.41},
+              "bsl": {1: 0.20, 2: 0.21, 3: 0.19}}
+    _grid(tmp_path, values, {"d/valid": "dens"}, deferred=["sl", "bsl"])
+    records = V.loss_changes(tmp_path)
+    found = {(r["method"], r["other"], r["metric"]): r for r in records}
+    assert sorted({(m, o, r["change"]) for (m, o, _), r in found.items()}) == [
+        ("bsl", "dens", "loss vs best"), ("bsl", "rns", "loss"), ("cns", "rns", "method"),
+        ("dens", "rns", "method"), ("sl", "dens", "loss vs best"), ("sl", "rns", "loss")]
+    sl = found[("sl", "rns", "Recall@20")]  # paired on the 3 seeds both have, not on rns's 5
+    d = np.array([0.21, 0.22, 0.20])
+    assert sl["n"] == 3 and sl["paired"] and sl["diff"] == pytest.approx(0.21)
+    assert sl["low"] == pytest.approx(d.mean() - stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3))
+    assert sl["word"] == "better" and sl["other_mean"] == pytest.approx(0.20)
+    assert found[("bsl", "rns", "Recall@20")]["word"] == "level"
+    assert found[("bsl", "dens", "NDCG@20")]["diff"] == pytest.approx((0.60 - 0.635) / 3 / 2)
+    assert V.main([str(tmp_path)]) == 0
+    text = (tmp_path / "losses.md").read_text()
+    assert "- a loss instead of BPR (RNS negatives) minus RNS + BPR: 2 of 2 with an interval: better 1, level 1, " \
+           "worse 0." in text
+    assert "| d | valid | sl | dens | Recall@20 | 3 / 3 (3 paired) |" in text
+    assert len(list(csv.DictReader((tmp_path / "losses.csv").open()))) == 12
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    _grid(plain, values, {"d/valid": "dens"})  # no deferred methods: no loss comparison
+    assert V.loss_changes(plain) == [] and V.main([str(plain)]) == 0 and not (plain / "losses.md").exists()
 
 
 def test_no_power_section_or_no_markers_is_a_clear_error(tmp_path, caplog):
