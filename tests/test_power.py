@@ -174,10 +174,15 @@ def test_power_seeds_go_to_the_methods_under_test_and_the_best_other_method_by_v
     ("halving: {datasets: [coat], rung: 0, keep: 2}", "`halving.rung` must be a whole number of at least 1, got 0"),
     ("halving: {datasets: [coat], rung: 5}", "`halving.keep` must be a whole number of at least 1, got None"),
     ("halving: [coat]", "`halving` must be a mapping"),
+    ("deferred: [x]", "`deferred` names method 'x', which is not in `methods`"),
+    ("deferred: [m, m]", "`deferred` names method 'm' twice"),
+    ("deferred: [m, n]", "`deferred` names every method"),
+    ("deferred: [m]\npower: {seeds: [1, 2], methods: [m]}", "`deferred` names 'm', a method under test of"),
+    ("deferred: m", "`deferred` must be a list of names, got 'm'"),
 ])
-def test_bad_power_and_halving_sections_are_grid_file_errors(tmp_path, caplog, section, message):
+def test_bad_power_halving_and_deferred_sections_are_grid_file_errors(tmp_path, caplog, section, message):
     path = write(tmp_path / "g.yaml", f"name: g\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\n"
-                                      f"methods: {{m: {{}}}}\n{section}\n")
+                                      f"methods: {{m: {{}}, n: {{}}}}\n{section}\n")
     with caplog.at_level("ERROR"):
         assert G.main([str(path), "--dataset-root", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
     assert message in caplog.text and not (tmp_path / "out").exists()
@@ -340,18 +345,3 @@ def test_the_cells_of_a_deferred_method_start_only_when_every_other_cell_has_end
     assert [m for m, _, _ in started][-2:] == ["sl", "sl"]  # after the power seeds of cns and of a, the best other
     assert all(others == set() for m, _, others in started if m == "sl")  # every other cell had finished by then
     assert all(others for m, _, others in started if m != "sl")  # (the check sees the cell that is starting)
-
-
-@pytest.mark.parametrize("section,message", [
-    ("deferred: [x]", "`deferred` names method 'x', which is not in `methods`"),
-    ("deferred: [m, m]", "`deferred` names method 'm' twice"),
-    ("deferred: [m, n]", "`deferred` names every method"),
-    ("deferred: [m]\npower: {seeds: [1, 2], methods: [m]}", "`deferred` names 'm', a method under test of"),
-    ("deferred: m", "`deferred` must be a list of names, got 'm'"),
-])
-def test_bad_deferred_sections_are_grid_file_errors(tmp_path, caplog, section, message):
-    path = write(tmp_path / "g.yaml", f"name: g\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\n"
-                                      f"methods: {{m: {{}}, n: {{}}}}\n{section}\n")
-    with caplog.at_level("ERROR"):
-        assert G.main([str(path), "--dataset-root", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
-    assert message in caplog.text and not (tmp_path / "out").exists()
