@@ -220,14 +220,18 @@ def test_workers_in_their_own_checkout_send_the_run_folders_back_and_a_killed_wo
 
 
 def _cell_process(out: Path) -> int:
-    """The pid of the main.py that runs a cell of the grid written to out (Linux /proc)."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    """The pid of the main.py that runs a cell of the grid written to out (Linux /proc): its `output=` folder,
+    relative to its working directory as the grid writes it, lies inside out."""
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            args = cmdline.read_bytes().split(b"\0")
+            args = (proc / "cmdline").read_bytes().decode().split("\0")
+            cwd = Path(os.readlink(proc / "cwd"))
         except OSError:
             continue
-        if any(a.endswith(b"main.py") for a in args) and any(str(out).encode() in a for a in args):
-            return int(cmdline.parent.name)
+        if any(a.endswith("main.py") for a in args) and any(
+                a.startswith("output=") and (cwd / a[len("output="):]).resolve().is_relative_to(out.resolve())
+                for a in args):
+            return int(proc.name)
     raise AssertionError(f"no main.py running for {out}")
 
 
