@@ -199,21 +199,20 @@ def load_grid(path: Path) -> Grid:
             if again:
                 raise ConfigError(f"{path}: `extra_seeds.{dataset}.{method}` lists seed {again[0]}, which is already "
                                   f"among its seeds {own}; each seed is one cell")
+    power = _power(path, tree.get("power"), methods, protocols)
     grid = Grid(name=str(tree.get("name") or Path(path).stem), datasets=[str(d) for d in tree["datasets"]],
                 protocols=protocols, seeds=[int(s) for s in tree["seeds"]], methods=methods,
                 keys=dict(tree.get("keys") or {}), search={k: list(v) for k, v in (tree.get("search") or {}).items()},
                 extra_seeds=tree.get("extra_seeds") or {},
                 ood_valid_fraction=float(tree.get("ood_valid_fraction", 0.3)), file=Path(path),
-                power=_power(path, tree.get("power"), methods, protocols),
-                halving=_halving(path, tree.get("halving"), tree["datasets"], protocols),
-                deferred=_deferred(path, tree.get("deferred"), methods, tree.get("power")))
+                power=power, halving=_halving(path, tree.get("halving"), tree["datasets"], protocols),
+                deferred=_deferred(path, tree.get("deferred"), methods, power))
     if protocols[0] in TEST_SELECTED and any(len(grid.candidates(m)) > 1 for m in methods):
         raise ConfigError(f"{path}: the {protocols[0]} protocol selects on the test set: give one candidate per method")
     return grid
 
 
-def _deferred(path: Path, named: Optional[list[str]], methods: dict[str, Any], power: Optional[dict[str, Any]]
-              ) -> list[str]:
+def _deferred(path: Path, named: Optional[list[str]], methods: dict[str, Any], power: Optional[Power]) -> list[str]:
     """The `deferred` methods of a grid file, checked: the grid's methods, each once, none of them a method under
     test of `power`, and at least one method left that is not deferred."""
     named = list(named or [])
@@ -223,7 +222,7 @@ def _deferred(path: Path, named: Optional[list[str]], methods: dict[str, Any], p
     repeated = [m for i, m in enumerate(named) if m in named[:i]]
     if repeated:
         raise ConfigError(f"{path}: `deferred` names method {repeated[0]!r} twice")
-    tested = [m for m in named if m in ((power or {}).get("methods") or [])]
+    tested = [m for m in named if power is not None and m in power.methods]
     if tested:
         raise ConfigError(f"{path}: `deferred` names {tested[0]!r}, a method under test of `power.methods`: its "
                           f"cells decide the answer and cannot wait for the rest")

@@ -489,13 +489,14 @@ class GridRunner:
                 if len(running) < self.jobs and not self.halted:
                     with self._lock:  # one plan at a time: a worker writing grid.json plans too
                         first, later, _ = self.plan(datasets)
-                    cells = sorted(first + later, key=lambda c: order[c.dataset])  # stable: first seeds first
-                    waiting = self.undeferred_pending(cells)
-                    for c in cells:
+                    listed = [(c, c.state()) for c in sorted(first + later, key=lambda c: order[c.dataset])]
+                    # the plan lists later seeds, power seeds and halving continuations as soon as what they wait for
+                    # has ended: once no other listed cell is left to run, none is still to come
+                    waiting = any(to_run(s, self.retry_failed) for c, s in listed if c.method not in self.grid.deferred)
+                    for c, state in listed:  # stable order: first seeds first
                         key = (c.id, c.halted_at)
-                        if len(running) >= self.jobs or key in queued or not to_run(c.state(), self.retry_failed):
-                            continue
-                        if waiting and c.method in self.grid.deferred:
+                        if (len(running) >= self.jobs or key in queued or not to_run(state, self.retry_failed)
+                                or (waiting and c.method in self.grid.deferred)):
                             continue
                         queued.add(key)
                         running.add(pool.submit(self.run_cell, c))
@@ -506,14 +507,6 @@ class GridRunner:
                     future.result()  # an error of the runner itself (not of a cell) stops the grid
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-
-    def undeferred_pending(self, cells: list[Cell]) -> bool:
-        """Whether a listed cell of a method that is not deferred has not ended yet: while so, no deferred cell starts.
-        (The plan lists a pair's later seeds, the best other method's power seeds and a halving's continuations as
-        soon as the cells they wait for have ended, so once every listed one has, none is still to come.)"""
-        return bool(self.grid.deferred) and any(
-            c.id in self.running or to_run(c.state(), self.retry_failed)
-            for c in cells if c.method not in self.grid.deferred)
 
     def write_manifest(self) -> dict[str, Any]:
         """Write grid.json now (at the start, after every cell and at the end: an interim table can be made
@@ -529,7 +522,8 @@ class GridRunner:
         first, later, choices = self.plan(datasets)
         cells = [{"id": c.id, "dataset": c.dataset, "method": c.method, "candidate": c.candidate, "seed": c.seed,
                   "state": "running" if c.id in self.running else c.state(), "error": c.error(),
-                  "run": str(c.run_dir().relative_to(self.out)) if c.run_dir() else None, **({"halted_at": c.halted_at} if c.halted_at else {})}
+                  "run": str(c.run_dir().relative_to(self.out)) if c.run_dir() else None,
+                  **({"halted_at": c.halted_at} if c.halted_at else {})}
                  for c in first + later]
         return {"grid": self.grid.name, "grid_file": self.file_shown(), "protocols": self.grid.protocols,
                 "datasets": datasets, "skipped_datasets": skipped, "methods": self.grid.methods,

@@ -103,15 +103,16 @@ def _percentiles(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def verdicts(results: Path) -> list[dict[str, Any]]:
+def verdicts(results: Path, data: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
     """One record per dataset, protocol, method under test and metric: the best other method, the seeds of both,
-    their means and the interval of the difference. A ConfigError for a grid without `power`."""
+    their means and the interval of the difference (from `data`, bench.table.collect's, read when not given). A
+    ConfigError for a grid without `power`."""
     manifest = read_manifest(results)
     power = manifest.get("power")
     if not power:
         raise ConfigError(f"{results}/grid.json has no `power` section (the grid file's `power` names the methods "
                           f"under test; a dry run of the grid writes it)")
-    data = collect(results)
+    data = collect(results) if data is None else data
     out = []
     for dataset in manifest["datasets"]:
         for protocol in manifest["protocols"]:
@@ -145,7 +146,7 @@ def _compare(dataset: str, protocol: str, method: str, other: Optional[str], met
     return rec
 
 
-def loss_changes(results: Path) -> list[dict[str, Any]]:
+def loss_changes(results: Path, data: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
     """The loss family against the samplers, per column and metric: each deferred method, the best other method and
     each method under test minus RNS + BPR (`rns`), then each deferred method minus the best other method; [] for a
     grid without `deferred` methods."""
@@ -154,7 +155,7 @@ def loss_changes(results: Path) -> list[dict[str, Any]]:
     if not deferred:
         return []
     power = manifest.get("power") or {}
-    data = collect(results)
+    data = collect(results) if data is None else data
     out = []
     for dataset in manifest["datasets"]:
         for protocol in manifest["protocols"]:
@@ -222,15 +223,15 @@ def _row(r: dict[str, Any]) -> str:
 def loss_markdown(records: list[dict[str, Any]], results: Path) -> str:
     """losses.md: the loss family against the samplers, a count of the words on Recall@20, then every interval."""
     made = provenance(results)
-    name = read_manifest(results)["grid"]
+    manifest = read_manifest(results)
     recall = [r for r in records if r["metric"] == "Recall@20"]
     kinds = {"loss": "a loss instead of BPR (RNS negatives) minus RNS + BPR",
              "method": "another method instead of RNS + BPR (the best other method, each method under test) minus "
                        "RNS + BPR",
              "loss vs best": "a loss (RNS negatives) minus the best other method"}
-    lines = [f"## Changing the loss or the sampler (grid `{name}`)", "", made.progress, "",
+    lines = [f"## Changing the loss or the sampler (grid `{manifest['grid']}`)", "", made.progress, "",
              f"Made by `python -m bench.verdict {repo_relative(results.resolve())}` from the run records (runs by "
-             f"`python -m bench.grid {grid_file(read_manifest(results))}` at commit(s) {made.runs}). On {FILE} at each "
+             f"`python -m bench.grid {grid_file(manifest)}` at commit(s) {made.runs}). On {FILE} at each "
              f"run's protocol-reported epoch; 95% intervals over seeds as in verdict.md (t on the paired differences, "
              f"a percentile bootstrap beside it); the word from the t interval. `{BASE}` is the study's RNS row "
              f"(BPR); the best other method is the verdict's, named by first-seed validation among the methods that "
@@ -317,7 +318,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        records = verdicts(args.results)
+        data = collect(args.results)  # read once for both comparisons
+        records = verdicts(args.results, data)
         if args.readme:
             text = args.readme.read_text(encoding="utf-8") if args.readme.is_file() else ""
             wanted = replace_block(text, answer_block(records, args.results), args.readme)
@@ -337,7 +339,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     atomic_write_text(out / "verdict.md", markdown(records, args.results))
     atomic_write_text(out / "verdict.csv", to_csv(records))
     log.info("%s", out / "verdict.md")
-    losses = loss_changes(args.results)
+    losses = loss_changes(args.results, data)
     if losses:
         atomic_write_text(out / "losses.md", loss_markdown(losses, args.results))
         atomic_write_text(out / "losses.csv", to_csv(losses))

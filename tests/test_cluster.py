@@ -257,7 +257,7 @@ def test_stopping_the_driver_interrupts_the_clusters_cells_and_a_rerun_resumes_t
         epochs = [p for p in (out / "runs").rglob("epochs.csv") if len(p.read_text().splitlines()) >= 2]
     assert epochs, "no epoch finished"
     # The cell is held still (SIGSTOP) until the driver's signal has reached it (pending in /proc), so a fast machine
-    # cannot finish its 20 epochs while the signal travels through the scheduler (up to about a second).
+    # cannot finish its 40 epochs while the signal travels through the scheduler (up to about a second).
     cell = _cell_process(out)
     os.kill(cell, signal.SIGSTOP)
     try:
