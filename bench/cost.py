@@ -53,7 +53,10 @@ def run_records(root: Path) -> list[dict[str, Any]]:
         seconds = training + t.get("eval_s", 0.0) * evaluations
         data = metrics.get("data") or {}
         size = (data["users"], data["items"], data["train"]) if all(k in data for k in ("users", "items", "train")) else None
+        sampler = str(keys.get("negative.sampler", "cnsdiff"))
+        negatives = int(keys.get(f"params.{sampler}.n_negs", keys.get("params.n_negs", 1)) or 1)
         records.append({"grid": metrics_path.relative_to(root).parts[0], "kind": _kind(keys), "seconds": seconds,
+                        "negatives": negatives, "dim": int(keys.get("embedding.size", 64) or 64),
                         "epochs": epochs, "best": metrics["selection"]["epoch"], "epoch_s": seconds / max(1, epochs),
                         "train_epoch_s": training / max(1, epochs), "eval_epoch_s": (seconds - training) / max(1, epochs),
                         "lr": float(keys.get("learning.rate", 0.01)), "size": size})
@@ -76,6 +79,56 @@ def scaled_epoch_seconds(similar: list[dict[str, Any]], size: tuple[int, int, in
     return train + evaluation, biggest["kind"][0]
 
 
+def _per_epoch(kind: tuple[str, str, str], lr: float, records: list[dict[str, Any]],
+               sizes: Optional[dict[str, tuple[int, int, int]]]) -> tuple[Optional[float], list[dict[str, Any]]]:
+    """(seconds per epoch of a kind, the records it was taken from): its own dataset's runs (those at the learning
+    rate where there are any), else another dataset's runs of the same model and sampler scaled by size."""
+    similar = [r for r in records if r["kind"] == kind]
+    if similar:
+        similar = [r for r in similar if r["lr"] == lr] or similar
+        return float(np.median([r["epoch_s"] for r in similar])), similar
+    similar = [r for r in records if r["kind"][1:] == kind[1:]]
+    similar = [r for r in similar if r["lr"] == lr] or similar
+    return (scaled_epoch_seconds(similar, sizes[kind[0]])[0] if sizes and kind[0] in sizes else None), similar
+
+
+def loss_seconds_per_negative(records: list[dict[str, Any]], sampler: str) -> tuple[Optional[float], str]:
+    """(training seconds a loss adds per training row, negative and embedding dimension over BPR with the same
+    sampler, where it was measured): for `sampler` as _kind writes it with its loss ("rns+softmax"), from the
+    first dataset and model (sorted) with runs of both, the difference of their median training epochs divided
+    by rows x the loss runs' negatives per positive x dimension. (None, "") without such a pair."""
+    base = sampler.split("+", 1)[0]
+    for where in sorted({r["kind"][:2] for r in records if r["kind"][2] == sampler}):
+        loss = [r for r in records if r["kind"] == (*where, sampler) and r.get("size")]
+        bpr = [r for r in records if r["kind"] == (*where, base)]
+        if loss and bpr:
+            extra = float(np.median([r["train_epoch_s"] for r in loss])) - float(np.median([r["train_epoch_s"] for r in bpr]))
+            units = loss[0]["size"][2] * float(np.median([r["negatives"] * r["dim"] for r in loss]))
+            return max(0.0, extra) / units, f"{where[0]} ({where[1]})"
+    return None, ""
+
+
+def _loss_added(cell: Cell, kind: tuple[str, str, str], lr: float, records: list[dict[str, Any]],
+                sizes: Optional[dict[str, tuple[int, int, int]]]) -> tuple[Optional[float], list[dict[str, Any]]]:
+    """(seconds per epoch, records of its epochs) of a non-BPR loss without a run on its model: its sampler's BPR
+    epoch plus the loss's measured seconds per row, negative and dimension (loss_seconds_per_negative) times the
+    cell's; its epochs those of the BPR runs."""
+    per_epoch, similar = _per_epoch((kind[0], kind[1], kind[2].split("+", 1)[0]), lr, records, sizes)
+    unit = loss_seconds_per_negative(records, kind[2])[0]
+    own = [r["size"][2] for r in similar if r["kind"][0] == kind[0] and r.get("size")]
+    rows = sizes[kind[0]][2] if sizes and kind[0] in sizes else (own[0] if own else None)
+    if per_epoch is None or unit is None or rows is None:
+        return None, []
+    sampler = str(cell.keys.get("negative.sampler", "cnsdiff"))
+    negatives = int(cell.keys.get(f"params.{sampler}.n_negs", cell.keys.get("params.n_negs", 1)) or 1)
+    return per_epoch + unit * rows * negatives * int(cell.keys.get("embedding.size", 64) or 64), similar
+
+
+def loss_transferred(kind: tuple[str, str, str], records: list[dict[str, Any]]) -> bool:
+    """Whether a kind's estimate comes from _loss_added: a non-BPR loss with no run of its model and sampler."""
+    return "+" in kind[2] and not any(r["kind"][1:] == kind[1:] for r in records)
+
+
 def estimate_seconds(cell: Cell, records: list[dict[str, Any]],
                      sizes: Optional[dict[str, tuple[int, int, int]]] = None) -> Optional[float]:
     """CPU seconds a cell is expected to take: the median seconds per epoch of the finished runs of its kind
@@ -84,17 +137,14 @@ def estimate_seconds(cell: Cell, records: list[dict[str, Any]],
     most its max.epoch (all of them without early stopping); a `short` cell only the epochs after its last
     (from its own selected epoch; without its checkpoint it runs again, whole). On a dataset without a run of its
     kind but with its size in `sizes`, the seconds per epoch are scaled from another dataset's runs of the same
-    model and sampler (scaled_epoch_seconds). None when neither is possible."""
+    model and sampler (scaled_epoch_seconds); a loss without any run on its model and sampler adds its measured
+    cost per negative to the sampler's BPR epochs (_loss_added). None when none of these is possible."""
     kind = _kind(cell.keys)
     lr = float(cell.keys.get("learning.rate", 0.01))
-    similar = [r for r in records if r["kind"] == kind]
-    if similar:
-        similar = [r for r in similar if r["lr"] == lr] or similar
-        per_epoch: Optional[float] = float(np.median([r["epoch_s"] for r in similar]))
+    if loss_transferred(kind, records):
+        per_epoch, similar = _loss_added(cell, kind, lr, records, sizes)
     else:
-        similar = [r for r in records if r["kind"][1:] == kind[1:]]
-        similar = [r for r in similar if r["lr"] == lr] or similar
-        per_epoch = scaled_epoch_seconds(similar, sizes[kind[0]])[0] if sizes and kind[0] in sizes else None
+        per_epoch, similar = _per_epoch(kind, lr, records, sizes)
     if per_epoch is None:
         return None
     if kind[2] == "-":
@@ -121,12 +171,13 @@ def dataset_size(runner: GridRunner, dataset: str) -> tuple[int, int, int]:
 def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs: int,
                records_root: Path = REPO / "results" / "grids") -> list[str]:
     """The dry run's estimate of the CPU time the remaining cells need, from the committed run records (scaled by
-    size from another dataset's where a dataset has none), and the CPU time the grid's own finished records took."""
+    size from another dataset's where a dataset has none, a loss without a run on its model from its sampler's BPR
+    runs and the loss's measured cost per negative), and the CPU time the grid's own finished records took."""
     records = run_records(records_root)
     first, later, choices = runner.plan(datasets)
     recorded = {r["kind"][0] for r in records}
     sizes = {d: dataset_size(runner, d) for d in datasets if d not in recorded}
-    known, unknown = 0.0, []
+    known, unknown, transferred = 0.0, [], {}
     for c in first + later:
         if not to_run(c.state(), retry_failed):
             continue
@@ -135,11 +186,20 @@ def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs
             unknown.append(c.id)
         else:
             known += seconds
+            kind = _kind(c.keys)
+            if loss_transferred(kind, records):
+                transferred.setdefault(kind[2], [0, 0.0])
+                transferred[kind[2]][0] += 1
+                transferred[kind[2]][1] += seconds
     lines = [f"estimated CPU time of the listed cells to run: {known / 3600:.1f} h (about {known / 3600 / jobs:.1f} h "
              f"at --jobs {jobs}), from {len(records)} finished run records under results/grids"]
     for dataset, size in sizes.items():
         lines.append(f"  {dataset} has no run record: its cells' epochs are scaled by size (users {size[0]}, items "
                      f"{size[1]}, training rows {size[2]}) from the largest recorded dataset's runs of the same method")
+    for sampler, (count, seconds) in sorted(transferred.items()):
+        lines.append(f"  {count} cell(s) of {sampler} ({seconds / 3600:.1f} h) have no run on their model: their sampler's "
+                     f"BPR epochs (and epoch count) plus the loss's extra seconds per row and negative measured on "
+                     f"{loss_seconds_per_negative(records, sampler)[1]}")
     if unknown:
         lines.append(f"  {len(unknown)} cell(s) of a kind with no record are not counted, e.g. {unknown[0]}")
     waiting = [k for k, v in choices.items() if all(x is None for x in v.values())]

@@ -16,7 +16,7 @@ from scipy import stats
 from bench import grid as G
 from bench import table as T
 from bench.cells import to_run
-from bench.cost import cost_lines, estimate_seconds, run_records
+from bench.cost import cost_lines, estimate_seconds, loss_seconds_per_negative, run_records
 from bench.gridfile import Grid, load_grid
 from bench.records import read_rows, selected_index
 from bench.runner import GridRunner
@@ -477,6 +477,38 @@ def test_the_cost_estimate_on_constructed_records(tmp_path):
     # later seeds of coat/rns: 2 seeds x 70 s (one choice) to 2 x 70 x 2 (a choice per protocol)
     assert "+0.0 h" in lines[2] and "1 pair(s)" in lines[2]
     assert cost_lines.__defaults__[0] == REPO / "results" / "grids"
+
+
+def test_a_loss_without_a_run_on_its_model_is_estimated_from_its_samplers_bpr_runs(tmp_path):
+    records = tmp_path / "records"
+
+    def sized(grid, dataset, method, keys, train_s, epochs, rows):
+        _record(records, grid, dataset, method, keys, train_s, epochs)
+        metrics = records / grid / "runs" / dataset / method / "default" / "s1" / "r" / "metrics.json"
+        metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "data": {"users": 5, "items": 5, "train": rows}}))
+    # measured on MF: softmax with 100 negatives of dimension 8 adds 9 - 1 = 8 s per epoch over 1000 rows
+    sized("fid", "cd", "bpr", {"negative.sampler": "rns", "model.name": "MF"}, 1.0, 50, 1000)
+    sized("fid", "cd", "sl", {"negative.sampler": "rns", "model.name": "MF", "loss.name": "softmax",
+                              "params.rns.n_negs": "100", "embedding.size": 8}, 9.0, 50, 1000)
+    # LightGCN's BPR on coat: 2 s per epoch over 500 rows, best epoch 20
+    sized("main", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 30, 500)
+    all_records = run_records(records)
+    assert loss_seconds_per_negative(all_records, "rns+softmax") == (pytest.approx(8.0 / (1000 * 100 * 8)), "cd (MF)")
+    assert loss_seconds_per_negative(all_records, "rns+psl") == (None, "")  # no run of that loss anywhere
+    grid = Grid("t", ["coat"], ["valid"], [1], {"sl": {"keys": {"negative.sampler": "rns", "loss.name": "softmax",
+                                                                 "embedding.size": 16, "max.epoch": 100}},
+                                                 "psl": {"keys": {"negative.sampler": "rns", "loss.name": "psl"}}})
+    runner = GridRunner(grid, tmp_path / "out", tmp_path)
+    cell = runner.cell("coat", "sl", {"params.rns.n_negs": 250}, 1, {"dataset": "coat"})
+    # 2 s + 1e-5 s x 500 rows x 250 negatives x 16 dimensions = 22 s per epoch, for BPR's 20 + 10 epochs (660 s)
+    assert estimate_seconds(cell, all_records) == pytest.approx((2.0 + 1e-5 * 500 * 250 * 16) * 30)
+    assert estimate_seconds(runner.cell("coat", "psl", {}, 1, {"dataset": "coat"}), all_records) is None
+    runner.plan = lambda datasets: ([cell], [], {})
+    lines = cost_lines(runner, ["coat"], False, 1, records)
+    assert "1 cell(s) of rns+softmax (0.2 h) have no run on their model" in lines[1] and "cd (MF)" in lines[1]
+    # once the loss has a run on LightGCN (another dataset) that run is scaled by size instead
+    sized("main", "food", "sl", {"negative.sampler": "rns", "loss.name": "softmax"}, 50.0, 30, 500)
+    assert estimate_seconds(cell, run_records(records), {"coat": (5, 5, 500)}) == pytest.approx(50.0 * 30)
 
 
 def test_the_dry_run_sums_the_cpu_time_of_its_own_grids_records_only(tmp_path):
