@@ -35,6 +35,12 @@ def _kind(keys: dict[str, Any]) -> tuple[str, str, str]:
     return str(keys.get("dataset", "")), model, sampler
 
 
+def _negatives(keys: dict[str, Any]) -> int:
+    """Negatives per positive of a run's sampler (its params.<sampler>.n_negs, or params.n_negs; 1 without)."""
+    sampler = str(keys.get("negative.sampler", "cnsdiff"))
+    return int(keys.get(f"params.{sampler}.n_negs", keys.get("params.n_negs", 1)) or 1)
+
+
 def run_records(root: Path) -> list[dict[str, Any]]:
     """Every finished run under root/*/runs/: its grid folder, kind and CPU seconds (the median epoch's sampling
     and training times the epochs run, plus the median evaluation times the evaluations)."""
@@ -53,10 +59,8 @@ def run_records(root: Path) -> list[dict[str, Any]]:
         seconds = training + t.get("eval_s", 0.0) * evaluations
         data = metrics.get("data") or {}
         size = (data["users"], data["items"], data["train"]) if all(k in data for k in ("users", "items", "train")) else None
-        sampler = str(keys.get("negative.sampler", "cnsdiff"))
-        negatives = int(keys.get(f"params.{sampler}.n_negs", keys.get("params.n_negs", 1)) or 1)
         records.append({"grid": metrics_path.relative_to(root).parts[0], "kind": _kind(keys), "seconds": seconds,
-                        "negatives": negatives, "dim": int(keys.get("embedding.size", 64) or 64),
+                        "negatives": _negatives(keys), "dim": int(keys.get("embedding.size", 64) or 64),
                         "epochs": epochs, "best": metrics["selection"]["epoch"], "epoch_s": seconds / max(1, epochs),
                         "train_epoch_s": training / max(1, epochs), "eval_epoch_s": (seconds - training) / max(1, epochs),
                         "lr": float(keys.get("learning.rate", 0.01)), "size": size})
@@ -119,9 +123,7 @@ def _loss_added(cell: Cell, kind: tuple[str, str, str], lr: float, records: list
     rows = sizes[kind[0]][2] if sizes and kind[0] in sizes else (own[0] if own else None)
     if per_epoch is None or unit is None or rows is None:
         return None, []
-    sampler = str(cell.keys.get("negative.sampler", "cnsdiff"))
-    negatives = int(cell.keys.get(f"params.{sampler}.n_negs", cell.keys.get("params.n_negs", 1)) or 1)
-    return per_epoch + unit * rows * negatives * int(cell.keys.get("embedding.size", 64) or 64), similar
+    return per_epoch + unit * rows * _negatives(cell.keys) * int(cell.keys.get("embedding.size", 64) or 64), similar
 
 
 def loss_transferred(kind: tuple[str, str, str], records: list[dict[str, Any]]) -> bool:
