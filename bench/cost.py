@@ -200,7 +200,7 @@ def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs
                      f"{size[1]}, training rows {size[2]}) from the largest recorded dataset's runs of the same method")
     for sampler, (count, seconds) in sorted(transferred.items()):
         lines.append(f"  {count} cell(s) of {sampler} ({seconds / 3600:.1f} h) have no run on their model: their sampler's "
-                     f"BPR epochs (and epoch count) plus the loss's extra seconds per row and negative measured on "
+                     f"BPR epochs (and epoch count) plus the loss's extra seconds per row, negative and dimension measured on "
                      f"{loss_seconds_per_negative(records, sampler)[1]}")
     if unknown:
         lines.append(f"  {len(unknown)} cell(s) of a kind with no record are not counted, e.g. {unknown[0]}")
@@ -208,13 +208,17 @@ def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs
     power = runner.grid.power
     if waiting:
         extra_min = extra_max = 0.0
+        blind = []  # pairs whose cells have no estimate: they add nothing to the range
         for key in waiting:
             dataset, method = key.split("/", 1)
             cells = [c for c in first if c.dataset == dataset and c.method == method]
             powered = power is not None and method in power.methods
             seeds = len(runner.grid.seeds_for(dataset, method, powered)) - 1
             full = [replace(c, keys={**c.keys, "early_stop.halt_after": 0}, halted_at=None) for c in cells]
-            per = [estimate_seconds(c, records, sizes) or 0.0 for c in full]
+            estimates = [estimate_seconds(c, records, sizes) for c in full]
+            if any(e is None for e in estimates):
+                blind.append(key)
+            per = [e or 0.0 for e in estimates]
             mean = float(np.mean(per)) if per else 0.0
             extra_min += seeds * mean
             extra_max += seeds * mean * min(len(cells), len(runner.grid.protocols))
@@ -226,6 +230,9 @@ def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs
         lines.append(f"  the later seeds of {len(waiting)} pair(s) (and the kept candidates of a halving) are not listed "
                      f"yet: +{extra_min / 3600:.1f} h "
                      f"(one choice for every protocol) to +{extra_max / 3600:.1f} h (a different one per protocol)")
+        if blind:
+            lines.append(f"  not counted in that range: the later seeds of {len(blind)} pair(s) of a kind with no record, "
+                         f"e.g. {blind[0]}")
         if power is not None and power.best_other:
             undecided = sorted({k.split("/", 1)[0] for k in waiting} - {k.split("/", 1)[0] for k in runner.best_other})
             if undecided:

@@ -470,12 +470,15 @@ def test_the_cost_estimate_on_constructed_records(tmp_path):
     lines = cost_lines(runner, [], False, 2, records)
     assert lines[0].startswith("estimated CPU time of the listed cells to run: 0.0 h")
     cells_first = [rns, runner.cell("coat", "rns", {"learning.rate": 0.01}, 1, data), runner.cell("coat", "dns", {}, 1, data)]
-    runner.plan = lambda datasets: (cells_first, [], {"coat/rns": {"valid": None, "ood_valid": None}})
+    runner.plan = lambda datasets: (cells_first, [], {"coat/rns": {"valid": None, "ood_valid": None},
+                                                     "coat/dns": {"valid": None, "ood_valid": None}})
     lines = cost_lines(runner, ["coat"], False, 2, records)
     assert "0.0 h (about 0.0 h at --jobs 2)" in lines[0]  # 140 s
     assert "1 cell(s) of a kind with no record" in lines[1] and "coat/dns" in lines[1]
-    # later seeds of coat/rns: 2 seeds x 70 s (one choice) to 2 x 70 x 2 (a choice per protocol)
-    assert "+0.0 h" in lines[2] and "1 pair(s)" in lines[2]
+    # later seeds of coat/rns: 2 seeds x 70 s (one choice) to 2 x 70 x 2 (a choice per protocol); coat/dns's are
+    # in the count of pairs but add nothing, and a line says so
+    assert "+0.0 h" in lines[2] and "2 pair(s)" in lines[2]
+    assert lines[3] == "  not counted in that range: the later seeds of 1 pair(s) of a kind with no record, e.g. coat/dns"
     assert cost_lines.__defaults__[0] == REPO / "results" / "grids"
 
 
@@ -505,7 +508,8 @@ def test_a_loss_without_a_run_on_its_model_is_estimated_from_its_samplers_bpr_ru
     assert estimate_seconds(runner.cell("coat", "psl", {}, 1, {"dataset": "coat"}), all_records) is None
     runner.plan = lambda datasets: ([cell], [], {})
     lines = cost_lines(runner, ["coat"], False, 1, records)
-    assert "1 cell(s) of rns+softmax (0.2 h) have no run on their model" in lines[1] and "cd (MF)" in lines[1]
+    assert "1 cell(s) of rns+softmax (0.2 h) have no run on their model" in lines[1]
+    assert lines[1].endswith("extra seconds per row, negative and dimension measured on cd (MF)")
     # once the loss has a run on LightGCN (another dataset) that run is scaled by size instead
     sized("main", "food", "sl", {"negative.sampler": "rns", "loss.name": "softmax"}, 50.0, 30, 500)
     assert estimate_seconds(cell, run_records(records), {"coat": (5, 5, 500)}) == pytest.approx(50.0 * 30)
