@@ -106,6 +106,7 @@ class SELFRec:
     def execute(self) -> dict[str, Any]:
         """Train and evaluate; returns what metrics.json holds."""
         cfg = self.config
+        self.model_class.check_config(cfg)
         writable_folder(cfg.log_dir, "log.dir")
         if self.resume is None:
             run_dir = make_run_dir(writable_folder(cfg.output, "output"), self.model_class.run_tag(cfg))

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from base.fhn import FHNProbe, truth_matrix
+from conf.config import RunConfig
 from base.checkpointing import Checkpointing
 from base.reporting import Reporting
 from module.losses import get_loss_class
@@ -75,6 +76,25 @@ class GraphRecommender(Checkpointing, Reporting):
     """Trains an encoder (build_encoder) with the configured loss (BPR by default) on the configured sampler's
     negatives."""
 
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """Raise a ConfigError when the configured loss cannot train on the configured sampler's negatives (a sampler
+        that synthesises them, or fewer per row than the loss needs; docs/losses.md), before any data is read."""
+        if cfg.loss_name == "bpr":
+            return
+        sampler_cls = get_sampler_class(cfg.negative_sampler)
+        if not sampler_cls.real_negatives:
+            able = ", ".join(n for n, c in SAMPLERS.items() if c.real_negatives)
+            raise ConfigError(f"loss.name: {cfg.loss_name} trains on real negative items from the sampler; "
+                              f"{cfg.negative_sampler} synthesises its negatives or adds BPR-shaped terms of its own "
+                              f"(samplers that can feed it: {able}; docs/losses.md)")
+        need, given = get_loss_class(cfg.loss_name).min_negatives, sampler_cls.negatives_per_row(cfg.params)
+        if given < need:
+            raise ConfigError(f"loss.name: {cfg.loss_name} needs at least {need} negatives per row "
+                              f"(with one, its logsumexp is the linear gap (f_j - f_i) / tau, unbounded below); "
+                              f"{cfg.negative_sampler} gives {given} (params.rns.n_negs, params.pns.n_negs, "
+                              f"params.dns_mn.n_negs)")
+
     def build_encoder(self) -> nn.Module:
         """The encoder: forward() -> (user embeddings, item embeddings)."""
         raise NotImplementedError
@@ -82,6 +102,7 @@ class GraphRecommender(Checkpointing, Reporting):
     def build(self) -> None:
         """Encoder, negative sampler, optimiser, evaluators and selection rule."""
         cfg = self.config
+        self.check_config(cfg)  # SELFRec.execute checks before the run folder is made; a direct build checks here
         self.check_memory()
         self.loss_names: tuple[str, ...] = ()  # the loss terms of batch_loss (the rest it logs are diagnostics)
         self.loss_warned = False
@@ -95,18 +116,8 @@ class GraphRecommender(Checkpointing, Reporting):
         self.optimizer = torch.optim.Adam(groups)
         for group in self.optimizer.param_groups:  # the rates learning.rate.decay scales
             group["base_lr"] = group["lr"]
-        if cfg.loss_name != "bpr" and not sampler_cls.real_negatives:
-            able = ", ".join(n for n, c in SAMPLERS.items() if c.real_negatives)
-            raise ConfigError(f"loss.name: {cfg.loss_name} trains on real negative items from the sampler; "
-                              f"{cfg.negative_sampler} synthesises its negatives or adds BPR-shaped terms of its own "
-                              f"(samplers that can feed it: {able}; docs/losses.md)")
         self.loss: RankingLoss = get_loss_class(cfg.loss_name)(cfg.loss_params, self.data.n_users, self.data.n_items,
                                                                 cfg.embedding_size, self.device, cfg.loss_score)
-        if self.sampler.negatives_per_row < self.loss.min_negatives:
-            raise ConfigError(f"loss.name: {cfg.loss_name} needs at least {self.loss.min_negatives} negatives per row "
-                              f"(with one, its logsumexp is the linear gap (f_j - f_i) / tau, unbounded below); "
-                              f"{cfg.negative_sampler} gives {self.sampler.negatives_per_row} (params.rns.n_negs, "
-                              f"params.dns_mn.n_negs)")
         self.loss_optimizer = self.loss.make_optimizer(decay)
         # the softmax family draws its N negatives per batch, as its references do (an epoch of 1000 per positive
         # would not fit in memory); BPR draws the epoch's at once, as it always has

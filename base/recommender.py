@@ -32,6 +32,10 @@ class Recommender:
         self.restored = False  # a resumed run: set once its checkpoint is loaded (from then on it is changed)
 
     @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """Raise a ConfigError for a configuration this model cannot run, found without data (none here)."""
+
+    @classmethod
     def run_tag(cls, config: RunConfig) -> str:
         """The start of a run folder's name (model-sampler[.preset]-dataset-sSEED)."""
         return config.run_tag()

@@ -23,7 +23,7 @@ from bench.records import read_json, read_rows, record_differences, shorter_rule
 from conf.config import REPO, load_config, repo_relative
 from data.presets import get_preset
 from data.split import OOD_VALID_FILES, write_ood_valid_split
-from model import is_closed_form
+from model import get_model_class, is_closed_form
 from util.io import atomic_write_json, atomic_write_text
 from util.results import FolderLock, read_status, recorded_threads
 from util.typing_coerce import ConfigError
@@ -293,8 +293,9 @@ class GridRunner:
     def resolved(self, cell: Cell) -> dict[str, Any]:
         """The configuration a new run of the cell gets, resolved as main.py resolves it, keyed as config.json holds
         it; a ConfigError if it does not resolve."""
-        return load_config(REPO / "conf" / "LightGCN.yaml",
-                           [f"{k}={_value(v)}" for k, v in self.command_keys(cell).items()]).to_dict()
+        cfg = load_config(REPO / "conf" / "LightGCN.yaml", [f"{k}={_value(v)}" for k, v in self.command_keys(cell).items()])
+        get_model_class(cfg.model_name).check_config(cfg)  # what main.py refuses before reading the data
+        return cfg.to_dict()
 
     def invalid_cells(self, datasets: list[str]) -> list[tuple[str, str]]:
         """(cell id, error) of every listed cell whose configuration does not resolve as main.py would resolve it."""

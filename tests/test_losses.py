@@ -217,8 +217,8 @@ def test_each_loss_runs_through_main_on_coat(tmp_path, shared, loss):
 
 
 def test_loss_refuses_a_sampler_that_synthesises(tmp_path, shared, caplog):
-    status, _ = _run(tmp_path, shared, "loss.name=softmax", "negative.sampler=cnsdiff", "max.epoch=1")
-    assert status == 2
+    status, runs = _run(tmp_path, shared, "loss.name=softmax", "negative.sampler=cnsdiff", "max.epoch=1")
+    assert status == 2 and runs == []  # refused before a run folder is made
     assert "loss.name: softmax trains on real negative items" in caplog.text and "rns, pns, dns" in caplog.text
 
 
@@ -363,6 +363,20 @@ def test_loss_score_and_regularisation_resolve_per_loss():
 @pytest.mark.parametrize("loss, sampler, ok", [("softmax", "dns", False), ("bsl", "ahns", False), ("psl", "dns", True),
                                                ("advinfonce", "ahns", True)])
 def test_sl_and_bsl_need_two_negatives_per_row(tmp_path, shared, caplog, loss, sampler, ok):
-    status, _ = _run(tmp_path, shared, f"loss.name={loss}", f"negative.sampler={sampler}", "max.epoch=1")
-    assert status == (0 if ok else 2)
+    status, runs = _run(tmp_path, shared, f"loss.name={loss}", f"negative.sampler={sampler}", "max.epoch=1")
+    assert status == (0 if ok else 2) and len(runs) == (1 if ok else 0)  # refused before a run folder is made
     assert ok or f"loss.name: {loss} needs at least 2 negatives per row" in caplog.text
+
+
+def test_a_grid_dry_run_lists_a_loss_its_sampler_cannot_feed_as_invalid(tmp_path, shared, capsys):
+    from bench import grid as G
+    path = tmp_path / "g.yaml"
+    path.write_text("name: t\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\nmethods: {"
+                    "ok: {keys: {negative.sampler: dns_mn, loss.name: bsl}}, "
+                    "one: {keys: {negative.sampler: dns, loss.name: bsl}}, "
+                    "synthetic: {keys: {negative.sampler: mixgcf, loss.name: psl}}}\n")
+    assert G.main([str(path), "--dry-run", "--dataset-root", str(shared), "--out", str(tmp_path / "out")]) == 2
+    invalid = [line for line in capsys.readouterr().out.splitlines() if line.startswith("invalid")]
+    assert len(invalid) == 2
+    assert "coat/one/default/s1: loss.name: bsl needs at least 2 negatives per row" in invalid[0]
+    assert "coat/synthetic/default/s1: loss.name: psl trains on real negative items" in invalid[1]

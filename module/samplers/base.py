@@ -133,11 +133,11 @@ class NegativeSampler(nn.Module):
         else params.n_negs, else 1."""
         return int(getattr(self.params, "n_candidates", getattr(self.params, "n_negs", 1)))
 
-    @property
-    def negatives_per_row(self) -> int:
-        """How many negatives per positive it hands to the loss: params.n_negs where its rows hold several (RNS, PNS,
-        DNS(M,N)), else 1."""
-        return int(getattr(self.params, "n_negs", 1))
+    @staticmethod
+    def negatives_per_row(params: Any) -> int:
+        """How many negatives per positive a sampler with these params hands to the loss: params.n_negs where its
+        rows hold several (RNS, PNS, DNS(M,N)), else 1."""
+        return int(getattr(params, "n_negs", 1))
 
     def candidate_weights(self, degree: np.ndarray) -> Optional[np.ndarray]:
         """Unnormalised draw probability of every item given its training degree; None = uniform."""
