@@ -102,5 +102,6 @@ def test_bad_simple_baseline_settings_are_clear_errors(tmp_path, caplog):
     assert status == 2 and "ItemKNN.k: 0 is below the minimum 1" in caplog.text
     status, _ = _run(tmp_path, "model.name=EASE", "EASE.lambda=-1")
     assert status == 2 and "EASE.lambda: -1.0 is below the minimum 0.0" in caplog.text
-    status, _ = _run(tmp_path, "model.name=EASE", "EASE.lambda=0")
+    status, runs = _run(tmp_path, "model.name=EASE", "EASE.lambda=0")
     assert status == 2 and "EASE.lambda: must be > 0" in caplog.text
+    assert runs == []  # refused from the configuration, before a run folder is made

@@ -6,6 +6,7 @@ import scipy.linalg.lapack
 import scipy.sparse as sp
 
 from base.closed_form_recommender import ClosedFormRecommender
+from conf.config import RunConfig
 from util.typing_coerce import ConfigError
 
 
@@ -34,9 +35,13 @@ class EASE(ClosedFormRecommender):
 
     settings = ("EASE.lambda",)
 
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """EASE.lambda must be positive (checked before any data is read)."""
+        if cfg.ease_lambda <= 0:
+            raise ConfigError("EASE.lambda: must be > 0 (X^T X alone is singular whenever two items share their users)")
+
     def fit(self, train: sp.csr_matrix) -> np.ndarray:
         """X B."""
-        if self.config.ease_lambda <= 0:
-            raise ConfigError("EASE.lambda: must be > 0 (X^T X alone is singular whenever two items share their users)")
         b = ease_weights(train, self.config.ease_lambda)
         return np.asarray((train > 0).astype(np.float64) @ b)
