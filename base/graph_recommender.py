@@ -14,9 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from base.fhn import FHNProbe, truth_matrix
-from conf.config import RunConfig
 from base.checkpointing import Checkpointing
 from base.reporting import Reporting
+from conf.config import RunConfig
 from module.losses import get_loss_class
 from module.losses.base import RankingLoss
 from module.samplers import SAMPLERS, get_sampler_class

@@ -35,10 +35,12 @@ def _kind(keys: dict[str, Any]) -> tuple[str, str, str]:
     return str(keys.get("dataset", "")), model, sampler
 
 
-def _negatives(keys: dict[str, Any]) -> int:
-    """Negatives per positive of a run's sampler (its params.<sampler>.n_negs, or params.n_negs; 1 without)."""
+def _units(keys: dict[str, Any]) -> int:
+    """Negatives per positive of a run's sampler (its params.<sampler>.n_negs, or params.n_negs; 1 without) times
+    its embedding dimension: what a loss's cost per training row grows with."""
     sampler = str(keys.get("negative.sampler", "cnsdiff"))
-    return int(keys.get(f"params.{sampler}.n_negs", keys.get("params.n_negs", 1)) or 1)
+    negatives = int(keys.get(f"params.{sampler}.n_negs", keys.get("params.n_negs", 1)) or 1)
+    return negatives * int(keys.get("embedding.size", 64) or 64)
 
 
 def run_records(root: Path) -> list[dict[str, Any]]:
@@ -60,7 +62,7 @@ def run_records(root: Path) -> list[dict[str, Any]]:
         data = metrics.get("data") or {}
         size = (data["users"], data["items"], data["train"]) if all(k in data for k in ("users", "items", "train")) else None
         records.append({"grid": metrics_path.relative_to(root).parts[0], "kind": _kind(keys), "seconds": seconds,
-                        "negatives": _negatives(keys), "dim": int(keys.get("embedding.size", 64) or 64),
+                        "units": _units(keys),
                         "epochs": epochs, "best": metrics["selection"]["epoch"], "epoch_s": seconds / max(1, epochs),
                         "train_epoch_s": training / max(1, epochs), "eval_epoch_s": (seconds - training) / max(1, epochs),
                         "lr": float(keys.get("learning.rate", 0.01)), "size": size})
@@ -107,8 +109,8 @@ def loss_seconds_per_negative(records: list[dict[str, Any]], sampler: str) -> tu
         bpr = [r for r in records if r["kind"] == (*where, base)]
         if loss and bpr:
             extra = float(np.median([r["train_epoch_s"] for r in loss])) - float(np.median([r["train_epoch_s"] for r in bpr]))
-            units = loss[0]["size"][2] * float(np.median([r["negatives"] * r["dim"] for r in loss]))
-            return max(0.0, extra) / units, f"{where[0]} ({where[1]})"
+            return max(0.0, extra) / (loss[0]["size"][2] * float(np.median([r["units"] for r in loss]))), \
+                f"{where[0]} ({where[1]})"
     return None, ""
 
 
@@ -123,7 +125,7 @@ def _loss_added(cell: Cell, kind: tuple[str, str, str], lr: float, records: list
     rows = sizes[kind[0]][2] if sizes and kind[0] in sizes else (own[0] if own else None)
     if per_epoch is None or unit is None or rows is None:
         return None, []
-    return per_epoch + unit * rows * _negatives(cell.keys) * int(cell.keys.get("embedding.size", 64) or 64), similar
+    return per_epoch + unit * rows * _units(cell.keys), similar
 
 
 def loss_transferred(kind: tuple[str, str, str], records: list[dict[str, Any]]) -> bool:
@@ -179,7 +181,8 @@ def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs
     first, later, choices = runner.plan(datasets)
     recorded = {r["kind"][0] for r in records}
     sizes = {d: dataset_size(runner, d) for d in datasets if d not in recorded}
-    known, unknown, transferred = 0.0, [], {}
+    known, unknown = 0.0, []
+    transferred: dict[str, tuple[int, float]] = {}  # loss kind -> (cells, seconds) that _loss_added estimated
     for c in first + later:
         if not to_run(c.state(), retry_failed):
             continue
@@ -190,9 +193,8 @@ def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs
             known += seconds
             kind = _kind(c.keys)
             if loss_transferred(kind, records):
-                transferred.setdefault(kind[2], [0, 0.0])
-                transferred[kind[2]][0] += 1
-                transferred[kind[2]][1] += seconds
+                cells, total = transferred.get(kind[2], (0, 0.0))
+                transferred[kind[2]] = (cells + 1, total + seconds)
     lines = [f"estimated CPU time of the listed cells to run: {known / 3600:.1f} h (about {known / 3600 / jobs:.1f} h "
              f"at --jobs {jobs}), from {len(records)} finished run records under results/grids"]
     for dataset, size in sizes.items():

@@ -422,13 +422,14 @@ def test_a_dry_run_writes_the_manifest_and_runs_nothing(shared, tmp_path, capsys
     assert "4 cells listed, 4 to run" in capsys.readouterr().out
 
 
-def _record(root, grid, dataset, method, keys, epoch_s, epochs, eval_s=0.0):
+def _record(root, grid, dataset, method, keys, epoch_s, epochs, eval_s=0.0, rows=None):
     run = root / grid / "runs" / dataset / method / "default" / "s1" / "r"
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"input": {"dataset": dataset, **keys}}))
     (run / "metrics.json").write_text(json.dumps({"selection": {"epochs_run": epochs, "epoch": epochs - 10},
                                                   "median_epoch_seconds": {"sample_s": 0.0, "train_s": epoch_s,
-                                                                           "eval_s": eval_s}}))
+                                                                           "eval_s": eval_s},
+                                                  **({"data": {"users": 5, "items": 5, "train": rows}} if rows else {})}))
 
 
 def test_the_cost_estimate_on_constructed_records(tmp_path):
@@ -484,17 +485,12 @@ def test_the_cost_estimate_on_constructed_records(tmp_path):
 
 def test_a_loss_without_a_run_on_its_model_is_estimated_from_its_samplers_bpr_runs(tmp_path):
     records = tmp_path / "records"
-
-    def sized(grid, dataset, method, keys, train_s, epochs, rows):
-        _record(records, grid, dataset, method, keys, train_s, epochs)
-        metrics = records / grid / "runs" / dataset / method / "default" / "s1" / "r" / "metrics.json"
-        metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "data": {"users": 5, "items": 5, "train": rows}}))
     # measured on MF: softmax with 100 negatives of dimension 8 adds 9 - 1 = 8 s per epoch over 1000 rows
-    sized("fid", "cd", "bpr", {"negative.sampler": "rns", "model.name": "MF"}, 1.0, 50, 1000)
-    sized("fid", "cd", "sl", {"negative.sampler": "rns", "model.name": "MF", "loss.name": "softmax",
-                              "params.rns.n_negs": "100", "embedding.size": 8}, 9.0, 50, 1000)
+    _record(records, "fid", "cd", "bpr", {"negative.sampler": "rns", "model.name": "MF"}, 1.0, 50, rows=1000)
+    _record(records, "fid", "cd", "sl", {"negative.sampler": "rns", "model.name": "MF", "loss.name": "softmax",
+            "params.rns.n_negs": "100", "embedding.size": 8}, 9.0, 50, rows=1000)
     # LightGCN's BPR on coat: 2 s per epoch over 500 rows, best epoch 20
-    sized("main", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 30, 500)
+    _record(records, "main", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 30, rows=500)
     all_records = run_records(records)
     assert loss_seconds_per_negative(all_records, "rns+softmax") == (pytest.approx(8.0 / (1000 * 100 * 8)), "cd (MF)")
     assert loss_seconds_per_negative(all_records, "rns+psl") == (None, "")  # no run of that loss anywhere
@@ -511,7 +507,7 @@ def test_a_loss_without_a_run_on_its_model_is_estimated_from_its_samplers_bpr_ru
     assert "1 cell(s) of rns+softmax (0.2 h) have no run on their model" in lines[1]
     assert lines[1].endswith("extra seconds per row, negative and dimension measured on cd (MF)")
     # once the loss has a run on LightGCN (another dataset) that run is scaled by size instead
-    sized("main", "food", "sl", {"negative.sampler": "rns", "loss.name": "softmax"}, 50.0, 30, 500)
+    _record(records, "main", "food", "sl", {"negative.sampler": "rns", "loss.name": "softmax"}, 50.0, 30, rows=500)
     assert estimate_seconds(cell, run_records(records), {"coat": (5, 5, 500)}) == pytest.approx(50.0 * 30)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench import grid as G
 from bench.records import comparable, record_differences
 from conf.config import load_config
 from conf.params import AdvInfoNCEParams, BSLParams, PSLParams, SoftmaxParams
@@ -369,7 +370,6 @@ def test_sl_and_bsl_need_two_negatives_per_row(tmp_path, shared, caplog, loss, s
 
 
 def test_a_grid_dry_run_lists_a_loss_its_sampler_cannot_feed_as_invalid(tmp_path, shared, capsys):
-    from bench import grid as G
     path = tmp_path / "g.yaml"
     path.write_text("name: t\ndatasets: [coat]\nprotocols: [valid]\nseeds: [1]\nmethods: {"
                     "ok: {keys: {negative.sampler: dns_mn, loss.name: bsl}}, "
