@@ -79,21 +79,32 @@ class GraphRecommender(Checkpointing, Reporting):
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         """Raise a ConfigError when the configured loss cannot train on the configured sampler's negatives (a sampler
-        that synthesises them, or fewer per row than the loss needs; docs/losses.md), before any data is read."""
-        if cfg.loss_name == "bpr":
-            return
+        that synthesises them or adds terms of its own, fewer per row than the loss needs, or several per row that
+        BPR would not use; docs/losses.md), before any data is read."""
         sampler_cls = get_sampler_class(cfg.negative_sampler)
-        if not sampler_cls.real_negatives:
-            able = ", ".join(n for n, c in SAMPLERS.items() if c.real_negatives)
-            raise ConfigError(f"loss.name: {cfg.loss_name} trains on real negative items from the sampler; "
-                              f"{cfg.negative_sampler} synthesises its negatives or adds BPR-shaped terms of its own "
-                              f"(samplers that can feed it: {able}; docs/losses.md)")
-        need, given = get_loss_class(cfg.loss_name).min_negatives, sampler_cls.negatives_per_row(cfg.params)
-        if given < need:
-            raise ConfigError(f"loss.name: {cfg.loss_name} needs at least {need} negatives per row "
+        loss_cls = get_loss_class(cfg.loss_name)
+        given = sampler_cls.negatives_per_row(cfg.params)
+        if cfg.loss_name == "bpr":
+            if sampler_cls.embedding_negatives and given > 1:
+                raise ConfigError(f"params.{cfg.negative_sampler}.n_negs: {given} negatives per row feed a loss other "
+                                  f"than BPR (loss.name softmax, bsl or psl); BPR trains on {cfg.negative_sampler}'s "
+                                  f"one negative (n_negs 1; docs/losses.md)")
+            return
+
+        def feeds(sampler: type[NegativeSampler]) -> bool:
+            """Whether the sampler's negatives can train this loss."""
+            return sampler.real_negatives or (sampler.embedding_negatives and not loss_cls.needs_items)
+        if not feeds(sampler_cls):
+            able = ", ".join(n for n, c in SAMPLERS.items() if feeds(c))
+            what = ("synthesises its negatives and AdvInfoNCE's adversary weighs real items"
+                    if sampler_cls.embedding_negatives else "synthesises its negatives or adds BPR-shaped terms of its own")
+            raise ConfigError(f"loss.name: {cfg.loss_name} cannot train on {cfg.negative_sampler}'s negatives: "
+                              f"{cfg.negative_sampler} {what} (samplers that can feed it: {able}; docs/losses.md)")
+        if given < loss_cls.min_negatives:
+            raise ConfigError(f"loss.name: {cfg.loss_name} needs at least {loss_cls.min_negatives} negatives per row "
                               f"(with one, its logsumexp is the linear gap (f_j - f_i) / tau, unbounded below); "
                               f"{cfg.negative_sampler} gives {given} (params.rns.n_negs, params.pns.n_negs, "
-                              f"params.dns_mn.n_negs)")
+                              f"params.dns_mn.n_negs, params.cnsdiff.n_negs)")
 
     def build_encoder(self) -> nn.Module:
         """The encoder: forward() -> (user embeddings, item embeddings)."""

@@ -102,15 +102,20 @@ def loss_seconds_per_negative(records: list[dict[str, Any]], sampler: str) -> tu
     """(training seconds a loss adds per training row, negative and embedding dimension over BPR with the same
     sampler, where it was measured): for `sampler` as _kind writes it with its loss ("rns+softmax"), from the
     first dataset and model (sorted) with runs of both, the difference of their median training epochs divided
-    by rows x the loss runs' negatives per positive x dimension. (None, "") without such a pair."""
-    base = sampler.split("+", 1)[0]
-    for where in sorted({r["kind"][:2] for r in records if r["kind"][2] == sampler}):
-        loss = [r for r in records if r["kind"] == (*where, sampler) and r.get("size")]
-        bpr = [r for r in records if r["kind"] == (*where, base)]
-        if loss and bpr:
-            extra = float(np.median([r["train_epoch_s"] for r in loss])) - float(np.median([r["train_epoch_s"] for r in bpr]))
-            return max(0.0, extra) / (loss[0]["size"][2] * float(np.median([r["units"] for r in loss]))), \
-                f"{where[0]} ({where[1]})"
+    by rows x the loss runs' negatives per positive x dimension; without such a pair, from the same loss on
+    another sampler (scoring the negatives is the loss's cost: "cnsdiff.official+softmax" takes "rns+softmax"'s).
+    (None, "") without any."""
+    loss = sampler.split("+", 1)[1]
+    kinds = sorted({r["kind"] for r in records if r["kind"][2].endswith(f"+{loss}")},
+                   key=lambda k: (k[2] != sampler, k[2], k[:2]))
+    for kind in kinds:
+        measured = [r for r in records if r["kind"] == kind and r.get("size")]
+        bpr = [r for r in records if r["kind"] == (*kind[:2], kind[2].split("+", 1)[0])]
+        if measured and bpr:
+            extra = (float(np.median([r["train_epoch_s"] for r in measured]))
+                     - float(np.median([r["train_epoch_s"] for r in bpr])))
+            where = f"{kind[0]} ({kind[1]}{'' if kind[2] == sampler else ', ' + kind[2]})"
+            return max(0.0, extra) / (measured[0]["size"][2] * float(np.median([r["units"] for r in measured]))), where
     return None, ""
 
 

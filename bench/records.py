@@ -105,6 +105,7 @@ ADDED_KEYS: dict[str, Any] = {
     "params.mixgcf.query": "layer", "params.mixgcf.reg": "winner",  # 2c532b7
     "loss.name": "bpr", "embedding.init": "xavier", "eval.users": "test",  # the loss family: BPR as before
     "loss.score": "dot", "eval.first": 1,  # BPR on the inner product; evaluated after epochs 1, 1 + N, ...
+    "params.cnsdiff.n_negs": 1,  # CNSDiff's negatives feeding a softmax-family loss: one per row before
 }
 ABSENT = object()  # a key one side of a comparison does not hold
 

@@ -8,9 +8,10 @@ percentile bootstrap beside it. The verdict word comes from the t interval: `bet
 contains 0; its width is given), `worse` (below 0).
 
 A grid with `deferred` methods (main's loss family, docs/losses.md) also gets losses.md and losses.csv: per column,
-every deferred method, the best other method and each method under test minus `rns` (RNS negatives with BPR: the
-loss changed, or the sampler changed), and each deferred method minus the best other method, with the same
-intervals.
+every deferred method minus the same negatives trained with BPR (`rns` for RNS negatives: the loss changed), a
+deferred row on another sampler's negatives minus the same loss on RNS's (the negatives changed), the best other
+method and each method under test minus `rns` (the sampler changed), and each deferred method minus the best other
+method, with the same intervals.
 
 Writes verdict.md and verdict.csv to --out (default RESULTS_DIR). With --readme FILE, also writes the answer
 block between FILE's `<!-- verdict:start -->` and `<!-- verdict:end -->` lines; with --check as well, writes
@@ -147,28 +148,69 @@ def _compare(dataset: str, protocol: str, method: str, other: Optional[str], met
 
 
 def loss_changes(results: Path, data: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
-    """The loss family against the samplers, per column and metric: each deferred method, the best other method and
-    each method under test minus RNS + BPR (`rns`), then each deferred method minus the best other method; [] for a
-    grid without `deferred` methods."""
+    """The loss family against the samplers, per column and metric: each deferred method minus the same negatives
+    trained with BPR (`loss`; RNS + BPR, `rns`, for RNS negatives), a deferred row with another sampler's negatives
+    minus the same loss on RNS negatives (`negatives`), the best other method and each method under test minus
+    RNS + BPR (`method`), then each deferred method minus the best other method (`loss vs best`); [] for a grid
+    without `deferred` methods."""
     manifest = read_manifest(results)
     deferred = manifest.get("deferred") or []
     if not deferred:
         return []
     power = manifest.get("power") or {}
     data = collect(results) if data is None else data
+    keys = {name: (spec or {}).get("keys") or {} for name, spec in (manifest.get("methods") or {}).items()}
     out = []
     for dataset in manifest["datasets"]:
         for protocol in manifest["protocols"]:
             other = (power.get("best_other") or {}).get(f"{dataset}/{protocol}")
             methods = data.get(protocol, {}).get(dataset, {})
-            changed = [*deferred, *([other] if other else []), *(power.get("methods") or [])]
-            pairs = [(m, BASE) for m in changed if m != BASE] + [(m, other) for m in deferred]
-            for method, base in pairs:
+            pairs: list[tuple[str, Optional[str], str]] = []
+            for method in deferred:
+                twin = bpr_twin(method, keys, deferred)
+                if twin:
+                    pairs.append((method, twin, "loss"))
+                uniform = uniform_twin(method, keys, deferred)
+                if uniform:
+                    pairs.append((method, uniform, "negatives"))
+            changed = [*([other] if other else []), *(power.get("methods") or [])]
+            pairs += [(m, BASE, "method") for m in changed if m != BASE]
+            pairs += [(m, other, "loss vs best") for m in deferred]
+            for method, base, change in pairs:
                 for metric in METRICS:
                     rec = _compare(dataset, protocol, method, base, metric, methods)
-                    rec["change"] = ("loss" if method in deferred else "method") if base == BASE else "loss vs best"
+                    rec["change"] = change
                     out.append(rec)
     return out
+
+
+def _sampler(spec: dict[str, Any]) -> str:
+    return str(spec.get("negative.sampler", "rns"))
+
+
+def bpr_twin(method: str, keys: dict[str, dict[str, Any]], deferred: Sequence[str]) -> Optional[str]:
+    """The method that trains the deferred `method`'s negatives with BPR: `rns` for RNS negatives, else the first
+    method of the grid (not deferred) with the same sampler and the same values of every params.SAMPLER key the
+    deferred row fixes (sl-cnsdiff: cnsdiff-official); None when the grid has none."""
+    sampler = _sampler(keys.get(method, {}))
+    if sampler == "rns":
+        return BASE
+    fixed = {k: v for k, v in keys.get(method, {}).items() if k.startswith(f"params.{sampler}.")}
+    for name, spec in keys.items():
+        if (name not in deferred and "model.name" not in spec and _sampler(spec) == sampler
+                and spec.get("loss.name", "bpr") == "bpr" and all(spec.get(k) == v for k, v in fixed.items())):
+            return name
+    return None
+
+
+def uniform_twin(method: str, keys: dict[str, dict[str, Any]], deferred: Sequence[str]) -> Optional[str]:
+    """For a deferred row whose negatives are not RNS's, the deferred row with the same loss on RNS negatives
+    (sl-cnsdiff: sl); None otherwise."""
+    spec = keys.get(method, {})
+    if _sampler(spec) == "rns":
+        return None
+    return next((name for name in deferred if _sampler(keys.get(name, {})) == "rns"
+                 and keys[name].get("loss.name") == spec.get("loss.name")), None)
 
 
 def _values(entry: Optional[dict[str, Any]], metric: str) -> dict[int, float]:
@@ -225,10 +267,13 @@ def loss_markdown(records: list[dict[str, Any]], results: Path) -> str:
     made = provenance(results)
     manifest = read_manifest(results)
     recall = [r for r in records if r["metric"] == "Recall@20"]
-    kinds = {"loss": "a loss instead of BPR (RNS negatives) minus RNS + BPR",
+    kinds = {"loss": "a loss instead of BPR on the same negatives minus them with BPR (RNS + BPR for RNS negatives; "
+                     "CNSDiff's BPR row for its negatives)",
+             "negatives": "a sampler's negatives instead of uniform ones under the same loss (SL on CNSDiff's "
+                          "negatives minus SL on RNS's)",
              "method": "another method instead of RNS + BPR (the best other method, each method under test) minus "
                        "RNS + BPR",
-             "loss vs best": "a loss (RNS negatives) minus the best other method"}
+             "loss vs best": "a loss instead of BPR (a deferred row) minus the best other method"}
     lines = [f"## Changing the loss or the sampler (grid `{manifest['grid']}`)", "", made.progress, "",
              f"Made by `python -m bench.verdict {repo_relative(results.resolve())}` from the run records (runs by "
              f"`python -m bench.grid {grid_file(manifest)}` at commit(s) {made.runs}). On {FILE} at each "
@@ -239,6 +284,8 @@ def loss_markdown(records: list[dict[str, Any]], results: Path) -> str:
              "Counts on Recall@20 (comparisons with an interval):", ""]
     for kind, what in kinds.items():
         chosen = [r for r in recall if r["change"] == kind]
+        if not chosen:
+            continue
         words = [r["word"] for r in chosen if "word" in r]
         lines.append(f"- {what}: {len(words)} of {len(chosen)} with an interval: better {words.count('better')}, "
                      f"level {words.count('level')}, worse {words.count('worse')}.")

@@ -224,6 +224,9 @@ class CNSDiffParams:
     positive_noise: float = 0.01
     diffusion_loss_weight: float = 1e-6
     causal_weight: float = 0.1
+    # negatives per positive a loss other than BPR trains on (loss.name softmax, bsl, psl): CNSDiff's negative and
+    # n_negs - 1 uniform ones (docs/losses.md); BPR, the released code's loss, takes CNSDiff's one (n_negs 1)
+    n_negs: int = 1
     # ablations (with cl_weight 0 and causal_weight 0 these give the "w/o" rows)
     negative_source: str = "diffusion"  # diffusion | random (the random negative in place of the synthetic one)
     curriculum: str = "beta"  # beta (the Beta schedule above) | fixed (mix ratio fixed_ratio throughout)
@@ -251,6 +254,7 @@ class CNSDiffParams:
             (self.negative_source in ("diffusion", "random"), "negative_source must be diffusion or random"),
             (self.curriculum in ("beta", "fixed"), "curriculum must be beta or fixed"),
             (0 <= self.fixed_ratio <= 1, "fixed_ratio must be in [0, 1]"),
+            (self.n_negs >= 1, "n_negs must be >= 1"),
             (self.hidden >= 1 and self.time_emb >= 2 and self.time_emb % 2 == 0, "hidden >= 1, time_emb even"),
         ]
         for ok, message in checks:

@@ -506,6 +506,16 @@ def test_a_loss_without_a_run_on_its_model_is_estimated_from_its_samplers_bpr_ru
     lines = cost_lines(runner, ["coat"], False, 1, records)
     assert "1 cell(s) of rns+softmax (0.2 h) have no run on their model" in lines[1]
     assert lines[1].endswith("extra seconds per row, negative and dimension measured on cd (MF)")
+    # SL on CNSDiff's negatives: CNSDiff's BPR epochs on coat (5 s, best epoch 20) plus the same per-negative cost,
+    # measured on RNS (no run of the loss on CNSDiff anywhere); the line names where it came from
+    _record(records, "main", "coat", "cns", {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "official"},
+            5.0, 30, rows=500)
+    assert loss_seconds_per_negative(run_records(records), "cnsdiff.official+softmax") == (
+        pytest.approx(8.0 / (1000 * 100 * 8)), "cd (MF, rns+softmax)")
+    grid.methods["slc"] = {"keys": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "official",
+                                    "loss.name": "softmax", "embedding.size": 16, "max.epoch": 100}}
+    on_cnsdiff = runner.cell("coat", "slc", {"params.cnsdiff.n_negs": 250}, 1, {"dataset": "coat"})
+    assert estimate_seconds(on_cnsdiff, run_records(records)) == pytest.approx((5.0 + 1e-5 * 500 * 250 * 16) * 30)
     # once the loss has a run on LightGCN (another dataset) that run is scaled by size instead
     _record(records, "main", "food", "sl", {"negative.sampler": "rns", "loss.name": "softmax"}, 50.0, 30, rows=500)
     assert estimate_seconds(cell, run_records(records), {"coat": (5, 5, 500)}) == pytest.approx(50.0 * 30)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bench import grid as G
 from bench.records import comparable, record_differences
@@ -218,9 +219,79 @@ def test_each_loss_runs_through_main_on_coat(tmp_path, shared, loss):
 
 
 def test_loss_refuses_a_sampler_that_synthesises(tmp_path, shared, caplog):
-    status, runs = _run(tmp_path, shared, "loss.name=softmax", "negative.sampler=cnsdiff", "max.epoch=1")
+    status, runs = _run(tmp_path, shared, "loss.name=softmax", "negative.sampler=mixgcf", "max.epoch=1")
     assert status == 2 and runs == []  # refused before a run folder is made
-    assert "loss.name: softmax trains on real negative items" in caplog.text and "rns, pns, dns" in caplog.text
+    assert "loss.name: softmax cannot train on mixgcf's negatives: mixgcf synthesises its negatives or adds " \
+           "BPR-shaped terms of its own (samplers that can feed it: rns, pns, dns, dns_mn, ahns, cnsdiff;" in caplog.text
+
+
+def test_cnsdiffs_negative_feeds_a_softmax_loss_beside_uniform_ones():
+    """With params.cnsdiff.n_negs 3 the loss scores CNSDiff's negative (the same vector n_negs 1 gives BPR, the same
+    draws) and the row's other 2 uniform candidates: SL against a direct computation, values and gradients."""
+    from conf.params import CNSDiffParams
+    from module.samplers.cnsdiff import CNSDiffSampler
+    g = torch.Generator().manual_seed(3)
+    rows, items, dim = 6, 9, 8
+    user = torch.randn(rows, dim, generator=g).requires_grad_()
+    pos = torch.randn(rows, dim, generator=g).requires_grad_()
+    table = torch.randn(items, dim, generator=g).requires_grad_()
+    cands = torch.randint(0, items, (rows, 3), generator=g)
+
+    def negatives(n_negs: int) -> NegativeOutput:
+        torch.manual_seed(0)
+        sampler = CNSDiffSampler(CNSDiffParams(n_negs=n_negs), rows, items, dim, torch.device("cpu"))
+        assert sampler.n_candidates == n_negs
+        batch = TrainBatch(torch.arange(rows), torch.zeros(rows, dtype=torch.long), cands[:, :n_negs], 5, 10,
+                           user, table)
+        torch.manual_seed(1)
+        return sampler.negatives(batch, user, pos)
+    one, three = negatives(1), negatives(3)
+    assert torch.equal(one.neg_emb, three.neg_emb) and one.extra_items is None and one.reg_items.shape == (rows,)
+    assert torch.equal(three.extra_items, cands[:, 1:]) and torch.equal(three.reg_items, cands)
+    assert set(three.losses) == {"cl", "diffusion"}  # CNSDiff's own terms stay
+    loss = get_loss_class("softmax")(SoftmaxParams(tau=0.2), rows, items, dim, torch.device("cpu"))
+    value = loss(TrainBatch(torch.arange(rows), torch.zeros(rows, dtype=torch.long), cands, 5, 10, user, table),
+                 user, pos, three)
+    ours = torch.autograd.grad(value, (user, pos, table), retain_graph=True)  # the direct one uses neg_emb too
+    neg = torch.cat([three.neg_emb.unsqueeze(1), table[cands[:, 1:]]], dim=1)  # (rows, 3, dim), gathered
+    f_neg = F.cosine_similarity(user.unsqueeze(1), neg, dim=-1) / 2
+    f_pos = F.cosine_similarity(user, pos, dim=-1) / 2
+    direct = torch.logsumexp((f_neg - f_pos.unsqueeze(1)) / 0.2, dim=1).mean()
+    assert value.item() == pytest.approx(direct.item(), rel=1e-5)
+    for mine, theirs in zip(ours, torch.autograd.grad(direct, (user, pos, table))):
+        assert torch.allclose(mine, theirs, atol=1e-5)
+
+
+def test_cnsdiff_with_a_softmax_loss_runs_through_main_on_coat(tmp_path, shared):
+    status, runs = _run(tmp_path, shared, "negative.sampler=cnsdiff", "loss.name=softmax", "params.cnsdiff.n_negs=16",
+                        "max.epoch=1")
+    assert status == 0 and len(runs) == 1
+    row = next(csv.DictReader((runs[0] / "epochs.csv").open()))
+    assert all(math.isfinite(float(row[k])) for k in ("softmax", "cl", "diffusion")) and "bpr" not in row
+    assert json.loads((runs[0] / "config.json").read_text())["params"]["cnsdiff"]["n_negs"] == 16
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["params.cnsdiff.n_negs=4"], "params.cnsdiff.n_negs: 4 negatives per row feed a loss other than BPR"),
+    (["loss.name=advinfonce"], "loss.name: advinfonce cannot train on cnsdiff's negatives: cnsdiff synthesises its "
+                               "negatives and AdvInfoNCE's adversary weighs real items"),
+    (["loss.name=softmax"], "loss.name: softmax needs at least 2 negatives per row"),
+    (["loss.name=psl", "params.cnsdiff.n_negs=0"], "params.cnsdiff: n_negs must be >= 1"),
+])
+def test_cnsdiff_refuses_what_its_negatives_cannot_feed(tmp_path, shared, caplog, overrides, message):
+    status, runs = _run(tmp_path, shared, "negative.sampler=cnsdiff", "max.epoch=1", *overrides)
+    assert status == 2 and runs == [] and message in caplog.text
+
+
+def test_a_cnsdiff_record_from_before_n_negs_is_the_same_run():
+    now = load_config(None, ["dataset=coat", "negative.sampler=cnsdiff"]).to_dict()
+    assert now["params"]["cnsdiff"]["n_negs"] == 1
+    before = json.loads(json.dumps(now))
+    del before["params"]["cnsdiff"]["n_negs"]
+    assert record_differences(before, now, {}) == []
+    wider = load_config(None, ["dataset=coat", "negative.sampler=cnsdiff", "loss.name=psl",
+                               "params.cnsdiff.n_negs=8"]).to_dict()
+    assert "params.cnsdiff.n_negs: recorded absent (before the key: 1), grid 8" in record_differences(before, wider, {})
 
 
 @pytest.mark.parametrize("override, message", [
@@ -379,4 +450,4 @@ def test_a_grid_dry_run_lists_a_loss_its_sampler_cannot_feed_as_invalid(tmp_path
     invalid = [line for line in capsys.readouterr().out.splitlines() if line.startswith("invalid")]
     assert len(invalid) == 2
     assert "coat/one/default/s1: loss.name: bsl needs at least 2 negatives per row" in invalid[0]
-    assert "coat/synthetic/default/s1: loss.name: psl trains on real negative items" in invalid[1]
+    assert "coat/synthetic/default/s1: loss.name: psl cannot train on mixgcf's negatives" in invalid[1]

@@ -60,7 +60,7 @@ def test_an_unpaired_interval_is_welchs_and_too_few_seeds_give_none():
 
 
 # ---- a constructed grid folder -------------------------------------------------------------
-def _grid(folder, values, best_other, deferred=None):
+def _grid(folder, values, best_other, deferred=None, methods=None):
     """grid.json and runs: values[method][seed] = test_ood Recall@20 (NDCG@20 half of it), one epoch each."""
     cells = []
     for method, per_seed in values.items():
@@ -80,7 +80,7 @@ def _grid(folder, values, best_other, deferred=None):
         "grid": "g", "grid_file": "conf/grids/g.yaml", "protocols": ["valid"], "datasets": ["d"], "cells": cells,
         "choices": {f"d/{m}": {"valid": {}} for m in values},
         "power": {"seeds": [1, 2, 3], "methods": ["cns"], "at_least": {}, "best_other": best_other},
-        **({"deferred": deferred} if deferred else {})}))
+        **({"deferred": deferred} if deferred else {}), **({"methods": methods} if methods else {})}))
 
 
 def test_the_verdict_and_the_readme_block_from_records(tmp_path):
@@ -129,8 +129,9 @@ def test_the_loss_family_against_rns_and_the_best_other_method(tmp_path):
     assert found[("bsl", "dens", "NDCG@20")]["diff"] == pytest.approx((0.60 - 0.635) / 3 / 2)
     assert V.main([str(tmp_path)]) == 0
     text = (tmp_path / "losses.md").read_text()
-    assert "- a loss instead of BPR (RNS negatives) minus RNS + BPR: 2 of 2 with an interval: better 1, level 1, " \
-           "worse 0." in text
+    assert "- a loss instead of BPR on the same negatives minus them with BPR (RNS + BPR for RNS negatives; " \
+           "CNSDiff's BPR row for its negatives): 2 of 2 with an interval: better 1, level 1, worse 0." in text
+    assert "negatives instead of uniform ones" not in text  # no deferred row on another sampler's negatives
     assert "| d | valid | sl | dens | Recall@20 | 3 / 3 (3 paired) |" in text
     assert len(list(csv.DictReader((tmp_path / "losses.csv").open()))) == 12
     plain = tmp_path / "plain"
@@ -165,3 +166,33 @@ def test_the_readme_answer_is_what_the_committed_records_give():
     if not (results / "grid.json").is_file():
         pytest.skip("no committed main grid")
     assert V.main([str(results), "--readme", str(REPO / "README.md"), "--check"]) == 0
+
+
+def test_a_softmax_loss_on_cnsdiffs_negatives_against_its_twins(tmp_path):
+    """sl-cns (SL on CNSDiff's negatives) is compared with SL on RNS's (the negatives changed), with CNSDiff's own
+    BPR row of the same preset (the loss changed, not the other preset's) and with the best other method."""
+    values = {"cns": {1: 0.30, 2: 0.31, 3: 0.32}, "cns-paper": {1: 0.1, 2: 0.1, 3: 0.1},
+              "dens": {1: 0.20, 2: 0.215, 3: 0.22}, "rns": {1: 0.19, 2: 0.20, 3: 0.21},
+              "sl": {1: 0.40, 2: 0.42, 3: 0.41}, "sl-cns": {1: 0.41, 2: 0.425, 3: 0.43}}
+    methods = {"rns": {"keys": {"negative.sampler": "rns"}},
+               "cns-paper": {"keys": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "paper"}},
+               "cns": {"keys": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "official"}},
+               "dens": {"keys": {"negative.sampler": "dens"}},
+               "sl": {"keys": {"negative.sampler": "rns", "loss.name": "softmax"}},
+               "sl-cns": {"keys": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "official",
+                                   "loss.name": "softmax"}}}
+    _grid(tmp_path, values, {"d/valid": "dens"}, deferred=["sl", "sl-cns"], methods=methods)
+    found = {(r["method"], r["other"], r["change"]) for r in V.loss_changes(tmp_path)}
+    assert found == {("sl", "rns", "loss"), ("sl-cns", "cns", "loss"), ("sl-cns", "sl", "negatives"),
+                     ("dens", "rns", "method"), ("cns", "rns", "method"), ("sl", "dens", "loss vs best"),
+                     ("sl-cns", "dens", "loss vs best")}
+    negatives = next(r for r in V.loss_changes(tmp_path) if r["change"] == "negatives" and r["metric"] == "Recall@20")
+    assert negatives["diff"] == pytest.approx(0.035 / 3) and negatives["paired"] and negatives["n"] == 3
+    assert V.main([str(tmp_path)]) == 0
+    assert "- a sampler's negatives instead of uniform ones under the same loss (SL on CNSDiff's negatives minus SL " \
+           "on RNS's): 1 of 1 with an interval:" in (tmp_path / "losses.md").read_text()
+    methods.pop("cns")  # no BPR row of that preset (the other preset's is not its twin): no loss comparison
+    (tmp_path / "out").mkdir()
+    _grid(tmp_path / "out", {k: v for k, v in values.items() if k != "cns"}, {"d/valid": "dens"},
+          deferred=["sl", "sl-cns"], methods=methods)
+    assert {r["other"] for r in V.loss_changes(tmp_path / "out") if r["method"] == "sl-cns"} == {"sl", "dens"}

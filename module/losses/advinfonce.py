@@ -19,6 +19,7 @@ class AdvInfoNCELoss(RankingLoss):
     only the adversary, raising the loss (Adam, maximize), the other epochs only the model."""
 
     name = "advinfonce"
+    needs_items = True
     Params = AdvInfoNCEParams
     description = "AdvInfoNCE: InfoNCE with adversarially learned hardness weights of the negatives"
 

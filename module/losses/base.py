@@ -45,7 +45,11 @@ def half_cosines(user: torch.Tensor, pos: torch.Tensor, out: NegativeOutput) -> 
         ids = out.neg_items if out.neg_items.dim() == 2 else out.neg_items.unsqueeze(1)
         return pos_score, row_cosines(user, out.table, ids) / 2
     neg = out.neg_emb if out.neg_emb.dim() == 3 else out.neg_emb.unsqueeze(1)
-    return pos_score, torch.einsum("bd,bnd->bn", F.normalize(user, dim=-1), F.normalize(neg, dim=-1)) / 2
+    synthesised = torch.einsum("bd,bnd->bn", F.normalize(user, dim=-1), F.normalize(neg, dim=-1)) / 2
+    if out.extra_items is None:
+        return pos_score, synthesised
+    assert out.table is not None, "NegativeOutput: extra_items without their table"
+    return pos_score, torch.cat([synthesised, row_cosines(user, out.table, out.extra_items) / 2], dim=1)
 
 
 class RankingLoss(nn.Module):
@@ -55,6 +59,7 @@ class RankingLoss(nn.Module):
     Params: ClassVar[type] = object
     description: ClassVar[str] = ""
     min_negatives: ClassVar[int] = 1  # negatives per row it needs (SL and BSL: 2; with one they are a linear gap)
+    needs_items: ClassVar[bool] = False  # True: it weighs the negatives as real items (AdvInfoNCE's adversary)
     default_score: ClassVar[str] = "cosine"  # loss.score auto: what the reference scores with
 
     def __init__(self, params: Any, n_users: int, n_items: int, dim: int, device: torch.device,

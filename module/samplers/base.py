@@ -65,7 +65,10 @@ class NegativeOutput:
     # layer-0 vectors (B, d) that enter the L2 term in place of the rows of reg_items (MixGCF's reference
     # regularises its mixed layer-0 vector); None = the rows of reg_items
     reg_emb: Optional[torch.Tensor] = None
-    table: Optional[torch.Tensor] = None  # (n_items, d) final item embeddings that neg_items index, with neg_emb None
+    table: Optional[torch.Tensor] = None  # (n_items, d) final item embeddings that neg_items (or extra_items) index
+    # (B, M) real items of `table` a loss other than BPR scores beside a synthesised neg_emb (CNSDiff with
+    # params.cnsdiff.n_negs > 1: its negative and M = n_negs - 1 uniform ones); BPR never gets them (check_config)
+    extra_items: Optional[torch.Tensor] = None
 
     @classmethod
     def real(cls, batch: "TrainBatch", items: torch.Tensor, **kwargs: Any) -> "NegativeOutput":
@@ -93,6 +96,10 @@ class NegativeSampler(nn.Module):
     # True: its negatives are real items of the candidates (NegativeOutput.real) and it adds no loss term of its own,
     # so a loss other than BPR (loss.name) can train on them; the others are refused with that loss (docs/losses.md)
     real_negatives: ClassVar[bool] = False
+    # True: it synthesises one negative embedding per row (neg_emb) that a loss scoring embeddings (SL, BSL, PSL; not
+    # AdvInfoNCE, which weighs real items) can train on, beside params.n_negs - 1 uniform real items (extra_items);
+    # the sampler's own loss terms stay (CNSDiff)
+    embedding_negatives: ClassVar[bool] = False
     # one line for `python main.py --list`; a default is written as {field} and filled from Params
     # ("of M={n_candidates} candidates"), so the line states today's default
     description: ClassVar[str] = ""

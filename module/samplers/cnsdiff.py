@@ -19,6 +19,7 @@ class CNSDiffSampler(NegativeSampler):
     """The `cnsdiff` sampler; presets `official` (released code) and `paper` (paper's description)."""
 
     name = "cnsdiff"
+    embedding_negatives = True
     Params = CNSDiffParams
     description = ("CNSDiff: diffusion-synthesised negatives, Beta curriculum, causal regulariser "
                    f"(presets {'|'.join(CNSDIFF_PRESETS)})")
@@ -107,7 +108,11 @@ class CNSDiffSampler(NegativeSampler):
         }
         diagnostics.update(chain_stats)
         losses = {"cl": (p.cl_weight, cl), "diffusion": (p.diffusion_loss_weight, diff["loss"])}
-        return NegativeOutput(mixed, batch.cands[:, 0], None, losses, diagnostics)
+        if p.n_negs == 1:
+            return NegativeOutput(mixed, batch.cands[:, 0], None, losses, diagnostics)
+        # a loss other than BPR: the mixed negative first, then the other n_negs - 1 uniform candidates
+        return NegativeOutput(mixed, batch.cands, None, losses, diagnostics, table=batch.item_all,
+                              extra_items=batch.cands[:, 1:])
 
     def contrastive(self, pos_emb: torch.Tensor, hard: torch.Tensor, rand_emb: torch.Tensor) -> torch.Tensor:
         """Item-side InfoNCE: anchor e_i, positive e_i + small noise, 2B shared negatives [h; e_j]:
