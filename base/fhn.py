@@ -120,7 +120,12 @@ class FHNProbe:
                 items = out.neg_items
                 if items is None:
                     items = self.nearest(neg, users, item_all)
-                items_out.append(items.reshape(len(users), -1).cpu())
+                items = items.reshape(len(users), -1)
+                if out.extra_items is not None:  # real items a loss scores beside a synthesised negative (CNSDiff)
+                    assert out.table is not None
+                    items = torch.cat([items, out.extra_items], dim=1)
+                    neg = torch.cat([neg, out.table[out.extra_items]], dim=1)
+                items_out.append(items.cpu())
                 if self.cosine:
                     e_u, e_i, neg = F.normalize(e_u, dim=-1), F.normalize(e_i, dim=-1), F.normalize(neg, dim=-1)
                 neg_scores.append(torch.einsum("bd,bkd->bk", e_u, neg).mean(1).cpu())

@@ -103,11 +103,12 @@ def loss_seconds_per_negative(records: list[dict[str, Any]], sampler: str) -> tu
     sampler, where it was measured): for `sampler` as _kind writes it with its loss ("rns+softmax"), from the
     first dataset and model (sorted) with runs of both, the difference of their median training epochs divided
     by rows x the loss runs' negatives per positive x dimension; without such a pair, from the same loss on
-    another sampler (scoring the negatives is the loss's cost: "cnsdiff.official+softmax" takes "rns+softmax"'s).
+    another sampler, RNS first (scoring the negatives is the loss's cost: "cnsdiff.official+softmax" takes
+    "rns+softmax"'s).
     (None, "") without any."""
     loss = sampler.split("+", 1)[1]
     kinds = sorted({r["kind"] for r in records if r["kind"][2].endswith(f"+{loss}")},
-                   key=lambda k: (k[2] != sampler, k[2], k[:2]))
+                   key=lambda k: (k[2] != sampler, not k[2].startswith("rns+"), k[2], k[:2]))
     for kind in kinds:
         measured = [r for r in records if r["kind"] == kind and r.get("size")]
         bpr = [r for r in records if r["kind"] == (*kind[:2], kind[2].split("+", 1)[0])]

@@ -35,7 +35,7 @@ from scipy import stats
 
 from bench.records import read_manifest
 from bench.table import collect, grid_file, provenance
-from conf.config import repo_relative
+from conf.config import SHIPPED, load_config, repo_relative
 from util.io import atomic_write_text
 from util.typing_coerce import ConfigError
 
@@ -159,7 +159,7 @@ def loss_changes(results: Path, data: Optional[dict[str, Any]] = None) -> list[d
         return []
     power = manifest.get("power") or {}
     data = collect(results) if data is None else data
-    keys = {name: (spec or {}).get("keys") or {} for name, spec in (manifest.get("methods") or {}).items()}
+    keys = method_keys(manifest)
     out = []
     for dataset in manifest["datasets"]:
         for protocol in manifest["protocols"]:
@@ -184,33 +184,52 @@ def loss_changes(results: Path, data: Optional[dict[str, Any]] = None) -> list[d
     return out
 
 
-def _sampler(spec: dict[str, Any]) -> str:
-    return str(spec.get("negative.sampler", "rns"))
+def method_keys(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each method's fixed keys as a run resolves them: the sampler the grid's base config (conf/LightGCN.yaml) gives
+    where a method names none, loss.name bpr where it names none, params.FIELD (the active sampler's) written
+    params.SAMPLER.FIELD."""
+    default = load_config(SHIPPED, []).negative_sampler
+    out = {}
+    for name, spec in (manifest.get("methods") or {}).items():
+        given = (spec or {}).get("keys") or {}
+        sampler = str(given.get("negative.sampler", default))
+        keys: dict[str, Any] = {"negative.sampler": sampler, "loss.name": "bpr"}
+        for key, value in given.items():
+            parts = key.split(".")
+            keys[f"params.{sampler}.{parts[1]}" if parts[0] == "params" and len(parts) == 2 else key] = value
+        out[name] = keys
+    return out
+
+
+def _fixed(spec: dict[str, Any], owner: str) -> dict[str, Any]:
+    """The params.OWNER.* keys a method fixes."""
+    return {k: v for k, v in spec.items() if k.startswith(f"params.{owner}.")}
 
 
 def bpr_twin(method: str, keys: dict[str, dict[str, Any]], deferred: Sequence[str]) -> Optional[str]:
     """The method that trains the deferred `method`'s negatives with BPR: `rns` for RNS negatives, else the first
-    method of the grid (not deferred) with the same sampler and the same values of every params.SAMPLER key the
-    deferred row fixes (sl-cnsdiff: cnsdiff-official); None when the grid has none."""
-    sampler = _sampler(keys.get(method, {}))
+    method of the grid (not deferred, not a closed-form model) with the same sampler and the same values of every
+    params.SAMPLER key the deferred row fixes (sl-cnsdiff: cnsdiff-official); None when the grid has none."""
+    spec = keys[method]
+    sampler = spec["negative.sampler"]
     if sampler == "rns":
         return BASE
-    fixed = {k: v for k, v in keys.get(method, {}).items() if k.startswith(f"params.{sampler}.")}
-    for name, spec in keys.items():
-        if (name not in deferred and "model.name" not in spec and _sampler(spec) == sampler
-                and spec.get("loss.name", "bpr") == "bpr" and all(spec.get(k) == v for k, v in fixed.items())):
+    for name, other in keys.items():
+        if (name not in deferred and "model.name" not in other and other["negative.sampler"] == sampler
+                and other["loss.name"] == "bpr" and all(other.get(k) == v for k, v in _fixed(spec, sampler).items())):
             return name
     return None
 
 
 def uniform_twin(method: str, keys: dict[str, dict[str, Any]], deferred: Sequence[str]) -> Optional[str]:
-    """For a deferred row whose negatives are not RNS's, the deferred row with the same loss on RNS negatives
-    (sl-cnsdiff: sl); None otherwise."""
-    spec = keys.get(method, {})
-    if _sampler(spec) == "rns":
+    """For a deferred row whose negatives are not RNS's, the deferred row with the same loss and loss settings on RNS
+    negatives (sl-cnsdiff: sl); None otherwise."""
+    spec = keys[method]
+    if spec["negative.sampler"] == "rns":
         return None
-    return next((name for name in deferred if _sampler(keys.get(name, {})) == "rns"
-                 and keys[name].get("loss.name") == spec.get("loss.name")), None)
+    loss = spec["loss.name"]
+    return next((name for name in deferred if keys[name]["negative.sampler"] == "rns"
+                 and keys[name]["loss.name"] == loss and _fixed(keys[name], loss) == _fixed(spec, loss)), None)
 
 
 def _values(entry: Optional[dict[str, Any]], metric: str) -> dict[int, float]:
@@ -268,9 +287,9 @@ def loss_markdown(records: list[dict[str, Any]], results: Path) -> str:
     manifest = read_manifest(results)
     recall = [r for r in records if r["metric"] == "Recall@20"]
     kinds = {"loss": "a loss instead of BPR on the same negatives minus them with BPR (RNS + BPR for RNS negatives; "
-                     "CNSDiff's BPR row for its negatives)",
-             "negatives": "a sampler's negatives instead of uniform ones under the same loss (SL on CNSDiff's "
-                          "negatives minus SL on RNS's)",
+                     "for another sampler's, its BPR row)",
+             "negatives": "a sampler's negatives instead of uniform ones under the same loss (a deferred row on "
+                          "another sampler's negatives minus the same loss on RNS's)",
              "method": "another method instead of RNS + BPR (the best other method, each method under test) minus "
                        "RNS + BPR",
              "loss vs best": "a loss instead of BPR (a deferred row) minus the best other method"}

@@ -50,6 +50,26 @@ def test_a_sampler_returning_held_out_positives_scores_one(tmp_path, device, dev
     assert 0 < out["fhn_heldout_base"] < 0.5
 
 
+def test_real_items_beside_a_synthesised_negative_are_probed_too(tmp_path, device, device_key):
+    """CNSDiff with a softmax loss: the loss scores the synthesised negative and real extra_items; the probe counts
+    all of them. Here the vector maps to a held-out item, the extras are a held-out item and a training item."""
+    data, _ = _toy_data(n_users=40, n_items=60)
+    rec = _recommender(tmp_path, "rns", data, device=device_key)
+    keep = (np.diff(data.eval_sets["test_ood"].truth.indptr) > 0) & (np.diff(data.train.indptr) > 0)
+    probe = FHNProbe(data, 10_000, 1, 64)
+    probe.users, probe.pos = probe.users[keep[probe.users]], probe.pos[keep[probe.users]]
+    heldout = _first_heldout(data).to(device)
+    trained = torch.from_numpy(data.train.indices[data.train.indptr[:-1].clip(max=len(data.train.indices) - 1)]).to(device)
+
+    class WithExtras(HeldOutOracle):
+        def negatives(self, batch, user_emb, pos_emb) -> NegativeOutput:
+            out = super().negatives(batch, user_emb, pos_emb)
+            extra = torch.stack([heldout[batch.users], trained[batch.users].long()], dim=1)
+            return NegativeOutput(out.neg_emb, out.reg_items, None, table=batch.item_all, extra_items=extra)
+    out = probe.measure(rec.model, WithExtras(heldout, device, synthetic=True), rec.epoch_sampler, 0, 3, device)
+    assert out["fhn_heldout"] == pytest.approx(2 / 3)
+
+
 def test_uniform_negatives_hit_held_out_items_at_the_base_rate(tmp_path, device, device_key):
     data, _ = _toy_data(seed=2, n_users=200, n_items=80, density=0.2)
     rec = _recommender(tmp_path, "rns", data, **{"params.rns.n_negs": 20, "device": device_key})

@@ -85,7 +85,8 @@ SETTINGS = [(name, {}) for name in sorted(SAMPLERS)] + [
     ("cnsdiff", {"params.cnsdiff.preset": "paper"}), ("adar", {"params.adar.scan": True}),
     ("adar", {"params.adar.gen_mode": "onestep"}), ("dens", {"params.dens.per_layer": False})] + [
     ("rns", {"loss.name": loss, "params.rns.n_negs": 8}) for loss in ("softmax", "bsl", "psl", "advinfonce")] + [
-    ("dns_mn", {"loss.name": "psl", "params.psl.activation": "relu"})]
+    ("dns_mn", {"loss.name": "psl", "params.psl.activation": "relu"}),
+    ("cnsdiff", {"loss.name": "softmax", "params.cnsdiff.n_negs": 8})]
 
 
 @pytest.mark.parametrize("sampler,keys", SETTINGS, ids=lambda v: v if isinstance(v, str) else

@@ -512,6 +512,11 @@ def test_a_loss_without_a_run_on_its_model_is_estimated_from_its_samplers_bpr_ru
             5.0, 30, rows=500)
     assert loss_seconds_per_negative(run_records(records), "cnsdiff.official+softmax") == (
         pytest.approx(8.0 / (1000 * 100 * 8)), "cd (MF, rns+softmax)")
+    # RNS's measurement first, though another sampler's sorts before it
+    _record(records, "fid", "cd", "dbpr", {"negative.sampler": "dns_mn", "model.name": "MF"}, 1.0, 50, rows=1000)
+    _record(records, "fid", "cd", "dsl", {"negative.sampler": "dns_mn", "model.name": "MF", "loss.name": "softmax",
+            "params.dns_mn.n_negs": "100", "embedding.size": 8}, 99.0, 50, rows=1000)
+    assert loss_seconds_per_negative(run_records(records), "cnsdiff.official+softmax")[1] == "cd (MF, rns+softmax)"
     grid.methods["slc"] = {"keys": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "official",
                                     "loss.name": "softmax", "embedding.size": 16, "max.epoch": 100}}
     on_cnsdiff = runner.cell("coat", "slc", {"params.cnsdiff.n_negs": 250}, 1, {"dataset": "coat"})

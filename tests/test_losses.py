@@ -262,13 +262,14 @@ def test_cnsdiffs_negative_feeds_a_softmax_loss_beside_uniform_ones():
         assert torch.allclose(mine, theirs, atol=1e-5)
 
 
-def test_cnsdiff_with_a_softmax_loss_runs_through_main_on_coat(tmp_path, shared):
-    status, runs = _run(tmp_path, shared, "negative.sampler=cnsdiff", "loss.name=softmax", "params.cnsdiff.n_negs=16",
-                        "max.epoch=1")
+@pytest.mark.parametrize("loss, n_negs", [("softmax", 16), ("psl", 1)])  # PSL takes CNSDiff's negative alone
+def test_cnsdiff_with_a_softmax_family_loss_runs_through_main_on_coat(tmp_path, shared, loss, n_negs):
+    status, runs = _run(tmp_path, shared, "negative.sampler=cnsdiff", f"loss.name={loss}",
+                        f"params.cnsdiff.n_negs={n_negs}", "max.epoch=1", "fhn.probe=256")
     assert status == 0 and len(runs) == 1
     row = next(csv.DictReader((runs[0] / "epochs.csv").open()))
-    assert all(math.isfinite(float(row[k])) for k in ("softmax", "cl", "diffusion")) and "bpr" not in row
-    assert json.loads((runs[0] / "config.json").read_text())["params"]["cnsdiff"]["n_negs"] == 16
+    assert all(math.isfinite(float(row[k])) for k in (loss, "cl", "diffusion", "fhn_heldout")) and "bpr" not in row
+    assert json.loads((runs[0] / "config.json").read_text())["params"]["cnsdiff"]["n_negs"] == n_negs
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -114,7 +114,11 @@ def test_the_loss_family_against_rns_and_the_best_other_method(tmp_path):
     values = {"cns": {1: 0.30, 2: 0.31, 3: 0.32}, "dens": {1: 0.20, 2: 0.215, 3: 0.22},
               "rns": {1: 0.19, 2: 0.20, 3: 0.21, 4: 0.20, 5: 0.20}, "sl": {1: 0.40, 2: 0.42, 3: 0.41},
               "bsl": {1: 0.20, 2: 0.21, 3: 0.19}}
-    _grid(tmp_path, values, {"d/valid": "dens"}, deferred=["sl", "bsl"])
+    methods = {"rns": {"keys": {"negative.sampler": "rns"}}, "cns": {"keys": {}},  # cns: the base config's sampler
+               "dens": {"keys": {"negative.sampler": "dens"}},
+               "sl": {"keys": {"negative.sampler": "rns", "loss.name": "softmax"}},
+               "bsl": {"keys": {"negative.sampler": "rns", "loss.name": "bsl", "params.bsl.tau1": 0.1}}}
+    _grid(tmp_path, values, {"d/valid": "dens"}, deferred=["sl", "bsl"], methods=methods)
     records = V.loss_changes(tmp_path)
     found = {(r["method"], r["other"], r["metric"]): r for r in records}
     assert sorted({(m, o, r["change"]) for (m, o, _), r in found.items()}) == [
@@ -130,13 +134,13 @@ def test_the_loss_family_against_rns_and_the_best_other_method(tmp_path):
     assert V.main([str(tmp_path)]) == 0
     text = (tmp_path / "losses.md").read_text()
     assert "- a loss instead of BPR on the same negatives minus them with BPR (RNS + BPR for RNS negatives; " \
-           "CNSDiff's BPR row for its negatives): 2 of 2 with an interval: better 1, level 1, worse 0." in text
+           "for another sampler's, its BPR row): 2 of 2 with an interval: better 1, level 1, worse 0." in text
     assert "negatives instead of uniform ones" not in text  # no deferred row on another sampler's negatives
     assert "| d | valid | sl | dens | Recall@20 | 3 / 3 (3 paired) |" in text
     assert len(list(csv.DictReader((tmp_path / "losses.csv").open()))) == 12
     plain = tmp_path / "plain"
     plain.mkdir()
-    _grid(plain, values, {"d/valid": "dens"})  # no deferred methods: no loss comparison
+    _grid(plain, values, {"d/valid": "dens"}, methods=methods)  # no deferred methods: no loss comparison
     assert V.loss_changes(plain) == [] and V.main([str(plain)]) == 0 and not (plain / "losses.md").exists()
 
 
@@ -173,26 +177,34 @@ def test_a_softmax_loss_on_cnsdiffs_negatives_against_its_twins(tmp_path):
     BPR row of the same preset (the loss changed, not the other preset's) and with the best other method."""
     values = {"cns": {1: 0.30, 2: 0.31, 3: 0.32}, "cns-paper": {1: 0.1, 2: 0.1, 3: 0.1},
               "dens": {1: 0.20, 2: 0.215, 3: 0.22}, "rns": {1: 0.19, 2: 0.20, 3: 0.21},
-              "sl": {1: 0.40, 2: 0.42, 3: 0.41}, "sl-cns": {1: 0.41, 2: 0.425, 3: 0.43}}
+              "sl": {1: 0.40, 2: 0.42, 3: 0.41}, "sl-cns": {1: 0.41, 2: 0.425, 3: 0.43},
+              "psl": {1: 0.4, 2: 0.4, 3: 0.4}, "psl-cns": {1: 0.4, 2: 0.4, 3: 0.4}}
     methods = {"rns": {"keys": {"negative.sampler": "rns"}},
                "cns-paper": {"keys": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "paper"}},
                "cns": {"keys": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "official"}},
                "dens": {"keys": {"negative.sampler": "dens"}},
                "sl": {"keys": {"negative.sampler": "rns", "loss.name": "softmax"}},
-               "sl-cns": {"keys": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "official",
-                                   "loss.name": "softmax"}}}
-    _grid(tmp_path, values, {"d/valid": "dens"}, deferred=["sl", "sl-cns"], methods=methods)
+               # the shorthand params.FIELD is the active sampler's: the official preset, as `cns`
+               "sl-cns": {"keys": {"negative.sampler": "cnsdiff", "params.preset": "official", "loss.name": "softmax"}},
+               "psl": {"keys": {"negative.sampler": "rns", "loss.name": "psl", "params.psl.activation": "tanh"}},
+               # another surrogate than psl's: not its uniform twin
+               "psl-cns": {"keys": {"negative.sampler": "cnsdiff", "params.cnsdiff.preset": "official",
+                                    "loss.name": "psl", "params.psl.activation": "relu"}}}
+    deferred = ["sl", "sl-cns", "psl", "psl-cns"]
+    _grid(tmp_path, values, {"d/valid": "dens"}, deferred=deferred, methods=methods)
     found = {(r["method"], r["other"], r["change"]) for r in V.loss_changes(tmp_path)}
     assert found == {("sl", "rns", "loss"), ("sl-cns", "cns", "loss"), ("sl-cns", "sl", "negatives"),
+                     ("psl", "rns", "loss"), ("psl-cns", "cns", "loss"),
                      ("dens", "rns", "method"), ("cns", "rns", "method"), ("sl", "dens", "loss vs best"),
-                     ("sl-cns", "dens", "loss vs best")}
+                     ("sl-cns", "dens", "loss vs best"), ("psl", "dens", "loss vs best"),
+                     ("psl-cns", "dens", "loss vs best")}
     negatives = next(r for r in V.loss_changes(tmp_path) if r["change"] == "negatives" and r["metric"] == "Recall@20")
     assert negatives["diff"] == pytest.approx(0.035 / 3) and negatives["paired"] and negatives["n"] == 3
     assert V.main([str(tmp_path)]) == 0
-    assert "- a sampler's negatives instead of uniform ones under the same loss (SL on CNSDiff's negatives minus SL " \
-           "on RNS's): 1 of 1 with an interval:" in (tmp_path / "losses.md").read_text()
+    assert "- a sampler's negatives instead of uniform ones under the same loss (a deferred row on another sampler's " \
+           "negatives minus the same loss on RNS's): 1 of 1 with an interval:" in (tmp_path / "losses.md").read_text()
     methods.pop("cns")  # no BPR row of that preset (the other preset's is not its twin): no loss comparison
     (tmp_path / "out").mkdir()
     _grid(tmp_path / "out", {k: v for k, v in values.items() if k != "cns"}, {"d/valid": "dens"},
-          deferred=["sl", "sl-cns"], methods=methods)
+          deferred=deferred, methods=methods)
     assert {r["other"] for r in V.loss_changes(tmp_path / "out") if r["method"] == "sl-cns"} == {"sl", "dens"}
