@@ -13,7 +13,8 @@ Two parts, each as ratios to a reference measured in the same run (the machine i
    negatives per positive, drawn per batch) with the repository's own trainer (bench.bench_epoch.build, the
    model `model.name` names, LightGCN by default) against an epoch of RNS + BPR at the same settings (one
    negative per positive unless --bpr-negs; the BPR of conf/grids/loss-fidelity.yaml), epochs alternating, the
-   ratio the median of the pairwise ratios (bench.bench_models.alternating). --max-batches cuts each epoch to
+   ratio the median of the pairwise ratios (bench.bench_models.alternating); `cnsdiff+softmax` (SL on CNSDiff's
+   negative and N - 1 uniform ones, params.cnsdiff.n_negs N) against CNSDiff + BPR. --max-batches cuts each epoch to
    its first batches (bench.bench_epoch.limit_batches), the draws included. AdvInfoNCE's epochs timed are its
    model epochs (its every adv_every-th epoch trains only the adversary, on the same scores). The L2 term of
    reg.form lightgcn or selfrec (the default on most presets) gathers and squares the layer-0 rows of all N
@@ -40,7 +41,16 @@ from util.io import atomic_write_json, atomic_write_text
 REFERENCE = "bpr"
 CONFIGS = {name: {"negative.sampler": "rns", "loss.name": name}
            for name in (REFERENCE, "softmax", "bsl", "psl", "advinfonce")}
-LOSSES = {name: keys for name, keys in CONFIGS.items() if name != REFERENCE}  # what --configs chooses among
+# SL on CNSDiff's negatives (the official preset; docs/losses.md) against CNSDiff with BPR
+CONFIGS["cnsdiff"] = {"negative.sampler": "cnsdiff", "loss.name": "bpr"}
+CONFIGS["cnsdiff+softmax"] = {"negative.sampler": "cnsdiff", "loss.name": "softmax"}
+REFERENCES = {"rns": REFERENCE, "cnsdiff": "cnsdiff"}  # per sampler: the BPR configuration a loss's epoch is divided by
+LOSSES = {name: keys for name, keys in CONFIGS.items() if name not in REFERENCES.values()}  # what --configs chooses among
+
+
+def sized(name: str, negs: int) -> dict[str, int]:
+    """The key giving configuration `name` N negatives per positive: its sampler's n_negs."""
+    return {f"params.{CONFIGS[name]['negative.sampler']}.n_negs": negs}
 PATHS = ("kernel", "product", "gather")
 
 
@@ -75,15 +85,22 @@ def path_timings(rows: int, items: int, negs: int, dim: int, repeats: int, devic
 
 def epoch_timings(base: dict, losses: list[str], negs: int, bpr_negs: int, max_batches: int, repeats: int,
                   device: torch.device) -> dict[str, Any]:
-    """Per loss: median epoch seconds with `negs` negatives per positive, the median epoch of the RNS + BPR
-    reference alternating with it, and the median of their pairwise ratios."""
-    reference = build(REFERENCE, base, device, {"params.rns.n_negs": bpr_negs}, max_batches, CONFIGS)
-    out: dict[str, Any] = {"negs": negs, "bpr_negs": bpr_negs, "batch_size": reference.config.batch_size,
-                           "model": reference.config.model_name, "reg_form": reference.config.reg_form, "losses": {}}
+    """Per loss: median epoch seconds with `negs` negatives per positive, the median epoch of its sampler's BPR
+    reference alternating with it (RNS + BPR with bpr_negs; CNSDiff + BPR with its one), and the median of their
+    pairwise ratios."""
+    references: dict[str, Any] = {}
+    out: dict[str, Any] = {"negs": negs, "bpr_negs": bpr_negs, "losses": {}}
     for name in losses:
-        rec = build(name, base, device, {"params.rns.n_negs": negs}, max_batches, CONFIGS)
+        ref_name = REFERENCES[CONFIGS[name]["negative.sampler"]]
+        if ref_name not in references:
+            extra = sized(ref_name, bpr_negs) if ref_name == REFERENCE else {}
+            references[ref_name] = build(ref_name, base, device, extra, max_batches, CONFIGS)
+        reference = references[ref_name]
+        out.update({"batch_size": reference.config.batch_size, "model": reference.config.model_name})
+        rec = build(name, base, device, sized(name, negs), max_batches, CONFIGS)
         epoch_s, reference_s, ratio = alternating(rec, reference, repeats)
-        out["losses"][name] = {"epoch_s": epoch_s, "bpr_epoch_s": reference_s, "x_bpr": ratio}
+        out["losses"][name] = {"reference": ref_name, "epoch_s": epoch_s, "bpr_epoch_s": reference_s, "x_bpr": ratio,
+                               "reg_form": rec.config.reg_form, "bpr_reg_form": reference.config.reg_form}
         del rec
     return out
 
@@ -101,13 +118,17 @@ def markdown(results: dict[str, Any]) -> str:
     for part in results.get("epochs", []):
         batches = (f"the first {results['max_batches']} batches of an epoch" if results["max_batches"] > 0
                    else "a whole epoch")
-        lines += ["", f"{part['model']} on {results['dataset']}, batch {part['batch_size']}, reg.form {part['reg_form']} "
-                      f"(lightgcn and selfrec square the rows of all N negatives too), {batches}; N={part['negs']} "
-                      f"negatives per positive (RNS, drawn per batch) against RNS + BPR with {part['bpr_negs']}; "
-                      f"x BPR: median of the ratios of alternating epochs",
-                  "", "| loss | N | epoch s | RNS + BPR epoch s | x BPR |", "|---|---|---|---|---|"]
+        lines += ["", f"{part['model']} on {results['dataset']}, batch {part['batch_size']} (reg.form lightgcn and "
+                      f"selfrec square the rows of all N negatives too), {batches}; N={part['negs']} "
+                      f"negatives per positive (drawn per batch: RNS's, or CNSDiff's negative and N - 1 uniform ones) "
+                      f"against the same sampler with BPR (RNS with {part['bpr_negs']} negative(s), CNSDiff with its "
+                      f"one); x BPR: median of the ratios of alternating epochs",
+                  "", "| loss | N | reg.form | epoch s | BPR reference (reg.form) | its epoch s | x BPR |",
+                  "|---|---|---|---|---|---|---|"]
         for name, r in part["losses"].items():
-            lines.append(f"| {name} | {part['negs']} | {r['epoch_s']:.2f} | {r['bpr_epoch_s']:.2f} | {r['x_bpr']:.2f} |")
+            reference = "RNS + BPR" if r["reference"] == REFERENCE else "CNSDiff + BPR"
+            lines.append(f"| {name} | {part['negs']} | {r['reg_form']} | {r['epoch_s']:.2f} | {reference} "
+                         f"({r['bpr_reg_form']}) | {r['bpr_epoch_s']:.2f} | {r['x_bpr']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -136,7 +157,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     base: Optional[dict] = {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": args.device,
                             "max.epoch": 120, "fhn.probe": 0}
     if "epochs" in args.parts:
-        base = checked_base(args, base, {"params.rns.n_negs": max(args.negs)}, CONFIGS)
+        base = checked_base(args, base, None, {name: {**CONFIGS[name], **sized(name, max(args.negs))}
+                                               for name in args.configs})
         if base is None:
             return 2
     results: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads(), "dataset": args.dataset,

@@ -36,6 +36,22 @@ def test_an_epoch_cut_to_its_first_batches_draws_and_trains_only_those(tmp_path)
     assert len(rec.epoch_sampler.epoch()[2]) == 32  # the whole-epoch draw (BPR's) is cut too
 
 
+def test_each_loss_epoch_is_timed_against_its_samplers_bpr(tmp_path, shared):
+    """SL on RNS against RNS + BPR, SL on CNSDiff's negatives against CNSDiff + BPR: one reference each."""
+    out = tmp_path / "bench"
+    assert bench_losses_main(["--dataset", "coat", "--dataset-root", str(shared), "--parts", "epochs", "--configs",
+                              "softmax", "cnsdiff+softmax", "--negs", "4", "--max-batches", "1", "--repeats", "1",
+                              "--out", str(out)]) == 0
+    losses = json.loads((out / "losses-coat-cpu.json").read_text())["epochs"][0]["losses"]
+    assert {name: r["reference"] for name, r in losses.items()} == {"softmax": "bpr", "cnsdiff+softmax": "cnsdiff"}
+    assert {name: r["reg_form"] for name, r in losses.items()} == {"softmax": "weight_decay",
+                                                                   "cnsdiff+softmax": "weight_decay"}
+    assert losses["cnsdiff+softmax"]["bpr_reg_form"] == "selfrec"  # CNSDiff's reference form (the released code)
+    assert all(r["epoch_s"] > 0 and r["x_bpr"] > 0 for r in losses.values())
+    text = (out / "losses-coat-cpu.md").read_text()
+    assert "| cnsdiff+softmax | 4 | weight_decay |" in text and "| CNSDiff + BPR (selfrec) |" in text
+
+
 def test_bad_settings_are_one_line_and_exit_2_before_timing(tmp_path, caplog):
     out = tmp_path / "bench"
     assert bench_losses_main(["--dataset-root", str(tmp_path), "--out", str(out)]) == 2
