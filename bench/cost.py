@@ -185,8 +185,20 @@ def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs
     runs and the loss's measured cost per negative), and the CPU time the grid's own finished records took."""
     records = run_records(records_root)
     first, later, choices = runner.plan(datasets)
-    recorded = {r["kind"][0] for r in records}
-    sizes = {d: dataset_size(runner, d) for d in datasets if d not in recorded}
+    # the datasets where a cell to run, or a first-seed cell whose later seeds wait, has no record of the kind its
+    # epochs come from (its own; its sampler's BPR for a loss without a run on its model) but another dataset has runs
+    # of that model and sampler: their sizes let those cells be scaled from those runs (a dataset's first records, of
+    # one method, must not leave its other methods uncounted)
+    recorded = {r["kind"] for r in records}
+    elsewhere = {r["kind"][1:] for r in records}
+    unrecorded: dict[str, int] = {}
+    for c in first + [c for c in later if to_run(c.state(), retry_failed)]:
+        kind = _kind(c.keys)
+        if loss_transferred(kind, records):
+            kind = (kind[0], kind[1], kind[2].split("+", 1)[0])
+        if kind not in recorded and kind[1:] in elsewhere:
+            unrecorded[c.dataset] = unrecorded.get(c.dataset, 0) + 1
+    sizes = {d: dataset_size(runner, d) for d in datasets if d in unrecorded}
     known, unknown = 0.0, []
     transferred: dict[str, tuple[int, float]] = {}  # loss kind -> (cells, seconds) that _loss_added estimated
     for c in first + later:
@@ -204,8 +216,9 @@ def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs
     lines = [f"estimated CPU time of the listed cells to run: {known / 3600:.1f} h (about {known / 3600 / jobs:.1f} h "
              f"at --jobs {jobs}), from {len(records)} finished run records under results/grids"]
     for dataset, size in sizes.items():
-        lines.append(f"  {dataset} has no run record: its cells' epochs are scaled by size (users {size[0]}, items "
-                     f"{size[1]}, training rows {size[2]}) from the largest recorded dataset's runs of the same method")
+        lines.append(f"  {dataset}: {unrecorded[dataset]} cell(s) of a method without a run there: their epochs are scaled "
+                     f"by size (users {size[0]}, items {size[1]}, training rows {size[2]}) from the largest recorded "
+                     f"dataset's runs of the same method")
     for sampler, (count, seconds) in sorted(transferred.items()):
         lines.append(f"  {count} cell(s) of {sampler} ({seconds / 3600:.1f} h) have no run on their model: their sampler's "
                      f"BPR epochs (and epoch count) plus the loss's extra seconds per row, negative and dimension measured on "

@@ -526,6 +526,26 @@ def test_a_loss_without_a_run_on_its_model_is_estimated_from_its_samplers_bpr_ru
     assert estimate_seconds(cell, run_records(records), {"coat": (5, 5, 500)}) == pytest.approx(50.0 * 30)
 
 
+def test_a_dataset_with_records_of_one_method_scales_its_other_methods_by_size(tmp_path, shared):
+    """coat's first records (RNS) must not leave its DNS cell uncounted: DNS's food runs are scaled by size."""
+    records = tmp_path / "records"
+    _record(records, "g", "coat", "rns", {"negative.sampler": "rns"}, 1.0, 30, rows=1363)
+    _record(records, "g", "food", "dns", {"negative.sampler": "dns"}, 10.0, 30, rows=1000)  # (5, 5, 1000)
+    grid = Grid("g", ["coat"], ["valid"], [1], {"rns": {"keys": {"negative.sampler": "rns"}},
+                                                 "dns": {"keys": {"negative.sampler": "dns"}}})
+    runner = GridRunner(grid, tmp_path / "out", shared)
+    data = {"dataset": "coat"}
+    runner.plan = lambda datasets: ([runner.cell("coat", "rns", {}, 1, data), runner.cell("coat", "dns", {}, 1, data)],
+                                    [], {})
+    lines = cost_lines(runner, ["coat"], False, 1, records)
+    assert lines[1] == ("  coat: 1 cell(s) of a method without a run there: their epochs are scaled by size (users 290, "
+                        "items 295, training rows 1363) from the largest recorded dataset's runs of the same method")
+    assert not any("not counted" in line for line in lines)
+    # rows x (users + items): 1363 x 585 against 1000 x 10 times food's 10 s, for 20 + 10 epochs; RNS's own 30 s
+    dns = 10.0 * 1363 * 585 / (1000 * 10) * 30
+    assert lines[0].startswith(f"estimated CPU time of the listed cells to run: {(dns + 30.0) / 3600:.1f} h")
+
+
 def test_the_dry_run_sums_the_cpu_time_of_its_own_grids_records_only(tmp_path):
     records = tmp_path / "records"
     _record(records, "mine", "coat", "rns", {"negative.sampler": "rns"}, 50.0, 36, eval_s=50.0)  # 3600 s
