@@ -35,6 +35,11 @@ def _kind(keys: dict[str, Any]) -> tuple[str, str, str]:
     return str(keys.get("dataset", "")), model, sampler
 
 
+def _bpr_kind(kind: tuple[str, str, str]) -> tuple[str, str, str]:
+    """The kind of the same dataset, model and sampler trained with BPR ("rns+softmax" -> "rns")."""
+    return kind[0], kind[1], kind[2].split("+", 1)[0]
+
+
 def _units(keys: dict[str, Any]) -> int:
     """Negatives per positive of a run's sampler (its params.<sampler>.n_negs, or params.n_negs; 1 without) times
     its embedding dimension: what a loss's cost per training row grows with."""
@@ -111,7 +116,7 @@ def loss_seconds_per_negative(records: list[dict[str, Any]], sampler: str) -> tu
                    key=lambda k: (k[2] != sampler, not k[2].startswith("rns+"), k[2], k[:2]))
     for kind in kinds:
         measured = [r for r in records if r["kind"] == kind and r.get("size")]
-        bpr = [r for r in records if r["kind"] == (*kind[:2], kind[2].split("+", 1)[0])]
+        bpr = [r for r in records if r["kind"] == _bpr_kind(kind)]
         if measured and bpr:
             extra = (float(np.median([r["train_epoch_s"] for r in measured]))
                      - float(np.median([r["train_epoch_s"] for r in bpr])))
@@ -125,7 +130,7 @@ def _loss_added(cell: Cell, kind: tuple[str, str, str], lr: float, records: list
     """(seconds per epoch, records of its epochs) of a non-BPR loss without a run on its model: its sampler's BPR
     epoch plus the loss's measured seconds per row, negative and dimension (loss_seconds_per_negative) times the
     cell's; its epochs those of the BPR runs."""
-    per_epoch, similar = _per_epoch((kind[0], kind[1], kind[2].split("+", 1)[0]), lr, records, sizes)
+    per_epoch, similar = _per_epoch(_bpr_kind(kind), lr, records, sizes)
     unit = loss_seconds_per_negative(records, kind[2])[0]
     own = [r["size"][2] for r in similar if r["kind"][0] == kind[0] and r.get("size")]
     rows = sizes[kind[0]][2] if sizes and kind[0] in sizes else (own[0] if own else None)
@@ -194,8 +199,7 @@ def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs
     unrecorded: dict[str, int] = {}
     for c in first + [c for c in later if to_run(c.state(), retry_failed)]:
         kind = _kind(c.keys)
-        if loss_transferred(kind, records):
-            kind = (kind[0], kind[1], kind[2].split("+", 1)[0])
+        kind = _bpr_kind(kind) if loss_transferred(kind, records) else kind
         if kind not in recorded and kind[1:] in elsewhere:
             unrecorded[c.dataset] = unrecorded.get(c.dataset, 0) + 1
     sizes = {d: dataset_size(runner, d) for d in datasets if d in unrecorded}

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from bench.gridfile import TEST_SELECTED, is_int
 from bench.protocol import candidate_score, protocol_index, stop_index
+from conf.config import SHIPPED, load_config
 from model import is_closed_form
 from util.results import RECORD_ONLY, STOP_KEYS, rule_length
 from util.typing_coerce import ConfigError
@@ -130,6 +131,19 @@ def comparable(config: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def override(value: Any) -> str:
+    """A grid key's value as `--set KEY=VALUE` writes it (a list comma-joined, None as none)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def resolved_keys(keys: dict[str, Any]) -> dict[str, Any]:
+    """comparable() of the configuration the shipped config gives with these keys set (a grid method's fixed keys):
+    every default filled in, the active sampler's and loss's params as params.OWNER.FIELD."""
+    return comparable(load_config(SHIPPED, [f"{k}={override(v)}" for k, v in keys.items()]).to_dict())
 
 
 def _data_file(value: Any) -> Any:

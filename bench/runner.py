@@ -19,7 +19,7 @@ from bench.cells import Cell, tag, to_run
 from bench.cluster import Backend, LocalBackend, write_files
 from bench.gridfile import TEST_SELECTED, Grid
 from bench.protocol import candidate_score, choose as choose_candidate, protocol_index
-from bench.records import read_json, read_rows, record_differences, shorter_rule, validation_scores
+from bench.records import override, read_json, read_rows, record_differences, shorter_rule, validation_scores
 from conf.config import REPO, load_config, repo_relative
 from data.presets import get_preset
 from data.split import OOD_VALID_FILES, write_ood_valid_split
@@ -293,7 +293,7 @@ class GridRunner:
     def resolved(self, cell: Cell) -> dict[str, Any]:
         """The configuration a new run of the cell gets, resolved as main.py resolves it, keyed as config.json holds
         it; a ConfigError if it does not resolve."""
-        cfg = load_config(REPO / "conf" / "LightGCN.yaml", [f"{k}={_value(v)}" for k, v in self.command_keys(cell).items()])
+        cfg = load_config(REPO / "conf" / "LightGCN.yaml", [f"{k}={override(v)}" for k, v in self.command_keys(cell).items()])
         get_model_class(cfg.model_name).check_config(cfg)  # what main.py refuses before reading the data
         return cfg.to_dict()
 
@@ -401,13 +401,13 @@ class GridRunner:
             own = [] if recorded_threads(cell.run_dir()) else ["--threads", threads]
             argv = [*own, "--resume", repo_relative(cell.run_dir().resolve())]
             for key, value in cell.longer_rule().items():  # a lengthened stopping rule (main.py checks it)
-                argv += ["--set", f"{key}={_value(value)}"]
+                argv += ["--set", f"{key}={override(value)}"]
             log.info("%s %s%s", "lengthen" if state == "short" else "resume", cell.id,
                      " (its writer is gone: killed, or another machine's record)" if state == "stale" else "")
         else:
             argv = ["--threads", threads]
             for key, value in self.command_keys(cell).items():
-                argv += ["--set", f"{key}={_value(value)}"]
+                argv += ["--set", f"{key}={override(value)}"]
             log.info("run %s%s", cell.id, " again (stopped under a shorter stopping rule; no checkpoint here to "
                      "continue from)" if state == "short" else "")
         (cell.folder / "error.txt").unlink(missing_ok=True)
@@ -540,9 +540,3 @@ class GridRunner:
             return None
         return {"seeds": power.seeds, "methods": power.methods, "at_least": power.at_least,
                 "best_other": dict(sorted(self.best_other.items()))}
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return "none" if value is None else str(value)

@@ -33,9 +33,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from scipy import stats
 
-from bench.records import read_manifest
+from bench.records import read_manifest, resolved_keys
 from bench.table import collect, grid_file, provenance
-from conf.config import SHIPPED, load_config, repo_relative
+from conf.config import repo_relative
 from util.io import atomic_write_text
 from util.typing_coerce import ConfigError
 
@@ -159,23 +159,20 @@ def loss_changes(results: Path, data: Optional[dict[str, Any]] = None) -> list[d
         return []
     power = manifest.get("power") or {}
     data = collect(results) if data is None else data
-    keys = method_keys(manifest)
+    keys = {name: resolved_keys((spec or {}).get("keys") or {}) for name, spec in (manifest.get("methods") or {}).items()}
+    twins: list[tuple[str, Optional[str], str]] = []  # the same in every column
+    for method in deferred:
+        for base, change in ((bpr_twin(method, keys, deferred), "loss"), (uniform_twin(method, keys, deferred), "negatives")):
+            if base:
+                twins.append((method, base, change))
     out = []
     for dataset in manifest["datasets"]:
         for protocol in manifest["protocols"]:
             other = (power.get("best_other") or {}).get(f"{dataset}/{protocol}")
             methods = data.get(protocol, {}).get(dataset, {})
-            pairs: list[tuple[str, Optional[str], str]] = []
-            for method in deferred:
-                twin = bpr_twin(method, keys, deferred)
-                if twin:
-                    pairs.append((method, twin, "loss"))
-                uniform = uniform_twin(method, keys, deferred)
-                if uniform:
-                    pairs.append((method, uniform, "negatives"))
             changed = [*([other] if other else []), *(power.get("methods") or [])]
-            pairs += [(m, BASE, "method") for m in changed if m != BASE]
-            pairs += [(m, other, "loss vs best") for m in deferred]
+            pairs = [*twins, *[(m, BASE, "method") for m in changed if m != BASE],
+                     *[(m, other, "loss vs best") for m in deferred]]
             for method, base, change in pairs:
                 for metric in METRICS:
                     rec = _compare(dataset, protocol, method, base, metric, methods)
@@ -184,41 +181,22 @@ def loss_changes(results: Path, data: Optional[dict[str, Any]] = None) -> list[d
     return out
 
 
-def method_keys(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each method's fixed keys as a run resolves them: the sampler the grid's base config (conf/LightGCN.yaml) gives
-    where a method names none, loss.name bpr where it names none, params.FIELD (the active sampler's) written
-    params.SAMPLER.FIELD."""
-    default = load_config(SHIPPED, []).negative_sampler
-    out = {}
-    for name, spec in (manifest.get("methods") or {}).items():
-        given = (spec or {}).get("keys") or {}
-        sampler = str(given.get("negative.sampler", default))
-        keys: dict[str, Any] = {"negative.sampler": sampler, "loss.name": "bpr"}
-        for key, value in given.items():
-            parts = key.split(".")
-            keys[f"params.{sampler}.{parts[1]}" if parts[0] == "params" and len(parts) == 2 else key] = value
-        out[name] = keys
-    return out
-
-
 def _fixed(spec: dict[str, Any], owner: str) -> dict[str, Any]:
-    """The params.OWNER.* keys a method fixes."""
+    """The params.OWNER.* keys of a method's resolved keys."""
     return {k: v for k, v in spec.items() if k.startswith(f"params.{owner}.")}
 
 
 def bpr_twin(method: str, keys: dict[str, dict[str, Any]], deferred: Sequence[str]) -> Optional[str]:
     """The method that trains the deferred `method`'s negatives with BPR: `rns` for RNS negatives, else the first
-    method of the grid (not deferred, not a closed-form model) with the same sampler and the same values of every
-    params.SAMPLER key the deferred row fixes (sl-cnsdiff: cnsdiff-official); None when the grid has none."""
+    method of the grid (not deferred) with the same model and sampler and the same params.SAMPLER values
+    (sl-cnsdiff: cnsdiff-official); None when the grid has none. `keys`: each method's resolved_keys."""
     spec = keys[method]
     sampler = spec["negative.sampler"]
     if sampler == "rns":
         return BASE
-    for name, other in keys.items():
-        if (name not in deferred and "model.name" not in other and other["negative.sampler"] == sampler
-                and other["loss.name"] == "bpr" and all(other.get(k) == v for k, v in _fixed(spec, sampler).items())):
-            return name
-    return None
+    return next((name for name, other in keys.items() if name not in deferred and other["loss.name"] == "bpr"
+                 and (other["model.name"], other["negative.sampler"]) == (spec["model.name"], sampler)
+                 and _fixed(other, sampler) == _fixed(spec, sampler)), None)
 
 
 def uniform_twin(method: str, keys: dict[str, dict[str, Any]], deferred: Sequence[str]) -> Optional[str]:
