@@ -208,3 +208,34 @@ def test_a_softmax_loss_on_cnsdiffs_negatives_against_its_twins(tmp_path):
     _grid(tmp_path / "out", {k: v for k, v in values.items() if k != "cns"}, {"d/valid": "dens"},
           deferred=deferred, methods=methods)
     assert {r["other"] for r in V.loss_changes(tmp_path / "out") if r["method"] == "sl-cns"} == {"sl", "dens"}
+
+
+def _rec(dataset, protocol, method, metric, other, diff=None, low=None, high=None, boot=None, mean=0.3, n=10):
+    """A verdict record as bench.verdict makes one (an interval when diff is given)."""
+    rec = {"dataset": dataset, "protocol": protocol, "method": method, "other": other, "metric": metric,
+           "seeds": n, "other_seeds": n, "mean": mean, "other_mean": None if diff is None else mean - diff}
+    if diff is not None:
+        word = "better" if low > 0 else "worse" if high < 0 else "level"
+        blow, bhigh = boot or (low, high)
+        rec.update({"n": n, "paired": True, "diff": diff, "low": low, "high": high, "boot_low": blow,
+                    "boot_high": bhigh, "word": word,
+                    "boot_word": "better" if blow > 0 else "worse" if bhigh < 0 else "level"})
+    return rec
+
+
+def test_the_readmes_bullets_say_per_dataset_what_the_intervals_show():
+    records = [
+        _rec("food", "valid", "cns", "Recall@20", "dens", 0.002, -0.001, 0.005, boot=(0.0005, 0.004)),
+        _rec("food", "valid", "cns", "NDCG@20", "dens", -0.002, -0.003, -0.001),
+        _rec("food", "ood_valid", "cns", "Recall@20", "pns", -0.02, -0.03, -0.01, mean=0.05),
+        _rec("food", "ood_valid", "cns", "NDCG@20", "pns", -0.01, -0.02, -0.005),
+        _rec("mine", "valid", "cns", "Recall@20", None), _rec("mine", "valid", "cns", "NDCG@20", None),
+        _rec("mine", "ood_valid", "cns", "Recall@20", "ease"), _rec("mine", "ood_valid", "cns", "NDCG@20", "ease"),
+    ]
+    food, mine = V.dataset_bullets(records)
+    assert food == ("- **food** (the paper's own dataset): under `valid` against dens: `cns` 0.3000 vs 0.2980 over 10 "
+                    "pairs, +0.0020 [-0.0010, +0.0050] level (width 0.0060; NDCG@20 worse; bootstrap better); under "
+                    "`ood_valid` against pns: `cns` 0.0500 vs 0.0700 over 10 pairs, -0.0200 [-0.0300, -0.0100] worse. "
+                    "CNSDiff: better in 0, level in 1, worse in 1 of 2 with an interval.")
+    assert mine == ("- **mine**: under `valid` the best other method is not named yet; under `ood_valid` against ease: "
+                    "`cns` no interval yet. CNSDiff: no interval yet.")
