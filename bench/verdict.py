@@ -117,6 +117,7 @@ def verdicts(results: Path, data: Optional[dict[str, Any]] = None) -> list[dict[
         raise ConfigError(f"{results}/grid.json has no `power` section (the grid file's `power` names the methods "
                           f"under test; a dry run of the grid writes it)")
     data = collect(results) if data is None else data
+    apart = {*power["methods"], *(manifest.get("deferred") or [])}  # not "another method", nor is the best other
     out = []
     for dataset in manifest["datasets"]:
         for protocol in manifest["protocols"]:
@@ -124,8 +125,26 @@ def verdicts(results: Path, data: Optional[dict[str, Any]] = None) -> list[dict[
             methods = data.get(protocol, {}).get(dataset, {})
             for method in power["methods"]:
                 for metric in METRICS:
-                    out.append(_compare(dataset, protocol, method, other, metric, methods))
+                    rec = _compare(dataset, protocol, method, other, metric, methods)
+                    rec["above"] = _above(_values(methods.get(method), metric), metric,
+                                          {m: e for m, e in methods.items() if m not in apart and m != other})
+                    out.append(rec)
     return out
+
+
+def _above(mine: dict[int, float], metric: str, others: dict[str, Any]) -> str:
+    """The methods of `others` whose mean test `metric` over their seeds exceeds the mean of `mine` (per seed), highest
+    first, as `name mean (n seeds)` joined by commas: a fact on the test file, not a choice (the best other method
+    stays the one named on validation)."""
+    if not mine:
+        return ""
+    level = float(np.mean(list(mine.values())))
+    higher = []
+    for name, entry in others.items():
+        values = _values(entry, metric)
+        if values and float(np.mean(list(values.values()))) > level:
+            higher.append((float(np.mean(list(values.values()))), name, len(values)))
+    return ", ".join(f"{name} {_mean(mean)} ({n} seeds)" for mean, name, n in sorted(higher, reverse=True))
 
 
 def _compare(dataset: str, protocol: str, method: str, other: Optional[str], metric: str,
@@ -245,10 +264,13 @@ def markdown(records: list[dict[str, Any]], results: Path) -> str:
              f"best other method (named by first-seed validation, `power.best_other` in grid.json) on {FILE} at "
              f"each run's protocol-reported epoch; 95% intervals over seeds: t on the paired differences (seeds "
              f"pair; Welch where they do not) and a percentile bootstrap ({BOOTSTRAP} resamples). The word comes "
-             f"from the t interval: better (above 0), level (contains 0), worse (below 0).", "",
+             f"from the t interval: better (above 0), level (contains 0), worse (below 0). The last column lists the "
+             f"methods (not under test, not deferred, not the best other) whose mean over their own seeds on the same metric is above the "
+             f"method's: a fact on the test file, not a choice, and without an interval (most have fewer seeds).", "",
              "| dataset | protocol | method | best other | metric | seeds (pairs) | method mean | other mean (over the pairs) | "
-             "difference [95% t] | 95% bootstrap | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [_row(r) for r in records]
+             "difference [95% t] | 95% bootstrap | verdict | other methods with a higher mean (seeds) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"{_row(r)} {r['above']} |" for r in records]
     return "\n".join(lines) + "\n"
 
 
@@ -321,7 +343,8 @@ def answer_block(records: list[dict[str, Any]], results: Path) -> str:
     columns = list(dict.fromkeys((r["dataset"], r["protocol"]) for r in records))
     lines = [made.progress, "", f"Of {len(recall)} comparisons on OOD test Recall@20 ({len(methods)} CNSDiff presets x "
              f"{len(columns)} dataset/protocol columns), {len(decided)} have an interval: CNSDiff is better than the "
-             f"best other method in {counts['better']}, level in {counts['level']}, worse in {counts['worse']}.", "",
+             f"best other method in {counts['better']}, level in {counts['level']}, worse in {counts['worse']}."
+             + _caveat(decided), "",
              "| dataset | protocol | best other | " + " | ".join(f"{m} minus it [95% CI]" for m in methods) + " |",
              "|---|---|---|" + "---|" * len(methods)]
     for dataset, protocol in columns:
@@ -330,14 +353,26 @@ def answer_block(records: list[dict[str, Any]], results: Path) -> str:
         cells = [shown(rows[(m, "Recall@20")]) for m in methods]
         lines.append(f"| {dataset} | `{protocol}` | {other} | " + " | ".join(cells) + " |")
     lines += ["", "Per dataset, on OOD test Recall@20: each preset's mean against the best other method's over the "
-              "same seeds, the difference with its 95% t interval and word, and the NDCG@20 word and the bootstrap's "
-              "where they differ from it:", ""]
+              "same seeds, the difference with its 95% t interval and word, the NDCG@20 word and the bootstrap's "
+              "where they differ from it, and, unless it is worse, the other methods with a higher mean on the same "
+              "file (over their own seeds, no interval; not the best other, which validation named):", ""]
     lines += dataset_bullets(records)
     lines += ["", f"Generated from the run records by `python -m bench.verdict {repo_relative(results.resolve())} --out "
               f"results/tables/{name} --readme README.md` (runs at {len(made.run_commits)} commit(s), each named in "
               f"its config.json); seeds, NDCG@20, bootstrap intervals and both sides' means: "
               f"[`results/tables/{name}/verdict.md`](results/tables/{name}/verdict.md)."]
     return "\n".join(lines) + "\n"
+
+
+def _caveat(decided: list[dict[str, Any]]) -> str:
+    """The sentence saying in how many `better` comparisons another method has a higher test mean, or nothing."""
+    better = [r for r in decided if r["word"] == "better"]
+    beaten = sum(bool(r.get("above")) for r in better)
+    if not beaten:
+        return ""
+    return (f" In {beaten} of the {len(better)} `better` comparison(s) another method, not the one validation named "
+            f"best, has a higher mean OOD test Recall@20 (over its own, often fewer, seeds; no interval): the bullets "
+            f"below name them.")
 
 
 def dataset_bullets(records: list[dict[str, Any]]) -> list[str]:
@@ -366,6 +401,8 @@ def dataset_bullets(records: list[dict[str, Any]]) -> list[str]:
                     notes.append(f"NDCG@20 {ndcg['word']}")
                 if r["boot_word"] != r["word"]:
                     notes.append(f"bootstrap {r['boot_word']}")
+                if r["word"] != "worse" and r.get("above"):
+                    notes.append(f"a higher mean here: {r['above']}")
                 shown_methods.append(f"`{r['method']}` {_mean(r['mean'])} vs {_mean(r['other_mean'])} over "
                                      f"{r['n']} {'pairs' if r['paired'] else 'seeds'}, {_diff(r)} {r['word']}"
                                      + (f" ({'; '.join(notes)})" if notes else ""))

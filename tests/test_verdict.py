@@ -102,9 +102,13 @@ def test_the_verdict_and_the_readme_block_from_records(tmp_path):
     assert text.startswith("# Title\n\nintro\n\n") and text.endswith(f"{V.END}\n\nafter\n")
     assert "| d | `valid` | dens | +0.0983 [" in text and "better" in text
     assert "CNSDiff is better than the best other method in 1, level in 0, worse in 0" in text
+    # rns has the higher test mean, though validation named DENS: the block says so, and verdict.md lists it
+    assert recall["above"] == "rns 0.4000 (3 seeds)" and ndcg["above"] == "rns 0.2000 (3 seeds)"
+    assert "In 1 of the 1 `better` comparison(s) another method, not the one validation named best, has a higher " \
+           "mean OOD test Recall@20" in text and "better (a higher mean here: rns 0.4000 (3 seeds))" in text
     assert V.main([str(tmp_path), "--readme", str(readme), "--check"]) == 0
     assert (tmp_path / "verdict.md").is_file() and "| d | valid | cns | dens | Recall@20 |" in (
-        tmp_path / "verdict.md").read_text()
+        tmp_path / "verdict.md").read_text() and "| better | rns 0.4000 (3 seeds) |" in (tmp_path / "verdict.md").read_text()
     changed = text.replace("+0.0983", "+0.0984", 1)  # one digit
     readme.write_text(changed)
     assert V.main([str(tmp_path), "--readme", str(readme), "--check"]) == 1
@@ -225,16 +229,19 @@ def _rec(dataset, protocol, method, metric, other, diff=None, low=None, high=Non
 
 def test_the_readmes_bullets_say_per_dataset_what_the_intervals_show():
     records = [
-        _rec("food", "valid", "cns", "Recall@20", "dens", 0.002, -0.001, 0.005, boot=(0.0005, 0.004)),
+        {**_rec("food", "valid", "cns", "Recall@20", "dens", 0.002, -0.001, 0.005, boot=(0.0005, 0.004)),
+         "above": "ahns 0.3100 (5 seeds)"},
         _rec("food", "valid", "cns", "NDCG@20", "dens", -0.002, -0.003, -0.001),
-        _rec("food", "ood_valid", "cns", "Recall@20", "pns", -0.02, -0.03, -0.01, mean=0.05),
+        {**_rec("food", "ood_valid", "cns", "Recall@20", "pns", -0.02, -0.03, -0.01, mean=0.05),
+         "above": "dns 0.0600 (3 seeds)"},  # not shown: the word is worse
         _rec("food", "ood_valid", "cns", "NDCG@20", "pns", -0.01, -0.02, -0.005),
         _rec("mine", "valid", "cns", "Recall@20", None), _rec("mine", "valid", "cns", "NDCG@20", None),
         _rec("mine", "ood_valid", "cns", "Recall@20", "ease"), _rec("mine", "ood_valid", "cns", "NDCG@20", "ease"),
     ]
     food, mine = V.dataset_bullets(records)
     assert food == ("- **food** (the paper's own dataset): under `valid` against dens: `cns` 0.3000 vs 0.2980 over 10 "
-                    "pairs, +0.0020 [-0.0010, +0.0050] level (width 0.0060; NDCG@20 worse; bootstrap better); under "
+                    "pairs, +0.0020 [-0.0010, +0.0050] level (width 0.0060; NDCG@20 worse; bootstrap better; a higher mean "
+                    "here: ahns 0.3100 (5 seeds)); under "
                     "`ood_valid` against pns: `cns` 0.0500 vs 0.0700 over 10 pairs, -0.0200 [-0.0300, -0.0100] worse. "
                     "CNSDiff: better in 0, level in 1, worse in 1 of 2 with an interval.")
     assert mine == ("- **mine**: under `valid` the best other method is not named yet; under `ood_valid` against ease: "
