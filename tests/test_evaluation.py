@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from data.interaction import EvalSet
-from util.evaluation import RankingEvaluator
+from util.evaluation import EvalBuffers, RankingEvaluator
 
 
 def _eval_set(truth_rows, mask_rows, n_users, n_items):
@@ -78,6 +78,33 @@ def test_matches_slow_reference_on_random_data(device, batch_users):
     assert got.keys() == ref.keys()
     for key in ref:
         assert got[key] == pytest.approx(ref[key], abs=1e-12), key
+
+
+def test_shared_buffers_give_the_numbers_of_fresh_memory(device):
+    rng = np.random.default_rng(3)
+    n_users, n_items = 50, 70
+    dense = rng.random((n_users, n_items))
+    mask = [(u, i) for u, i in zip(*np.nonzero(dense > 0.85))]
+    sets = [_eval_set([(u, i) for u, i in zip(*np.nonzero(dense < bound)) if u < users], mask, n_users, n_items)
+            for bound, users in ((0.08, 50), (0.05, 20))]  # two files of different sizes, several batches each
+    degree = rng.integers(1, 50, n_items).astype(np.float64)
+    evs = [RankingEvaluator(es.users, es.truth, es.mask, [5, 20], device, 7, degree, 0.1) for es in sets]
+    u = torch.from_numpy(rng.standard_normal((n_users, 8)).astype(np.float32)).to(device)
+    i = torch.from_numpy(rng.standard_normal((n_items, 8)).astype(np.float32)).to(device)
+    buffers = EvalBuffers(max(ev.batch_rows for ev in evs), n_items, torch.float32, device)
+    for ev in evs:
+        for start in range(0, len(ev.users_np), 7):  # each batch's top-k, bit for bit, in the buffer or fresh memory
+            end = min(start + 7, len(ev.users_np))
+            fresh, reused = ev.topk(u, i, 20, start, end), ev.topk(u, i, 20, start, end, buffers.scores)
+            assert torch.equal(fresh[0], reused[0]) and torch.equal(fresh[1], reused[1])
+            matrix = ev.topk(u @ i.T, None, 20, start, end), ev.topk(u @ i.T, None, 20, start, end, buffers.scores)
+            assert torch.equal(matrix[0][1], matrix[1][1])
+        assert ev.evaluate(u, i, buffers) == ev.evaluate(u, i)  # shared across files, or made for the call
+        assert ev.evaluate(u @ i.T, None, buffers) == ev.evaluate(u @ i.T, None)
+        assert not buffers.truth.any()  # cleared after every batch: a stale mask would count old hits
+    wide = (u.double(), i.double())  # float64 embeddings do not fit a float32 buffer: the call makes its own
+    assert not buffers.fits(7, n_items, torch.float64) and evs[0].evaluate(*wide, buffers) == evs[0].evaluate(*wide)
+    assert not EvalBuffers(3, n_items, torch.float32, device).fits(7, n_items, torch.float32)
 
 
 def test_topk_excludes_masked_items(device):

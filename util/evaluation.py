@@ -34,6 +34,20 @@ class _RowSlicer:
         return self.rows[a:b] - start, self.cols[a:b]
 
 
+class EvalBuffers:
+    """A score buffer and a cleared truth mask of `rows` x n_items, reused by every batch (and file) of one evaluation:
+    a fresh batch x n_items tensor per batch is fresh memory, whose page faults on a CPU cost about a third of the
+    score product (bench/bench_eval.py); the numbers are the same (tests/test_evaluation.py)."""
+
+    def __init__(self, rows: int, n_items: int, dtype: torch.dtype, device: torch.device):
+        self.scores = torch.empty(rows, n_items, dtype=dtype, device=device)
+        self.truth = torch.zeros(rows, n_items, dtype=torch.bool, device=device)  # all False between batches
+
+    def fits(self, rows: int, n_items: int, dtype: torch.dtype) -> bool:
+        """Whether batches of `rows` rows over n_items items of `dtype` fit."""
+        return self.scores.shape[0] >= rows and self.scores.shape[1] == n_items and self.scores.dtype == dtype
+
+
 class RankingEvaluator:
     """Evaluates one evaluation file (its users, held-out items and masked items) for any embeddings."""
 
@@ -64,15 +78,27 @@ class RankingEvaluator:
                 raise ValueError("pop_penalty needs item_popularity")
             self.penalty = (pop_penalty * torch.log1p(self.popularity)).float()
 
+    @property
+    def batch_rows(self) -> int:
+        """The rows of this file's largest batch."""
+        return min(self.batch_users, len(self.users_np))
+
     @torch.no_grad()
     def topk(self, user_emb: torch.Tensor, item_emb: Optional[torch.Tensor], k: int | None = None,
-             start: int = 0, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             start: int = 0, end: int | None = None,
+             out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k (scores, items) of eval users start..end-1 with their masked items excluded. With item_emb
-        None, user_emb is the whole (n_users, n_items) score matrix (a closed-form model's)."""
+        None, user_emb is the whole (n_users, n_items) score matrix (a closed-form model's). `out`: a buffer of
+        at least end - start rows for the scores (overwritten), else they go to fresh memory."""
         k = k or self.max_k
         end = len(self.users_np) if end is None else end
         rows = user_emb[self.users[start:end]]
-        scores = rows @ item_emb.T if item_emb is not None else rows.clone()
+        if out is None:
+            scores = rows @ item_emb.T if item_emb is not None else rows.clone()
+        elif item_emb is not None:
+            scores = torch.mm(rows, item_emb.T, out=out[: end - start])
+        else:
+            scores = out[: end - start].copy_(rows)
         if self.penalty is not None:
             scores -= self.penalty.to(scores.dtype)
         rows, cols = self.mask.block(start, end)
@@ -80,17 +106,22 @@ class RankingEvaluator:
         return torch.topk(scores, min(k, self.n_items), dim=1)
 
     @torch.no_grad()
-    def evaluate(self, user_emb: torch.Tensor, item_emb: Optional[torch.Tensor]) -> dict[str, float]:
-        """Metrics '<name>@K' for every K in top_n over all eval users (item_emb None: see topk)."""
+    def evaluate(self, user_emb: torch.Tensor, item_emb: Optional[torch.Tensor],
+                 buffers: Optional[EvalBuffers] = None) -> dict[str, float]:
+        """Metrics '<name>@K' for every K in top_n over all eval users (item_emb None: see topk); `buffers` are
+        used when they fit (several files evaluated one after another share one), else made for this call."""
         sums = torch.zeros(len(self.top_n), 4, dtype=torch.float64, device=self.device)
         n_users = len(self.users_np)
+        if buffers is None or not buffers.fits(self.batch_rows, self.n_items, user_emb.dtype):
+            buffers = EvalBuffers(self.batch_rows, self.n_items, user_emb.dtype, self.device)
         for start in range(0, n_users, self.batch_users):
             end = min(start + self.batch_users, n_users)
-            _, items = self.topk(user_emb, item_emb, self.max_k, start, end)
-            truth = torch.zeros(end - start, self.n_items, dtype=torch.bool, device=self.device)
+            _, items = self.topk(user_emb, item_emb, self.max_k, start, end, buffers.scores)
+            truth = buffers.truth[: end - start]
             rows, cols = self.truth.block(start, end)
             truth[rows, cols] = True
             hits = truth.gather(1, items).to(torch.float64)
+            truth[rows, cols] = False  # cleared for the next batch
             n_truth = self.n_truth[start:end]
             for row, k in enumerate(self.top_n):
                 h = hits[:, :k]
