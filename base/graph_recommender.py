@@ -21,8 +21,8 @@ from module.losses import get_loss_class
 from module.losses.base import RankingLoss
 from module.samplers import SAMPLERS, get_sampler_class
 from module.samplers.base import NegativeOutput, NegativeSampler, TrainBatch
-from util.logger import Progress
 from util.evaluation import EvalBuffers
+from util.logger import Progress
 from util.loss import l2_lightgcn, l2_selfrec
 from util.device import available_memory, host_device, human_bytes
 from util.draws import EpochSampler
@@ -276,7 +276,7 @@ class GraphRecommender(Checkpointing, Reporting):
             user_all, item_all = F.normalize(user_all, dim=-1), F.normalize(item_all, dim=-1)
         progress = Progress("evaluating", len(self.evaluators))
         metrics = {}
-        buffers = EvalBuffers(max(ev.batch_rows for ev in self.evaluators.values()), self.data.n_items,
+        buffers = EvalBuffers(max((ev.batch_rows for ev in self.evaluators.values()), default=0), self.data.n_items,
                               user_all.dtype, self.device)  # one for every file
         for n, (name, ev) in enumerate(self.evaluators.items()):
             metrics[name] = ev.evaluate(user_all, item_all, buffers)

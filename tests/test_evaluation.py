@@ -98,13 +98,19 @@ def test_shared_buffers_give_the_numbers_of_fresh_memory(device):
             fresh, reused = ev.topk(u, i, 20, start, end), ev.topk(u, i, 20, start, end, buffers.scores)
             assert torch.equal(fresh[0], reused[0]) and torch.equal(fresh[1], reused[1])
             matrix = ev.topk(u @ i.T, None, 20, start, end), ev.topk(u @ i.T, None, 20, start, end, buffers.scores)
-            assert torch.equal(matrix[0][1], matrix[1][1])
+            assert torch.equal(matrix[0][0], matrix[1][0]) and torch.equal(matrix[0][1], matrix[1][1])
         assert ev.evaluate(u, i, buffers) == ev.evaluate(u, i)  # shared across files, or made for the call
         assert ev.evaluate(u @ i.T, None, buffers) == ev.evaluate(u @ i.T, None)
         assert not buffers.truth.any()  # cleared after every batch: a stale mask would count old hits
     wide = (u.double(), i.double())  # float64 embeddings do not fit a float32 buffer: the call makes its own
-    assert not buffers.fits(7, n_items, torch.float64) and evs[0].evaluate(*wide, buffers) == evs[0].evaluate(*wide)
-    assert not EvalBuffers(3, n_items, torch.float32, device).fits(7, n_items, torch.float32)
+    assert not buffers.fits(7, n_items, wide[0]) and evs[0].evaluate(*wide, buffers) == evs[0].evaluate(*wide)
+    small = EvalBuffers(3, n_items, torch.float32, device)
+    assert not small.fits(7, n_items, u) and evs[0].evaluate(u, i, small) == evs[0].evaluate(u, i)
+    for bad in (small.scores, buffers.scores[:, :-1]):  # too few rows or items: a clear error, not a resized buffer
+        with pytest.raises(ValueError, match="does not hold 7 x 70 scores"):
+            evs[0].topk(u, i, 20, 0, 7, bad)
+    with pytest.raises(ValueError, match="does not hold"):  # float64 scores are not rounded into a float32 buffer
+        evs[0].topk(wide[0] @ wide[1].T, None, 20, 0, 7, buffers.scores)
 
 
 def test_topk_excludes_masked_items(device):

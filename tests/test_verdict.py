@@ -107,8 +107,8 @@ def test_the_verdict_and_the_readme_block_from_records(tmp_path):
     assert "In 1 of the 1 `better` comparison(s) another method, not the one validation named best, has a higher " \
            "mean OOD test Recall@20" in text and "better (a higher mean here: rns 0.4000 (3 seeds))" in text
     assert V.main([str(tmp_path), "--readme", str(readme), "--check"]) == 0
-    assert (tmp_path / "verdict.md").is_file() and "| d | valid | cns | dens | Recall@20 |" in (
-        tmp_path / "verdict.md").read_text() and "| better | rns 0.4000 (3 seeds) |" in (tmp_path / "verdict.md").read_text()
+    table = (tmp_path / "verdict.md").read_text()
+    assert "| d | valid | cns | dens | Recall@20 |" in table and "| better | rns 0.4000 (3 seeds) |" in table
     changed = text.replace("+0.0983", "+0.0984", 1)  # one digit
     readme.write_text(changed)
     assert V.main([str(tmp_path), "--readme", str(readme), "--check"]) == 1
@@ -240,9 +240,24 @@ def test_the_readmes_bullets_say_per_dataset_what_the_intervals_show():
     ]
     food, mine = V.dataset_bullets(records)
     assert food == ("- **food** (the paper's own dataset): under `valid` against dens: `cns` 0.3000 vs 0.2980 over 10 "
-                    "pairs, +0.0020 [-0.0010, +0.0050] level (width 0.0060; NDCG@20 worse; bootstrap better; a higher mean "
-                    "here: ahns 0.3100 (5 seeds)); under "
+                    "pairs, +0.0020 [-0.0010, +0.0050] level (width 0.0060; NDCG@20 worse; bootstrap better; a higher "
+                    "mean here: ahns 0.3100 (5 seeds)); under "
                     "`ood_valid` against pns: `cns` 0.0500 vs 0.0700 over 10 pairs, -0.0200 [-0.0300, -0.0100] worse. "
                     "CNSDiff: better in 0, level in 1, worse in 1 of 2 with an interval.")
     assert mine == ("- **mine**: under `valid` the best other method is not named yet; under `ood_valid` against ease: "
                     "`cns` no interval yet. CNSDiff: no interval yet.")
+
+
+def test_a_higher_mean_is_against_the_mean_shown_and_unpaired_seeds_say_so(tmp_path):
+    # cns has 5 seeds, dens the first 3: the shown means are over the 3 pairs (cns 0.30), cns's own 5-seed mean is
+    # 0.26; x (0.27) lies between them and is not above the mean shown
+    values = {"cns": {1: 0.29, 2: 0.30, 3: 0.31, 4: 0.20, 5: 0.20}, "dens": {1: 0.28, 2: 0.28, 3: 0.29},
+              "x": {1: 0.27, 2: 0.27, 3: 0.27}, "y": {1: 0.33, 2: 0.35, 3: 0.34}}
+    _grid(tmp_path, values, {"d/valid": "dens"})
+    recall = next(r for r in V.verdicts(tmp_path) if r["metric"] == "Recall@20")
+    assert recall["mean"] == pytest.approx(0.30) and recall["n"] == 3 and recall["above"] == "y 0.3400 (3 seeds)"
+    unpaired = tmp_path / "unpaired"
+    unpaired.mkdir()
+    _grid(unpaired, {"cns": {1: 0.30, 2: 0.31, 3: 0.32, 4: 0.30}, "dens": {11: 0.20, 12: 0.21}}, {"d/valid": "dens"})
+    (bullet,) = V.dataset_bullets(V.verdicts(unpaired))
+    assert "`cns` 0.3075 vs 0.2050 over 4 / 2 seeds (unpaired), +0.1025 [" in bullet

@@ -34,18 +34,25 @@ class _RowSlicer:
         return self.rows[a:b] - start, self.cols[a:b]
 
 
+def _holds(buffer: torch.Tensor, rows: int, n_items: int, like: torch.Tensor) -> bool:
+    """Whether `buffer` holds `rows` x n_items scores of like's dtype on like's device."""
+    return (buffer.shape[0] >= rows and buffer.shape[1] == n_items and buffer.dtype == like.dtype
+            and buffer.device == like.device)
+
+
 class EvalBuffers:
-    """A score buffer and a cleared truth mask of `rows` x n_items, reused by every batch (and file) of one evaluation:
-    a fresh batch x n_items tensor per batch is fresh memory, whose page faults on a CPU cost about a third of the
-    score product (bench/bench_eval.py); the numbers are the same (tests/test_evaluation.py)."""
+    """A score buffer and a cleared truth mask of `rows` x n_items, reused by every batch of an evaluation (and by
+    every file of a graph model's, which shares one): a fresh batch x n_items tensor per batch is fresh memory, whose
+    page faults on a CPU cost about a quarter of the batches' time (bench/bench_eval.py); the numbers are the same
+    (tests/test_evaluation.py)."""
 
     def __init__(self, rows: int, n_items: int, dtype: torch.dtype, device: torch.device):
         self.scores = torch.empty(rows, n_items, dtype=dtype, device=device)
         self.truth = torch.zeros(rows, n_items, dtype=torch.bool, device=device)  # all False between batches
 
-    def fits(self, rows: int, n_items: int, dtype: torch.dtype) -> bool:
-        """Whether batches of `rows` rows over n_items items of `dtype` fit."""
-        return self.scores.shape[0] >= rows and self.scores.shape[1] == n_items and self.scores.dtype == dtype
+    def fits(self, rows: int, n_items: int, like: torch.Tensor) -> bool:
+        """Whether batches of `rows` rows over n_items items of like's dtype and device fit."""
+        return _holds(self.scores, rows, n_items, like)
 
 
 class RankingEvaluator:
@@ -92,13 +99,19 @@ class RankingEvaluator:
         at least end - start rows for the scores (overwritten), else they go to fresh memory."""
         k = k or self.max_k
         end = len(self.users_np) if end is None else end
-        rows = user_emb[self.users[start:end]]
+        index = self.users[start:end]
         if out is None:
+            rows = user_emb[index]
             scores = rows @ item_emb.T if item_emb is not None else rows.clone()
-        elif item_emb is not None:
-            scores = torch.mm(rows, item_emb.T, out=out[: end - start])
         else:
-            scores = out[: end - start].copy_(rows)
+            if not _holds(out, end - start, self.n_items, user_emb):
+                raise ValueError(f"the score buffer ({tuple(out.shape)}, {out.dtype}, {out.device}) does not hold "
+                                 f"{end - start} x {self.n_items} scores of {user_emb.dtype} on {user_emb.device}")
+            scores = out[: end - start]
+            if item_emb is not None:
+                torch.mm(user_emb[index], item_emb.T, out=scores)
+            else:
+                torch.index_select(user_emb, 0, index, out=scores)
         if self.penalty is not None:
             scores -= self.penalty.to(scores.dtype)
         rows, cols = self.mask.block(start, end)
@@ -112,7 +125,7 @@ class RankingEvaluator:
         used when they fit (several files evaluated one after another share one), else made for this call."""
         sums = torch.zeros(len(self.top_n), 4, dtype=torch.float64, device=self.device)
         n_users = len(self.users_np)
-        if buffers is None or not buffers.fits(self.batch_rows, self.n_items, user_emb.dtype):
+        if buffers is None or not buffers.fits(self.batch_rows, self.n_items, user_emb):
             buffers = EvalBuffers(self.batch_rows, self.n_items, user_emb.dtype, self.device)
         for start in range(0, n_users, self.batch_users):
             end = min(start + self.batch_users, n_users)
