@@ -234,6 +234,17 @@ def bench_config(name: str, base: dict, repeats: int, device: torch.device, refe
     }
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type: an integer >= 1 (a count of repeats or threads), else argparse's one-line error, exit 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, dataset: str, configs: Optional[dict] = None,
                          dataset_root: str = "dataset", threads: int = 2) -> None:
     """The options every epoch benchmark takes (dataset, configurations of `configs` (default CONFIGS), repeats,
@@ -241,8 +252,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, dataset: str, configs:
     parser.add_argument("--dataset", default=dataset)
     parser.add_argument("--dataset-root", default=dataset_root)
     parser.add_argument("--configs", nargs="+", choices=list(configs or CONFIGS), default=list(configs or CONFIGS))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--repeats", type=at_least_one, default=5)
+    parser.add_argument("--threads", type=at_least_one, default=threads)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config key for every configuration (e.g. params.adar.reverse_stride=10); repeatable")

@@ -23,7 +23,7 @@ from typing import Optional
 
 import torch
 
-from bench.bench_epoch import _sync, build, checked_base
+from bench.bench_epoch import _sync, at_least_one, build, checked_base
 from model.graph.LightGCN import LightGCN
 from util.device import resolve_device
 from util.evaluation import EvalBuffers
@@ -57,8 +57,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="food")
     parser.add_argument("--dataset-root", default="dataset")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=at_least_one, default=5)
+    parser.add_argument("--threads", type=at_least_one, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)

@@ -1,0 +1,36 @@
+"""bench.bench_eval on coat (what it writes, not how fast), and the benches' counts refused before anything runs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import bench_epoch, bench_eval, bench_models
+
+
+def test_the_evaluation_is_timed_both_ways_and_written(tmp_path, shared):
+    out = tmp_path / "bench"
+    assert bench_eval.main(["--dataset", "coat", "--dataset-root", str(shared), "--repeats", "2", "--out",
+                            str(out)]) == 0
+    result = json.loads((out / "eval-coat-cpu.json").read_text())
+    assert result["repeats"] == 2 and result["threads"] == 1 and result["items"] > 0
+    assert set(result["eval_users"]) == {"valid", "test_ood"}  # coat has no IID test file
+    assert result["batches_fresh_s"] > 0 and result["batches_reused_s"] > 0 and result["evaluation_s"] > 0
+    low, high = result["ratio_range"]
+    assert low <= result["reused_over_fresh"] <= high
+
+
+@pytest.mark.parametrize("main", [bench_epoch.main, bench_eval.main, bench_models.main])
+@pytest.mark.parametrize("flag,value", [("--repeats", "0"), ("--threads", "-1"), ("--repeats", "five")])
+def test_a_count_below_one_is_argparses_one_line_error(main, flag, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([flag, value, "--out", str(tmp_path / "bench")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"argument {flag}: must be an integer >= 1, got '{value}'")
+    assert not (tmp_path / "bench").exists()
+
+
+def test_a_missing_dataset_is_exit_2_before_timing(tmp_path, caplog):
+    assert bench_eval.main(["--dataset-root", str(tmp_path), "--out", str(tmp_path / "bench")]) == 2
+    assert "not found" in caplog.text and not (tmp_path / "bench").exists()
