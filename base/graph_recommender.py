@@ -276,8 +276,7 @@ class GraphRecommender(Checkpointing, Reporting):
             user_all, item_all = F.normalize(user_all, dim=-1), F.normalize(item_all, dim=-1)
         progress = Progress("evaluating", len(self.evaluators))
         metrics = {}
-        buffers = EvalBuffers(max((ev.batch_rows for ev in self.evaluators.values()), default=0), self.data.n_items,
-                              user_all.dtype, self.device)  # one for every file
+        buffers = EvalBuffers.shared(self.evaluators.values(), user_all)
         for n, (name, ev) in enumerate(self.evaluators.items()):
             metrics[name] = ev.evaluate(user_all, item_all, buffers)
             progress.update(n + 1)

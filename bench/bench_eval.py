@@ -72,8 +72,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     rec = build("rns", base, device, max_batches=1)
     with torch.no_grad():
         user_all, item_all = rec.model()
-    buffers = EvalBuffers(max(ev.batch_rows for ev in rec.evaluators.values()), rec.data.n_items, user_all.dtype,
-                          device)
+    buffers = EvalBuffers.shared(rec.evaluators.values(), user_all)
     time_batches(rec, user_all, item_all, buffers, device)  # warm-up
     fresh, reused, ratios, whole = [], [], [], []
     for _ in range(args.repeats):

@@ -141,8 +141,9 @@ def _above(mean: Optional[float], metric: str, others: dict[str, Any]) -> str:
     higher = []
     for name, entry in others.items():
         values = list(_values(entry, metric).values())
-        if values and float(np.mean(values)) > mean:
-            higher.append((float(np.mean(values)), name, len(values)))
+        theirs = float(np.mean(values)) if values else None
+        if theirs is not None and theirs > mean:
+            higher.append((theirs, name, len(values)))
     return ", ".join(f"{name} {_mean(value)} ({n} seeds)" for value, name, n in sorted(higher, reverse=True))
 
 
@@ -324,11 +325,21 @@ def _diff(rec: dict[str, Any]) -> str:
     return f"{_num(rec['diff'])} [{_num(rec['low'])}, {_num(rec['high'])}]" if "word" in rec else ""
 
 
+def _width(rec: dict[str, Any]) -> str:
+    """`width W`: the width of a record's t interval."""
+    return f"width {rec['high'] - rec['low']:.4f}"
+
+
+def _tally(words: list[str]) -> str:
+    """`better in B, level in L, worse in W`: a count of verdict words."""
+    return f"better in {words.count('better')}, level in {words.count('level')}, worse in {words.count('worse')}"
+
+
 def _word(rec: dict[str, Any]) -> str:
     """The verdict word (with the interval's width when level), or why there is none."""
     if "word" not in rec:
         return "no interval yet" if rec.get("other") else "best other not named yet"
-    return f"{rec['word']} (width {rec['high'] - rec['low']:.4f})" if rec["word"] == "level" else rec["word"]
+    return f"{rec['word']} ({_width(rec)})" if rec["word"] == "level" else rec["word"]
 
 
 def answer_block(records: list[dict[str, Any]], results: Path) -> str:
@@ -397,7 +408,7 @@ def dataset_bullets(records: list[dict[str, Any]]) -> list[str]:
                 if "word" not in r:
                     shown_methods.append(f"`{r['method']}` {_word(r)}")
                     continue
-                notes = [f"width {r['high'] - r['low']:.4f}"] if r["word"] == "level" else []
+                notes = [_width(r)] if r["word"] == "level" else []
                 ndcg = column.get((r["method"], "NDCG@20"), {})
                 if "word" in ndcg and ndcg["word"] != r["word"]:
                     notes.append(f"NDCG@20 {ndcg['word']}")
@@ -410,8 +421,7 @@ def dataset_bullets(records: list[dict[str, Any]]) -> list[str]:
                                      f"{_diff(r)} {r['word']}" + (f" ({'; '.join(notes)})" if notes else ""))
             parts.append(f"under `{protocol}` against {other}: " + ", ".join(shown_methods))
         words = [r["word"] for r in mine if r["metric"] == "Recall@20" and "word" in r]
-        count = (f"better in {words.count('better')}, level in {words.count('level')}, worse in "
-                 f"{words.count('worse')} of {len(words)} with an interval" if words else "no interval yet")
+        count = f"{_tally(words)} of {len(words)} with an interval" if words else "no interval yet"
         own = " (the paper's own dataset)" if dataset in PAPER_DATASETS else ""
         lines.append(f"- **{dataset}**{own}: " + "; ".join(parts) + f". CNSDiff: {count}.")
     return lines

@@ -11,7 +11,7 @@ With pop_penalty gamma > 0 items are ranked by score - gamma * log(1 + training 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,13 +42,20 @@ def _holds(buffer: torch.Tensor, rows: int, n_items: int, like: torch.Tensor) ->
 
 class EvalBuffers:
     """A score buffer and a cleared truth mask of `rows` x n_items, reused by every batch of an evaluation (and by
-    every file of a graph model's, which shares one): a fresh batch x n_items tensor per batch is fresh memory, whose
+    every file of a run's, which shares one: `shared`): a fresh batch x n_items tensor per batch is fresh memory, whose
     page faults on a CPU cost about a quarter of the batches' time (bench/bench_eval.py); the numbers are the same
     (tests/test_evaluation.py)."""
 
     def __init__(self, rows: int, n_items: int, dtype: torch.dtype, device: torch.device):
         self.scores = torch.empty(rows, n_items, dtype=dtype, device=device)
         self.truth = torch.zeros(rows, n_items, dtype=torch.bool, device=device)  # all False between batches
+
+    @classmethod
+    def shared(cls, evaluators: Iterable["RankingEvaluator"], like: torch.Tensor) -> "EvalBuffers":
+        """Buffers for evaluating these files one after another with embeddings (or a score matrix) like `like`."""
+        evaluators = list(evaluators)
+        rows = max((ev.batch_rows for ev in evaluators), default=0)
+        return cls(rows, evaluators[0].n_items if evaluators else 0, like.dtype, like.device)
 
     def fits(self, rows: int, n_items: int, like: torch.Tensor) -> bool:
         """Whether batches of `rows` rows over n_items items of like's dtype and device fit."""
