@@ -183,6 +183,26 @@ def dataset_size(runner: GridRunner, dataset: str) -> tuple[int, int, int]:
     return len(set(raw.users)), len(set(raw.items)), len(raw.users)
 
 
+def _best_other_range(runner: GridRunner, dataset: str, first: list[Cell], records: list[dict[str, Any]],
+                      sizes: dict[str, tuple[int, int, int]]) -> tuple[float, float]:
+    """(least, most) CPU seconds of the power seeds that the best other method of `dataset` will add, before it is
+    named: each eligible method's extra seeds times the mean full-rule estimate of its first-seed cells; the least
+    is the cheapest method chosen once for every protocol, the most the dearest with another choice per protocol."""
+    grid = runner.grid
+    costs = []
+    for method in dict.fromkeys(c.method for c in first if c.dataset == dataset):
+        if method in grid.power.methods or method in grid.deferred:
+            continue
+        extra = len(grid.seeds_for(dataset, method, True)) - len(grid.seeds_for(dataset, method, False))
+        full = [replace(c, keys={**c.keys, "early_stop.halt_after": 0}, halted_at=None)
+                for c in first if c.dataset == dataset and c.method == method]
+        estimates = [estimate_seconds(c, records, sizes) or 0.0 for c in full]
+        costs.append(extra * float(np.mean(estimates)))
+    if not costs:
+        return 0.0, 0.0
+    return min(costs), max(costs) * len(grid.protocols)
+
+
 def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs: int,
                records_root: Path = REPO / "results" / "grids") -> list[str]:
     """The dry run's estimate of the CPU time the remaining cells need, from the committed run records (scaled by
@@ -260,9 +280,11 @@ def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs
                          f"e.g. {blind[0]}")
         if power is not None and power.best_other:
             undecided = sorted({k.split("/", 1)[0] for k in waiting} - {k.split("/", 1)[0] for k in runner.best_other})
-            if undecided:
-                lines.append(f"  not counted: the power seeds of the best other method of {', '.join(undecided)} "
-                             f"(chosen once every first seed there has ended)")
+            for dataset in undecided:
+                low, high = _best_other_range(runner, dataset, first, records, sizes)
+                lines.append(f"  the power seeds of the best other method of {dataset} (chosen once every first seed "
+                             f"there has ended): +{low / 3600:.1f} h (the cheapest other method, one choice for every "
+                             f"protocol) to +{high / 3600:.1f} h (the dearest, a different choice per protocol)")
     out = runner.out.resolve()
     own = records if out.parent == Path(records_root).resolve() else run_records(out.parent)
     spent = [r["seconds"] for r in own if r["grid"] == out.name]

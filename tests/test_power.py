@@ -207,6 +207,41 @@ def test_a_dataset_without_records_is_estimated_by_scaling_anothers(tmp_path):
     assert estimate_seconds(halted, records, {"coat": (20, 60, 200)}) == pytest.approx(12.0 * 3)  # the rung only
 
 
+
+def test_the_best_other_methods_power_seeds_are_estimated_as_a_range_before_it_is_named(tmp_path):
+    from bench.cost import _best_other_range, cost_lines
+    from tests.test_grid import _record
+    records = tmp_path / "records"
+    _record(records, "old", "coat", "rns", {"negative.sampler": "rns"}, 2.0, 10)  # 2 s x (best 0 + patience 10)
+    _record(records, "old", "coat", "ease", {"model.name": "EASE"}, 7.0, 1)  # fitted once: 7 s
+    _record(records, "old", "coat", "cns", {"negative.sampler": "cnsdiff"}, 50.0, 10)
+    _record(records, "old", "coat", "sl", {"negative.sampler": "rns", "loss.name": "softmax"}, 90.0, 10)
+    grid = Grid("t", ["coat"], ["valid", "ood_valid"], [1, 2],
+                {"rns": {"keys": {"negative.sampler": "rns", "max.epoch": 100}},
+                 "ease": {"keys": {"model.name": "EASE"}, "search": {"EASE.lambda": [1, 2]}},
+                 "cns": {"keys": {"negative.sampler": "cnsdiff"}},
+                 "sl": {"keys": {"negative.sampler": "rns", "loss.name": "softmax"}}},
+                power=Power(seeds=[1, 2, 3, 4, 5], methods=["cns"], at_least={"rns": 4}), deferred=["sl"])
+    runner = GridRunner(grid, tmp_path / "out", tmp_path)
+    data = {"dataset": "coat"}
+    first = [runner.cell("coat", m, c, 1, data) for m in grid.methods for c in grid.candidates(m)]
+    all_records = run_records(records)
+    # the power seeds beyond each method's own: RNS 5 - 4 (its at_least) = 1 seed of 20 s, EASE 5 - 2 = 3 fits of
+    # 7 s; the method under test and the deferred method are never the best other
+    low, high = _best_other_range(runner, "coat", first, all_records, {})
+    assert low == pytest.approx(20.0) and high == pytest.approx(21.0 * 2)
+    # a grid where only the dear method is eligible: its seconds bound both ends
+    grid.deferred = ["sl", "ease"]
+    assert _best_other_range(runner, "coat", first, all_records, {}) == (pytest.approx(20.0), pytest.approx(40.0))
+    grid.deferred = ["sl"]
+    runner.plan = lambda datasets: (first, [], {f"coat/{m}": {"valid": None, "ood_valid": None} for m in grid.methods})
+    runner.best_other = {}
+    lines = cost_lines(runner, ["coat"], False, 1, records)
+    assert any(line.startswith("  the power seeds of the best other method of coat (chosen once every first seed there "
+                               "has ended): +0.0 h") for line in lines)
+    runner.best_other = {"coat/valid": "rns", "coat/ood_valid": "rns"}  # named: its seeds are listed cells instead
+    assert not any("power seeds of the best other" in line for line in cost_lines(runner, ["coat"], False, 1, records))
+
 def test_a_halved_grid_continues_its_kept_candidates_into_the_runs_a_full_grid_makes(shared, tmp_path):
     text = ("name: h\ndatasets: [coat]\nprotocols: [valid, ood_valid]\nseeds: [1]\n"
             "keys: {max.epoch: 4, early_stop.patience: 0, fhn.probe: 0, LightGCN.n_layer: 1}\n"
