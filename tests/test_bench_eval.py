@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from bench import bench_epoch, bench_eval, bench_models
+from bench import bench_epoch, bench_eval, bench_models, bench_spmm
 
 
 def test_the_evaluation_is_timed_both_ways_and_written(tmp_path, shared):
@@ -20,7 +20,7 @@ def test_the_evaluation_is_timed_both_ways_and_written(tmp_path, shared):
     assert low <= result["reused_over_fresh"] <= high
 
 
-@pytest.mark.parametrize("main", [bench_epoch.main, bench_eval.main, bench_models.main])
+@pytest.mark.parametrize("main", [bench_epoch.main, bench_eval.main, bench_models.main, bench_spmm.main])
 @pytest.mark.parametrize("flag,value", [("--repeats", "0"), ("--threads", "-1"), ("--repeats", "five")])
 def test_a_count_below_one_is_argparses_one_line_error(main, flag, value, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
