@@ -245,16 +245,22 @@ def at_least_one(text: str) -> int:
     return value
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, dataset: str, configs: Optional[dict] = None,
-                         dataset_root: str = "dataset", threads: int = 2) -> None:
-    """The options every epoch benchmark takes (dataset, configurations of `configs` (default CONFIGS), repeats,
-    threads, out, --set)."""
+def add_timing_arguments(parser: argparse.ArgumentParser, dataset: str = "food", dataset_root: str = "dataset",
+                         threads: int = 1) -> None:
+    """The options every benchmark takes: dataset, dataset root, repeats, threads, out."""
     parser.add_argument("--dataset", default=dataset)
     parser.add_argument("--dataset-root", default=dataset_root)
-    parser.add_argument("--configs", nargs="+", choices=list(configs or CONFIGS), default=list(configs or CONFIGS))
     parser.add_argument("--repeats", type=at_least_one, default=5)
     parser.add_argument("--threads", type=at_least_one, default=threads)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, dataset: str, configs: Optional[dict] = None,
+                         dataset_root: str = "dataset", threads: int = 2) -> None:
+    """The options every epoch benchmark takes (add_timing_arguments', configurations of `configs` (default
+    CONFIGS), --set)."""
+    add_timing_arguments(parser, dataset, dataset_root, threads)
+    parser.add_argument("--configs", nargs="+", choices=list(configs or CONFIGS), default=list(configs or CONFIGS))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config key for every configuration (e.g. params.adar.reverse_stride=10); repeatable")
 

@@ -18,12 +18,11 @@ import logging
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-from bench.bench_epoch import _sync, at_least_one, build, checked_base
+from bench.bench_epoch import _sync, add_timing_arguments, build, checked_base
 from model.graph.LightGCN import LightGCN
 from util.device import resolve_device
 from util.evaluation import EvalBuffers
@@ -55,12 +54,8 @@ def time_batches(rec: LightGCN, user_all: torch.Tensor, item_all: torch.Tensor, 
 def main(argv: Optional[list[str]] = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="food")
-    parser.add_argument("--dataset-root", default="dataset")
-    parser.add_argument("--repeats", type=at_least_one, default=5)
-    parser.add_argument("--threads", type=at_least_one, default=1)
+    add_timing_arguments(parser)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
     args.configs, args.overrides = ["rns"], []
     logging.basicConfig(level=logging.WARNING)

@@ -18,7 +18,6 @@ import math
 import statistics
 import sys
 import time
-from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
@@ -27,7 +26,7 @@ import torch
 import base.torch_interface as TI
 import util.device
 from base.torch_interface import sparse_mm
-from bench.bench_epoch import at_least_one, build, checked_base
+from bench.bench_epoch import add_timing_arguments, at_least_one, build, checked_base
 from util.io import atomic_write_json
 
 
@@ -67,13 +66,9 @@ def summary(pairs: list[tuple[float, float]], per: int) -> dict[str, Any]:
 def main(argv: Optional[list[str]] = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="food")
-    parser.add_argument("--dataset-root", default="dataset")
-    parser.add_argument("--repeats", type=at_least_one, default=5)
-    parser.add_argument("--threads", type=at_least_one, default=1)
+    add_timing_arguments(parser)
     parser.add_argument("--batches", type=at_least_one, default=10, help="products and propagations per repeat")
     parser.add_argument("--layers", type=at_least_one, default=3, help="LightGCN.n_layer (the main grid's 3)")
-    parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
     args.configs, args.overrides = ["rns"], []
     logging.basicConfig(level=logging.WARNING)
