@@ -257,8 +257,8 @@ def add_timing_arguments(parser: argparse.ArgumentParser, dataset: str = "food",
 
 def add_common_arguments(parser: argparse.ArgumentParser, dataset: str, configs: Optional[dict] = None,
                          dataset_root: str = "dataset", threads: int = 2) -> None:
-    """The options every epoch benchmark takes (add_timing_arguments', configurations of `configs` (default
-    CONFIGS), --set)."""
+    """The options every epoch benchmark takes: those of add_timing_arguments, the configurations of `configs`
+    (default CONFIGS) and --set."""
     add_timing_arguments(parser, dataset, dataset_root, threads)
     parser.add_argument("--configs", nargs="+", choices=list(configs or CONFIGS), default=list(configs or CONFIGS))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

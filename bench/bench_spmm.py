@@ -7,8 +7,9 @@ many backward; they were most of a yelp2018 epoch's training time. Timed with to
 each step both ways one right after the other, the way that goes first alternating from step to step (this
 machine's speed drifts, and the second of two steps finds their data in cache): `--batches` bare products (the
 adjacency times the layer-0 embeddings), `--batches` propagations (forward and backward, as a training batch makes
-them), and one RNS training epoch, per repeat; kernel / torch is the median of the repeats' ratios. Only the
-product's dispatch is switched (products_by_torch). Writes results/bench/spmm-DATASET-cpu.json.
+them), and one RNS training epoch (the wall time of train_epoch: sampling and training, no evaluation), per repeat;
+kernel / torch is the median of the repeats' ratios. Only the product's dispatch is switched (products_by_torch).
+Writes results/bench/spmm-DATASET-cpu.json.
 """
 from __future__ import annotations
 
@@ -42,11 +43,12 @@ def products_by_torch(on: bool) -> Iterator[None]:
         TI.host_path = previous
 
 
-def alternate(step: Callable[[], object], times: int) -> tuple[float, float]:
+def alternate(step: Callable[[], object], times: int, first: int = 0) -> tuple[float, float]:
     """Seconds of `times` steps with torch.sparse.mm and with the kernel: each step both ways, one right after the
-    other, the way that goes first alternating from step to step."""
+    other, the way that goes first alternating from step to step (torch first at the even counts from `first`, so
+    that one step per repeat alternates across the repeats)."""
     seconds = {True: 0.0, False: 0.0}
-    for i in range(times):
+    for i in range(first, first + times):
         for on in ((True, False) if i % 2 == 0 else (False, True)):
             with products_by_torch(on):
                 t0 = time.perf_counter()
@@ -89,12 +91,13 @@ def main(argv: Optional[list[str]] = None) -> int:
              "propagation": (propagation, args.batches), "rns_epoch": (lambda: rec.train_epoch(1), 1)}
     result: dict[str, Any] = {"dataset": args.dataset, "threads": torch.get_num_threads(), "repeats": args.repeats,
                               "layers": encoder.n_layers, "nnz": int(encoder.adj.values().numel()),
-                              "batches": math.ceil(rec.data.train.nnz / rec.config.batch_size)}
+                              "steps": args.batches,  # products and propagations per repeat and way
+                              "epoch_batches": math.ceil(rec.data.train.nnz / rec.config.batch_size)}
     for name, (step, per) in parts.items():
-        result[name] = summary([alternate(step, per) for _ in range(args.repeats)], per)
+        result[name] = summary([alternate(step, per, first=r) for r in range(args.repeats)], per)
     atomic_write_json(args.out / f"spmm-{args.dataset}-cpu.json", result)
     print(f"{args.dataset}, {result['threads']} thread(s), {encoder.n_layers} layers, {result['nnz']} nonzeros, "
-          f"{result['batches']} batches an epoch; medians of {args.repeats}")
+          f"{result['epoch_batches']} batches an epoch; medians of {args.repeats}")
     for name, label in (("product", "one bare product"), ("propagation", "a propagation, forward and backward"),
                         ("rns_epoch", "an RNS training epoch")):
         r = result[name]

@@ -1,7 +1,8 @@
 """A CSR sparse times dense product in numba: out = A x, bit for bit what torch.sparse.mm gives on the CPU (each
-output row sums its nonzeros' products in their column order, a multiply then an add, from zero), about half its
-time on LightGCN's propagation (docs/speed.md). Rows run in parallel blocks; each row's order is fixed, so the
-result does not depend on the thread count."""
+output row sums its nonzeros' products in their column order, a multiply then an add, from zero), faster on
+LightGCN's propagation (docs/speed.md#propagation). Rows run in parallel blocks; each row's order is fixed, so the
+result does not depend on the thread count. Numba's workqueue layer runs one parallel kernel at a time: call it
+from one Python thread (the grids run their jobs as processes)."""
 from __future__ import annotations
 
 import numba
@@ -29,19 +30,27 @@ def _csr_matmul(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np
 
 
 def csr_matmul(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray,
-               out: np.ndarray | None = None) -> np.ndarray:
-    """A x as a float32 (rows, d) array, for A given by CSR arrays (int64 indptr and indices, float32 data) and a
-    float32 (columns, d) x; `out`, if given, is filled and returned."""
+               out: np.ndarray | None = None, trusted: bool = False) -> np.ndarray:
+    """A x as a float32 (rows, d) array, for A given by CSR arrays (integer indptr and indices, float32 data) and a
+    float32 (columns, d) x; `out`, if given, is filled and returned. trusted: skip the scan of every column index
+    (a caller whose matrix was checked when it was built)."""
     rows = len(indptr) - 1
     if x.ndim != 2 or x.dtype != np.float32 or data.dtype != np.float32:
         raise ValueError(f"csr_matmul: x must be a float32 matrix and data float32, got x {x.dtype} {x.shape}, "
                          f"data {data.dtype}")
-    if len(indices) and int(indices.max()) >= x.shape[0]:
-        raise ValueError(f"csr_matmul: a column index {int(indices.max())} is outside x's {x.shape[0]} rows")
+    if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+        raise ValueError(f"csr_matmul: indptr and indices must be integers, got {indptr.dtype} and {indices.dtype}")
+    if rows < 0 or indptr[0] != 0 or indptr[-1] != len(indices) or len(indices) != len(data):
+        raise ValueError(f"csr_matmul: inconsistent CSR arrays (indptr from {indptr[0] if rows >= 0 else None} to "
+                         f"{indptr[-1] if rows >= 0 else None}, {len(indices)} indices, {len(data)} values)")
+    if not trusted and len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= x.shape[0]):
+        raise ValueError(f"csr_matmul: a column index is outside x's rows [0, {x.shape[0]})")
     if out is None:
         out = np.empty((rows, x.shape[1]), dtype=np.float32)
     elif out.shape != (rows, x.shape[1]) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"csr_matmul: out must be a contiguous float32 {(rows, x.shape[1])} array, got "
                          f"{out.dtype} {out.shape}")
+    elif np.shares_memory(out, x):
+        raise ValueError("csr_matmul: out shares memory with x")
     _csr_matmul(indptr, indices, data, np.ascontiguousarray(x), out)
     return out
