@@ -147,6 +147,11 @@ class SELFRec:
                          status.get("epoch", "?"), gone)
                 stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
                 cfg.record = {k: stored[k] for k in RECORD_CHECKED if k in stored}
+                now = git_commit()
+                if "commit" in cfg.record and now != cfg.record["commit"]:
+                    cfg.resumed_at = now
+                    log.warning("resuming run %s, started at commit %s, with the code of commit %s",
+                                run_dir.name, cfg.record["commit"], now)
                 self._check_data(run_dir, cfg.record, files)
                 self._resume_threads(run_dir)
             for line in not_default(cfg):

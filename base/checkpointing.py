@@ -79,6 +79,8 @@ class Checkpointing:
         last = state["epoch"]
         self.stopped_early = bool(state["stopped_early"]) and (self.halts(last) or self.stop_due(last))
         note = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+        if self.config.resumed_at:  # the rest of the run is trained by other code than its record's commit
+            note += f" (continued at commit {self.config.resumed_at})"
         self.writer.lengthen_config(now, f"after epoch {last + 1}: {note}")
         self.save_checkpoint(last, improved=False)  # checkpoint and config.json agree again (also if it stops here)
         log.info("stopping rule lengthened after epoch %d (%s): %s", last + 1, note,

@@ -127,6 +127,7 @@ class RunConfig:
     source: dict[str, Any] = field(default_factory=dict)  # the flat key -> value input it was resolved from
     layers: dict[str, str] = field(default_factory=dict)  # every key (and params.SAMPLER.FIELD) -> where its value came from
     record: dict[str, Any] = field(default_factory=dict)  # the run's record keys (RECORD_CHECKED), set by SELFRec
+    resumed_at: str = ""  # on --resume, the commit of the code now running where it is not the record's (SELFRec)
 
     def data_name(self) -> str:
         """The preset's name, else the training file's folder: the dataset part of a run folder's name."""

@@ -67,6 +67,22 @@ def _halving_grid(keep=1):
                   search={"learning.rate": [0.1, 0.2, 0.3, 0.4]}, halving=Halving(["coat"], rung=2, keep=keep))
 
 
+
+def test_a_run_continued_by_the_code_of_another_commit_says_so(shared, tmp_path, monkeypatch, caplog):
+    import SELFRec
+    from main import main as run_main
+    keys = ["dataset=coat", f"dataset.root={shared}", "max.epoch=3", "early_stop.patience=0", "fhn.probe=0",
+            "LightGCN.n_layer=1", "seed=7", f"output={tmp_path}", f"log.dir={tmp_path}/log", "early_stop.halt_after=1"]
+    monkeypatch.setattr(SELFRec, "git_commit", lambda: "aaaaaaa")
+    assert run_main(sum((["--set", k] for k in keys), [])) == 0
+    run = next(tmp_path.glob("*/epochs.csv")).parent
+    monkeypatch.setattr(SELFRec, "git_commit", lambda: "bbbbbbb")
+    assert run_main(["--resume", str(run), "--set", "early_stop.halt_after=0"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["commit"] == "aaaaaaa"  # the record's commit is the start's
+    assert config["lengthened"] == ["after epoch 1: early_stop.halt_after 1 -> 0 (continued at commit bbbbbbb)"]
+    assert "started at commit aaaaaaa, with the code of commit bbbbbbb" in caplog.text
+
 def test_halving_lists_the_rung_then_the_best_of_each_protocol_under_the_full_rule(tmp_path):
     grid = _halving_grid()
     runner = GridRunner(grid, tmp_path, tmp_path)
