@@ -7,9 +7,10 @@ many backward; they were most of a yelp2018 epoch's training time. Timed with to
 each step both ways one right after the other, the way that goes first alternating from step to step (this
 machine's speed drifts, and the second of two steps finds their data in cache): `--batches` bare products (the
 adjacency times the layer-0 embeddings), `--batches` propagations (forward and backward, as a training batch makes
-them), and one RNS training epoch (the wall time of train_epoch: sampling and training, no evaluation), per repeat;
+them), and one training epoch of `--sampler` (default RNS; the wall time of train_epoch: sampling and training, no
+evaluation), per repeat;
 kernel / torch is the median of the repeats' ratios. Only the product's dispatch is switched (products_by_torch).
-Writes results/bench/spmm-DATASET-cpu.json.
+Writes results/bench/spmm-DATASET-SAMPLER-cpu.json.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch
 import base.torch_interface as TI
 import util.device
 from base.torch_interface import sparse_mm
-from bench.bench_epoch import add_timing_arguments, at_least_one, build, checked_base
+from bench.bench_epoch import CONFIGS, add_timing_arguments, at_least_one, build, checked_base
 from util.io import atomic_write_json
 
 
@@ -71,15 +72,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     add_timing_arguments(parser)
     parser.add_argument("--batches", type=at_least_one, default=10, help="products and propagations per repeat")
     parser.add_argument("--layers", type=at_least_one, default=3, help="LightGCN.n_layer (the main grid's 3)")
+    parser.add_argument("--sampler", choices=list(CONFIGS), default="rns", help="the epoch's sampler configuration")
     args = parser.parse_args(argv)
-    args.configs, args.overrides = ["rns"], []
+    args.configs, args.overrides = [args.sampler], []
     logging.basicConfig(level=logging.WARNING)
     util.device.set_threads(args.threads)
     base = checked_base(args, {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": "cpu",
                                "LightGCN.n_layer": args.layers})
     if base is None:
         return 2
-    rec = build("rns", base, torch.device("cpu"))  # its warm-up epoch compiles the kernel
+    rec = build(args.sampler, base, torch.device("cpu"))  # its warm-up epoch compiles the kernel
     encoder = rec.model
     x = torch.cat([encoder.user_emb, encoder.item_emb]).detach()
 
@@ -88,18 +90,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         (user.sum() + item.sum()).backward()
 
     parts = {"product": (lambda: sparse_mm(encoder.adj, x), args.batches),
-             "propagation": (propagation, args.batches), "rns_epoch": (lambda: rec.train_epoch(1), 1)}
-    result: dict[str, Any] = {"dataset": args.dataset, "threads": torch.get_num_threads(), "repeats": args.repeats,
+             "propagation": (propagation, args.batches), "epoch": (lambda: rec.train_epoch(1), 1)}
+    result: dict[str, Any] = {"dataset": args.dataset, "sampler": args.sampler, "threads": torch.get_num_threads(),
+                              "repeats": args.repeats,
                               "layers": encoder.n_layers, "nnz": int(encoder.adj.values().numel()),
                               "steps": args.batches,  # products and propagations per repeat and way
                               "epoch_batches": math.ceil(rec.data.train.nnz / rec.config.batch_size)}
     for name, (step, per) in parts.items():
         result[name] = summary([alternate(step, per, first=r) for r in range(args.repeats)], per)
-    atomic_write_json(args.out / f"spmm-{args.dataset}-cpu.json", result)
+    atomic_write_json(args.out / f"spmm-{args.dataset}-{args.sampler}-cpu.json", result)
     print(f"{args.dataset}, {result['threads']} thread(s), {encoder.n_layers} layers, {result['nnz']} nonzeros, "
           f"{result['epoch_batches']} batches an epoch; medians of {args.repeats}")
     for name, label in (("product", "one bare product"), ("propagation", "a propagation, forward and backward"),
-                        ("rns_epoch", "an RNS training epoch")):
+                        ("epoch", f"a training epoch of {args.sampler}")):
         r = result[name]
         print(f"{label}: torch.sparse.mm {r['torch_s'] * 1e3:.1f} ms, kernel {r['kernel_s'] * 1e3:.1f} ms, ratio "
               f"{r['kernel_over_torch']:.2f} ({r['range'][0]:.2f}-{r['range'][1]:.2f})")
