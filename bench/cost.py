@@ -183,6 +183,13 @@ def dataset_size(runner: GridRunner, dataset: str) -> tuple[int, int, int]:
     return len(set(raw.users)), len(set(raw.items)), len(raw.users)
 
 
+def _full_rule_estimates(cells: list[Cell], records: list[dict[str, Any]],
+                         sizes: dict[str, tuple[int, int, int]]) -> list[Optional[float]]:
+    """Each cell's estimate under the full stopping rule (a halving's rung lifted); None where no record covers it."""
+    return [estimate_seconds(replace(c, keys={**c.keys, "early_stop.halt_after": 0}, halted_at=None), records, sizes)
+            for c in cells]
+
+
 def _best_other_range(runner: GridRunner, dataset: str, first: list[Cell], records: list[dict[str, Any]],
                       sizes: dict[str, tuple[int, int, int]]) -> tuple[float, float]:
     """(least, most) CPU seconds of the power seeds that the best other method of `dataset` will add, before it is
@@ -194,10 +201,9 @@ def _best_other_range(runner: GridRunner, dataset: str, first: list[Cell], recor
         if method in grid.power.methods or method in grid.deferred:
             continue
         extra = len(grid.seeds_for(dataset, method, True)) - len(grid.seeds_for(dataset, method, False))
-        full = [replace(c, keys={**c.keys, "early_stop.halt_after": 0}, halted_at=None)
-                for c in first if c.dataset == dataset and c.method == method]
-        estimates = [estimate_seconds(c, records, sizes) or 0.0 for c in full]
-        costs.append(extra * float(np.mean(estimates)))
+        estimates = _full_rule_estimates([c for c in first if c.dataset == dataset and c.method == method], records,
+                                         sizes)
+        costs.append(extra * float(np.mean([e or 0.0 for e in estimates])))
     if not costs:
         return 0.0, 0.0
     return min(costs), max(costs) * len(grid.protocols)
@@ -259,8 +265,7 @@ def cost_lines(runner: GridRunner, datasets: list[str], retry_failed: bool, jobs
             cells = [c for c in first if c.dataset == dataset and c.method == method]
             powered = power is not None and method in power.methods
             seeds = len(runner.grid.seeds_for(dataset, method, powered)) - 1
-            full = [replace(c, keys={**c.keys, "early_stop.halt_after": 0}, halted_at=None) for c in cells]
-            estimates = [estimate_seconds(c, records, sizes) for c in full]
+            estimates = _full_rule_estimates(cells, records, sizes)
             if any(e is None for e in estimates):
                 blind.append(key)
             per = [e or 0.0 for e in estimates]

@@ -31,6 +31,7 @@ def test_a_count_below_one_is_argparses_one_line_error(main, flag, value, tmp_pa
     assert not (tmp_path / "bench").exists()
 
 
-def test_a_missing_dataset_is_exit_2_before_timing(tmp_path, caplog):
-    assert bench_eval.main(["--dataset-root", str(tmp_path), "--out", str(tmp_path / "bench")]) == 2
+@pytest.mark.parametrize("main", [bench_eval.main, bench_spmm.main])
+def test_a_missing_dataset_is_exit_2_before_timing(main, tmp_path, caplog):
+    assert main(["--dataset-root", str(tmp_path), "--out", str(tmp_path / "bench")]) == 2
     assert "not found" in caplog.text and not (tmp_path / "bench").exists()

@@ -30,6 +30,14 @@ def _csr(rows, cols, density, seed):
     return mat
 
 
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """A list that grows by one at every call of the kernel through base.torch_interface."""
+    calls = []
+    monkeypatch.setattr(TI, "csr_matmul", lambda *a, **k: calls.append(1) or csr_matmul(*a, **k))
+    return calls
+
+
 def _arrays(mat):
     return mat.indptr.astype(np.int64), mat.indices.astype(np.int64), mat.data
 
@@ -123,33 +131,29 @@ def test_sparse_mm_refuses_a_shape_mismatch_and_an_input_that_needs_a_gradient()
         assert sparse_mm(adj, torch.ones(20, 4, requires_grad=True)).shape == (10, 4)
 
 
-def test_the_cpu_takes_the_kernel_and_a_forced_device_path_torch_with_the_same_bits(monkeypatch):
+def test_the_cpu_takes_the_kernel_and_a_forced_device_path_torch_with_the_same_bits(monkeypatch, kernel_calls):
     mat = _csr(120, 120, 0.1, 7)
     adj = to_torch_csr(mat + mat.T, torch.device("cpu"))  # symmetric, as LightGCN's adjacency
     x = torch.randn(120, 16)
-    calls = []
-    monkeypatch.setattr(TI, "csr_matmul", lambda *a, **k: calls.append(1) or csr_matmul(*a, **k))
     host = sparse_mm(adj, x)
-    assert calls == [1]
+    assert kernel_calls == [1]
     monkeypatch.setattr(util.device, "FORCE_DEVICE_PATHS", True)
     forced = sparse_mm(adj, x)
-    assert calls == [1]  # torch.sparse.mm, the path a GPU takes
+    assert kernel_calls == [1]  # torch.sparse.mm, the path a GPU takes
     assert host.numpy().tobytes() == forced.numpy().tobytes()
 
 
 @pytest.mark.parametrize("forced", [False, True])
-def test_the_propagations_gradient_is_the_same_on_either_path(monkeypatch, forced):
+def test_the_propagations_gradient_is_the_same_on_either_path(monkeypatch, kernel_calls, forced):
     mat = _csr(90, 90, 0.1, 8)
     adj = to_torch_csr(mat + mat.T, torch.device("cpu"))
     x = torch.randn(90, 8, requires_grad=True)
     w = torch.randn(90, 8)
     monkeypatch.setattr(util.device, "FORCE_DEVICE_PATHS", forced)
-    calls = []
-    monkeypatch.setattr(TI, "csr_matmul", lambda *a, **k: calls.append(1) or csr_matmul(*a, **k))
     out = symmetric_spmm(adj, symmetric_spmm(adj, x))
-    forward = len(calls)
+    forward = len(kernel_calls)
     (out * w).sum().backward()
-    assert (forward, len(calls)) == ((0, 0) if forced else (2, 4))  # the backward takes the kernel too
+    assert (forward, len(kernel_calls)) == ((0, 0) if forced else (2, 4))  # the backward takes the kernel too
     monkeypatch.setattr(util.device, "FORCE_DEVICE_PATHS", not forced)
     x2 = x.detach().clone().requires_grad_(True)
     (symmetric_spmm(adj, symmetric_spmm(adj, x2)) * w).sum().backward()
@@ -170,20 +174,14 @@ def test_the_bench_times_both_paths_and_writes_them(tmp_path, shared):
     assert TI.host_path is util.device.host_path  # the switch is undone
 
 
-def test_the_benchs_switch_sends_only_the_products_dispatch_to_torch(monkeypatch):
+def test_the_benchs_switch_sends_only_the_products_dispatch_to_torch(kernel_calls):
     mat = _csr(60, 60, 0.1, 9)
     adj = to_torch_csr(mat + mat.T, torch.device("cpu"))
-    calls = []
-    monkeypatch.setattr(TI, "csr_matmul", lambda *a, **k: calls.append(1) or csr_matmul(*a, **k))
     with bench_spmm.products_by_torch(True):
         sparse_mm(adj, torch.randn(60, 4))
         assert util.device.host_path(torch.zeros(1))  # the other CPU paths are untouched
-    assert calls == []
+    assert kernel_calls == []
     with bench_spmm.products_by_torch(False):
         sparse_mm(adj, torch.randn(60, 4))
-    assert calls == [1]
+    assert kernel_calls == [1]
 
-
-def test_the_bench_refuses_a_missing_dataset_before_timing(tmp_path, caplog):
-    assert bench_spmm.main(["--dataset-root", str(tmp_path), "--out", str(tmp_path / "bench")]) == 2
-    assert "not found" in caplog.text and not (tmp_path / "bench").exists()

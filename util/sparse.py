@@ -41,8 +41,8 @@ def csr_matmul(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.
     if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
         raise ValueError(f"csr_matmul: indptr and indices must be integers, got {indptr.dtype} and {indices.dtype}")
     if rows < 0 or indptr[0] != 0 or indptr[-1] != len(indices) or len(indices) != len(data):
-        raise ValueError(f"csr_matmul: inconsistent CSR arrays (indptr from {indptr[0] if rows >= 0 else None} to "
-                         f"{indptr[-1] if rows >= 0 else None}, {len(indices)} indices, {len(data)} values)")
+        raise ValueError(f"csr_matmul: inconsistent CSR arrays ({len(indptr)} indptr entries, {len(indices)} indices, "
+                         f"{len(data)} values)")
     if not trusted and len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= x.shape[0]):
         raise ValueError(f"csr_matmul: a column index is outside x's rows [0, {x.shape[0]})")
     if out is None:
