@@ -13,7 +13,6 @@ import torch
 
 from base.reporting import Reporting
 from conf.config import KEYS, RunConfig
-from util.evaluation import EvalBuffers
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +54,7 @@ class ClosedFormRecommender(Reporting):
             user_t, item_t = torch.from_numpy(scores).to(self.device), None
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        buffers = EvalBuffers.shared(self.evaluators.values(), user_t)
-        metrics = {name: ev.evaluate(user_t, item_t, buffers) for name, ev in self.evaluators.items()}
+        metrics = self.ranking.evaluate(user_t, item_t)
         eval_s = time.perf_counter() - t0
         self.selection.update(0, metrics)
         self.best_epoch, self.best_emb = 0, (user_t, item_t)

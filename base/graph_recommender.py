@@ -21,7 +21,6 @@ from module.losses import get_loss_class
 from module.losses.base import RankingLoss
 from module.samplers import SAMPLERS, get_sampler_class
 from module.samplers.base import NegativeOutput, NegativeSampler, TrainBatch
-from util.evaluation import EvalBuffers
 from util.logger import Progress
 from util.loss import l2_lightgcn, l2_selfrec
 from util.device import available_memory, host_device, human_bytes
@@ -274,14 +273,7 @@ class GraphRecommender(Checkpointing, Reporting):
         self.check_scorable(len(self.epoch_rows), (("final user", user_all), ("final item", item_all)))
         if self.loss.cosine:  # a loss that scores by cosine ranks by cosine
             user_all, item_all = F.normalize(user_all, dim=-1), F.normalize(item_all, dim=-1)
-        progress = Progress("evaluating", len(self.evaluators))
-        metrics = {}
-        buffers = EvalBuffers.shared(self.evaluators.values(), user_all)
-        for n, (name, ev) in enumerate(self.evaluators.items()):
-            metrics[name] = ev.evaluate(user_all, item_all, buffers)
-            progress.update(n + 1)
-        progress.close()
-        return metrics, (user_all, item_all)
+        return self.ranking.evaluate(user_all, item_all), (user_all, item_all)
 
     def train(self) -> None:
         """Epoch loop with evaluation, selection, early stopping, a divergence guard and a checkpoint

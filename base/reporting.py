@@ -12,7 +12,7 @@ import torch
 
 from base.recommender import Recommender
 from base.selection import make_selection
-from util.evaluation import RankingEvaluator
+from util.evaluation import RankingEvaluator, SharedRanking
 from util.io import name_max, path_max
 from util.typing_coerce import ConfigError
 
@@ -32,6 +32,7 @@ class Reporting(Recommender):
                                                   cfg.eval_batch_users, degree, cfg.pop_penalty,
                                                   self.data.n_users if cfg.eval_users == "all" else None)
                            for name, es in self.data.eval_sets.items()}
+        self.ranking = SharedRanking(self.evaluators)  # ranks each user once for files whose masks nest
         self.selection = make_selection(cfg.selection_rule(), cfg.selection_metric, cfg.patience,
                                         cfg.selection_test, cfg.stop_watch)
         self.start_epoch, self.best_epoch, self.stopped_early = 0, None, False

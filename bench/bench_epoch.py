@@ -32,7 +32,7 @@ from data.dataset import load_data
 from data.loader import DataFileError
 from model import get_model_class
 from model.graph.LightGCN import LightGCN
-from conf.config import parse_override, resolve
+from conf.config import parse_override, resolve, set_key
 from util.typing_coerce import ConfigError
 from util.device import resolve_device
 from util.io import atomic_write_json
@@ -247,22 +247,22 @@ def at_least_one(text: str) -> int:
 
 def add_timing_arguments(parser: argparse.ArgumentParser, dataset: str = "food", dataset_root: str = "dataset",
                          threads: int = 1) -> None:
-    """The options every benchmark takes: dataset, dataset root, repeats, threads, out."""
+    """The options every benchmark takes: dataset, dataset root, repeats, threads, out and --set."""
     parser.add_argument("--dataset", default=dataset)
     parser.add_argument("--dataset-root", default=dataset_root)
     parser.add_argument("--repeats", type=at_least_one, default=5)
     parser.add_argument("--threads", type=at_least_one, default=threads)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config key for every configuration (e.g. params.adar.reverse_stride=10); repeatable")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, dataset: str, configs: Optional[dict] = None,
                          dataset_root: str = "dataset", threads: int = 2) -> None:
-    """The options every epoch benchmark takes: those of add_timing_arguments, the configurations of `configs`
-    (default CONFIGS) and --set."""
+    """The options every epoch benchmark takes: those of add_timing_arguments and the configurations of `configs`
+    (default CONFIGS)."""
     add_timing_arguments(parser, dataset, dataset_root, threads)
     parser.add_argument("--configs", nargs="+", choices=list(configs or CONFIGS), default=list(configs or CONFIGS))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config key for every configuration (e.g. params.adar.reverse_stride=10); repeatable")
 
 
 def checked_base(args: argparse.Namespace, base: dict, extra: Optional[dict] = None,
@@ -271,7 +271,9 @@ def checked_base(args: argparse.Namespace, base: dict, extra: Optional[dict] = N
     `extra`) resolves and the data loads; else None after one logged line (a bad key, value or dataset is exit
     status 2, before anything is timed)."""
     try:
-        base = {**base, **dict(parse_override(text) for text in args.overrides)}
+        base = dict(base)
+        for text in args.overrides:
+            set_key(base, *parse_override(text))
         for name in args.configs:
             resolve({**base, **(configs or CONFIGS)[name], **(extra or {})})
         load_data(**resolve({**base, **CONFIGS["rns"]}).data_arguments())

@@ -1,15 +1,17 @@
-"""Evaluation timings: the score product and top-k of every evaluation batch, in fresh memory or in one reused buffer.
+"""Evaluation timings: every eval file ranked on its own against the files ranked together (SharedRanking).
 
   python -m bench.bench_eval --dataset yelp2018 --dataset-root ../shared/datasets --repeats 5 --threads 1
 
-A run evaluates every eval file at every epoch, batch by batch: the batch's users times every item, masked, then
-top-k. Each batch's scores used to go to a fresh batch x n_items tensor, whose pages the CPU faults in anew on every
-batch; util/evaluation.py's EvalBuffers reuses one buffer for every batch and file of an evaluation (the same
-numbers, tests/test_evaluation.py). Per repeat, each file's batches are timed both ways, one right after the other,
-the way that goes first alternating from batch to batch (this machine's speed drifts; a batch's second run finds
-the embeddings in cache), and the ratio reused / fresh is the median of the repeats' ratios; the time of a
-whole evaluation (every file, shared buffers, as a run makes it) is printed beside it. The embeddings are those of
-an untrained LightGCN (the timings do not depend on the values). Writes results/bench/eval-DATASET-DEVICE.json.
+A run evaluates every eval file at every epoch: per batch of users, their scores against every item, the masked
+items, then top-k. Ranked file by file, a user of four files gets four score rows; util/evaluation.py's
+SharedRanking computes one row per user for the files whose masks nest (the valid file masks training items, the
+test files training and valid items) and takes each file's top-k from it, the same numbers
+(tests/test_evaluation.py; this script checks them too). Per repeat, the whole evaluation is timed both ways, one
+right after the other, the way that goes first alternating from repeat to repeat (this machine's speed drifts),
+and the ratio shared / per file is the median of the repeats' ratios. The files are the dataset's; --set adds
+others (e.g. the study's split: --set test.set.ood_valid=results/grids/main/data/food-ood0.3/ood_valid.txt).
+The embeddings are those of an untrained LightGCN (the timings do not depend on the values). Writes
+results/bench/eval-DATASET-DEVICE.json.
 """
 from __future__ import annotations
 
@@ -18,37 +20,25 @@ import logging
 import statistics
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from bench.bench_epoch import _sync, add_timing_arguments, build, checked_base
-from model.graph.LightGCN import LightGCN
 from util.device import resolve_device
-from util.evaluation import EvalBuffers
+from util.evaluation import EvalBuffers, SharedRanking
 from util.io import atomic_write_json
 
+log = logging.getLogger(__name__)
 
-def time_batches(rec: LightGCN, user_all: torch.Tensor, item_all: torch.Tensor, buffers: EvalBuffers,
-                 device: torch.device) -> tuple[float, float]:
-    """Seconds of every file's batches (score product, mask and top-k), in fresh memory and in `buffers`, each
-    batch both ways, the way that goes first alternating from batch to batch."""
-    fresh = reused = 0.0
-    batch = 0
-    for ev in rec.evaluators.values():
-        for start in range(0, len(ev.users_np), ev.batch_users):
-            end = min(start + ev.batch_users, len(ev.users_np))
-            batch += 1
-            for out in ((None, buffers.scores) if batch % 2 else (buffers.scores, None)):
-                _sync(device)
-                t0 = time.perf_counter()
-                ev.topk(user_all, item_all, ev.max_k, start, end, out)
-                _sync(device)
-                if out is None:
-                    fresh += time.perf_counter() - t0
-                else:
-                    reused += time.perf_counter() - t0
-    return fresh, reused
+
+def timed(fn: Callable[[], dict], device: torch.device) -> tuple[float, dict]:
+    """Seconds of fn() and what it returned."""
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t0, out
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -57,7 +47,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     add_timing_arguments(parser)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    args.configs, args.overrides = ["rns"], []
+    args.configs = ["rns"]
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -67,32 +57,43 @@ def main(argv: Optional[list[str]] = None) -> int:
     rec = build("rns", base, device, max_batches=1)
     with torch.no_grad():
         user_all, item_all = rec.model()
-    buffers = EvalBuffers.shared(rec.evaluators.values(), user_all)
-    time_batches(rec, user_all, item_all, buffers, device)  # warm-up
-    fresh, reused, ratios, whole = [], [], [], []
-    for _ in range(args.repeats):
-        f, r = time_batches(rec, user_all, item_all, buffers, device)
-        fresh.append(f)
-        reused.append(r)
-        ratios.append(r / f)
-        _sync(device)
-        t0 = time.perf_counter()
-        rec.evaluate_all()
-        _sync(device)
-        whole.append(time.perf_counter() - t0)
-    files = {name: len(ev.users_np) for name, ev in rec.evaluators.items()}
+    evaluators = rec.evaluators
+    ranking = SharedRanking(evaluators)
+
+    def per_file() -> dict:
+        buffers = EvalBuffers(max(ev.batch_rows for ev in evaluators.values()), rec.data.n_items, user_all.dtype,
+                              device)
+        return {name: ev.evaluate(user_all, item_all, buffers) for name, ev in evaluators.items()}
+
+    def shared() -> dict:
+        return ranking.evaluate(user_all, item_all)
+
+    if per_file() != shared():  # also the warm-up
+        log.error("the shared ranking's metrics differ from the files' own: a bug, nothing timed")
+        return 1
+    alone, together, ratios = [], [], []
+    for repeat in range(args.repeats):
+        times = {}
+        for name, fn in ((("per_file", per_file), ("shared", shared)) if repeat % 2 == 0
+                         else (("shared", shared), ("per_file", per_file))):
+            times[name] = timed(fn, device)[0]
+        alone.append(times["per_file"])
+        together.append(times["shared"])
+        ratios.append(times["shared"] / times["per_file"])
+    files = {name: len(ev.users_np) for name, ev in evaluators.items()}
+    rows = {"per_file": sum(files.values()), "shared": sum(len(c.users) * len(c.steps) for c in ranking.chains)}
     result = {"dataset": args.dataset, "device": str(device), "threads": torch.get_num_threads(),
               "repeats": args.repeats, "items": rec.data.n_items, "eval_users": files,
-              "batches_fresh_s": statistics.median(fresh), "batches_reused_s": statistics.median(reused),
-              "reused_over_fresh": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)],
-              "evaluation_s": statistics.median(whole)}
+              "score_rows": {"per_file": rows["per_file"], "shared": sum(len(c.users) for c in ranking.chains)},
+              "topk_rows": rows, "per_file_s": statistics.median(alone), "shared_s": statistics.median(together),
+              "shared_over_per_file": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]}
     atomic_write_json(args.out / f"eval-{args.dataset}-{device.type}.json", result)
     print(f"{args.dataset} on {device}, {result['threads']} thread(s), {rec.data.n_items} items, eval users {files}; "
           f"medians of {args.repeats}")
-    print(f"score product + mask + top-k of every batch: fresh memory {result['batches_fresh_s']:.3f} s, "
-          f"reused buffer {result['batches_reused_s']:.3f} s, ratio {result['reused_over_fresh']:.2f} "
-          f"({min(ratios):.2f}-{max(ratios):.2f}); a whole evaluation (every file, as a run makes it) "
-          f"{result['evaluation_s']:.3f} s")
+    print(f"a whole evaluation: each file on its own {result['per_file_s']:.3f} s ({rows['per_file']} score rows), "
+          f"shared ranking {result['shared_s']:.3f} s ({result['score_rows']['shared']} score rows, "
+          f"{rows['shared']} top-k rows); ratio {result['shared_over_per_file']:.2f} "
+          f"({min(ratios):.2f}-{max(ratios):.2f}); the same metrics both ways")
     return 0
 
 

@@ -74,7 +74,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--layers", type=at_least_one, default=3, help="LightGCN.n_layer (the main grid's 3)")
     parser.add_argument("--sampler", choices=list(CONFIGS), default="rns", help="the epoch's sampler configuration")
     args = parser.parse_args(argv)
-    args.configs, args.overrides = [args.sampler], []
+    args.configs = [args.sampler]
     logging.basicConfig(level=logging.WARNING)
     util.device.set_threads(args.threads)
     base = checked_base(args, {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": "cpu",

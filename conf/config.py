@@ -258,16 +258,19 @@ def load_config(path: Optional[Path], overrides: Sequence[str] = ()) -> RunConfi
         key, value = parse_override(text)
         chosen.add(key)
         origin["test.set" if key.startswith("test.set.") else key] = "--set"
-        if key.startswith("test.set."):
-            current = flat.get("test.set") or {}
-            if not isinstance(current, dict):
-                current = coerce("test.set", current, dict[str, Path])
-            current = dict(current)
-            current[key[len("test.set."):]] = value
-            flat["test.set"] = current
-        else:
-            flat[key] = value
+        set_key(flat, key, value)
     return resolve(flat, chosen, origin)
+
+
+def set_key(flat: dict[str, Any], key: str, value: Any) -> None:
+    """flat[key] = value; a `test.set.NAME` key sets one file of the test.set mapping."""
+    if not key.startswith("test.set."):
+        flat[key] = value
+        return
+    current = flat.get("test.set") or {}
+    if not isinstance(current, dict):
+        current = coerce("test.set", current, dict[str, Path])
+    flat["test.set"] = {**current, key[len("test.set."):]: value}
 
 
 def resolve(flat: dict[str, Any], chosen: Optional[set[str]] = None,

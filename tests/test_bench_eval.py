@@ -11,13 +11,18 @@ from bench import bench_epoch, bench_eval, bench_models, bench_spmm
 def test_the_evaluation_is_timed_both_ways_and_written(tmp_path, shared):
     out = tmp_path / "bench"
     assert bench_eval.main(["--dataset", "coat", "--dataset-root", str(shared), "--repeats", "2", "--out",
-                            str(out)]) == 0
+                            str(out), "--set", f"test.set.test_ood={shared / 'coat' / 'test_ood.txt'}",
+                            "--set", f"test.set.again={shared / 'coat' / 'test_ood.txt'}"]) == 0
     result = json.loads((out / "eval-coat-cpu.json").read_text())
     assert result["repeats"] == 2 and result["threads"] == 1 and result["items"] > 0
-    assert set(result["eval_users"]) == {"valid", "test_ood"}  # coat has no IID test file
-    assert result["batches_fresh_s"] > 0 and result["batches_reused_s"] > 0 and result["evaluation_s"] > 0
+    assert set(result["eval_users"]) == {"valid", "test_ood", "again"}  # coat has no IID test file; --set gives two
+    users = result["eval_users"]
+    # file by file a row per file and user; shared one per user (valid's users include the tests')
+    assert result["score_rows"]["per_file"] == sum(users.values())
+    assert max(users.values()) <= result["score_rows"]["shared"] < sum(users.values())
+    assert result["per_file_s"] > 0 and result["shared_s"] > 0
     low, high = result["ratio_range"]
-    assert low <= result["reused_over_fresh"] <= high
+    assert low <= result["shared_over_per_file"] <= high
 
 
 @pytest.mark.parametrize("main", [bench_epoch.main, bench_eval.main, bench_models.main, bench_spmm.main])

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from data.interaction import EvalSet
-from util.evaluation import EvalBuffers, RankingEvaluator
+from util.evaluation import EvalBuffers, RankingEvaluator, SharedRanking
 
 
 def _eval_set(truth_rows, mask_rows, n_users, n_items):
@@ -162,3 +162,77 @@ def test_popularity_penalty_reranks_by_score_minus_gamma_log_degree(device):
     # 1.0 - 0.1 log(1001) = 0.309 < 0.9 - 0.1 log(2) = 0.831
     m = penalised.evaluate(user, items)
     assert m["Recall@1"] == 1.0 and m["ARP@1"] == 1.0
+
+
+def _nested_files(rng, n_users: int, n_items: int, sizes: tuple[int, int, int]) -> dict[str, EvalSet]:
+    """A valid file masking the training items and two test files masking the training and valid items (as
+    data/interaction.py builds them), over the first `sizes` users each."""
+    dense = rng.random((n_users, n_items))
+    train = [(u, i) for u, i in zip(*np.nonzero(dense > 0.8))]
+    valid = _eval_set([(u, i) for u, i in zip(*np.nonzero(dense < 0.05)) if u < sizes[0]], train, n_users, n_items)
+    both = train + [(u, i) for u, i in zip(*valid.truth.nonzero())]
+    tests = {name: _eval_set([(u, i) for u, i in zip(*np.nonzero((dense >= low) & (dense < low + 0.05)))
+                              if u >= n_users - size], both, n_users, n_items)
+             for name, low, size in (("test_iid", 0.05, sizes[1]), ("test_ood", 0.1, sizes[2]))}
+    return {"valid": valid, **tests}
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.2])
+def test_shared_ranking_gives_each_files_own_numbers(device, penalty):
+    rng = np.random.default_rng(5)
+    n_users, n_items = 61, 80
+    files = _nested_files(rng, n_users, n_items, (45, 50, 30))
+    degree = rng.integers(1, 50, n_items).astype(np.float64)
+    evs = {name: RankingEvaluator(es.users, es.truth, es.mask, [5, 20], device, 8, degree, penalty)
+           for name, es in files.items()}
+    shared = SharedRanking(evs)
+    # one chain: valid's mask, then the tests' (equal masks share a step); every batch of 4 or more rows
+    assert len(shared.chains) == 1 and [s.names for s in shared.chains[0].steps] == [["valid"], ["test_iid", "test_ood"]]
+    assert len(shared.chains[0].users) == n_users and min(b - a for a, b in shared.chains[0].batches) >= 4
+    u = torch.from_numpy(rng.standard_normal((n_users, 8)).astype(np.float32)).to(device)
+    i = torch.from_numpy(rng.standard_normal((n_items, 8)).astype(np.float32)).to(device)
+    for emb in ((u, i), (u @ i.T, None)):  # embeddings, or a closed-form model's score matrix
+        assert shared.evaluate(*emb) == {name: ev.evaluate(*emb) for name, ev in evs.items()}
+    hits = [m["Recall@20"] for m in shared.evaluate(u, i).values()]
+    assert all(0 < h < 1 for h in hits)  # not vacuous: every file has hits and misses
+
+
+def test_shared_ranking_keeps_files_that_do_not_nest_apart(device):
+    rng = np.random.default_rng(6)
+    files = _nested_files(rng, 30, 40, (30, 30, 30))
+    other = _eval_set(list(zip(*files["test_ood"].truth.nonzero())), [(0, 1), (5, 7)], 30, 40)  # not a superset
+    evs = {name: RankingEvaluator(es.users, es.truth, es.mask, [5, 10], device, 16) for name, es in files.items()}
+    evs["other"] = RankingEvaluator(other.users, other.truth, other.mask, [5, 10], device, 16)
+    evs["deeper"] = RankingEvaluator(files["valid"].users, files["valid"].truth, files["valid"].mask, [5, 30], device,
+                                     16)  # another depth: its top-30 is ranked on its own
+    shared = SharedRanking(evs)
+    assert {frozenset(n for s in c.steps for n in s.names) for c in shared.chains} == {
+        frozenset({"other"}), frozenset({"deeper"}), frozenset({"valid", "test_iid", "test_ood"})}
+    u = torch.from_numpy(rng.standard_normal((30, 4)).astype(np.float32)).to(device)
+    i = torch.from_numpy(rng.standard_normal((40, 4)).astype(np.float32)).to(device)
+    assert shared.evaluate(u, i) == {name: ev.evaluate(u, i) for name, ev in evs.items()}
+    assert list(shared.evaluate(u, i)) == list(evs)  # in the files' order
+
+
+def test_shared_ranking_batches_are_even(device):
+    es = _eval_set([(u, 0) for u in range(2050)], [], 2050, 3)
+    chain = SharedRanking({"t": RankingEvaluator(es.users, es.truth, es.mask, [1], device, 2048)}).chains[0]
+    assert chain.batches == [(0, 1025), (1025, 2050)]  # not 2048 + 2: MKL computes a 1-3-row product another way
+
+
+def test_shared_ranking_on_food_matches_each_file_bit_for_bit(shared, device):
+    """Real sizes, food's three files and batches of 2048 users: the same numbers as each file on its own."""
+    from data.dataset import load_data
+    root = shared / "food"
+    data = load_data(root / "train.txt", {"valid": root / "valid_iid.txt", "test_iid": root / "test_iid.txt",
+                                          "test_ood": root / "test_ood.txt"},
+                     "triples")
+    degree = data.item_degree().astype(np.float64)
+    evs = {name: RankingEvaluator(es.users, es.truth, es.mask, [10, 20], device, 2048, degree)
+           for name, es in data.eval_sets.items()}
+    shared_ranking = SharedRanking(evs)
+    assert [s.names for s in shared_ranking.chains[0].steps] == [["valid"], ["test_iid", "test_ood"]]
+    gen = torch.Generator().manual_seed(0)
+    u = (0.1 * torch.randn(data.n_users, 64, generator=gen)).to(device)
+    i = (0.1 * torch.randn(data.n_items, 64, generator=gen)).to(device)
+    assert shared_ranking.evaluate(u, i) == {name: ev.evaluate(u, i) for name, ev in evs.items()}

@@ -11,7 +11,7 @@ With pop_penalty gamma > 0 items are ranked by score - gamma * log(1 + training 
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Mapping, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,20 +42,13 @@ def _holds(buffer: torch.Tensor, rows: int, n_items: int, like: torch.Tensor) ->
 
 class EvalBuffers:
     """A score buffer and a cleared truth mask of `rows` x n_items, reused by every batch of an evaluation (and by
-    every file of a run's, which shares one: `shared`): a fresh batch x n_items tensor per batch is fresh memory, whose
-    page faults on a CPU cost about a quarter of the batches' time (bench/bench_eval.py); the numbers are the same
+    every file of a run's: SharedRanking.buffers): a fresh batch x n_items tensor per batch is fresh memory, whose
+    page faults on a CPU cost about a quarter of the batches' time (docs/speed.md, Evaluation); the numbers are the same
     (tests/test_evaluation.py)."""
 
     def __init__(self, rows: int, n_items: int, dtype: torch.dtype, device: torch.device):
         self.scores = torch.empty(rows, n_items, dtype=dtype, device=device)
         self.truth = torch.zeros(rows, n_items, dtype=torch.bool, device=device)  # all False between batches
-
-    @classmethod
-    def shared(cls, evaluators: Iterable["RankingEvaluator"], like: torch.Tensor) -> "EvalBuffers":
-        """Buffers for evaluating these files one after another with embeddings (or a score matrix) like `like`."""
-        evaluators = list(evaluators)
-        rows = max((ev.batch_rows for ev in evaluators), default=0)
-        return cls(rows, evaluators[0].n_items if evaluators else 0, like.dtype, like.device)
 
     def fits(self, rows: int, n_items: int, like: torch.Tensor) -> bool:
         """Whether batches of `rows` rows over n_items items of like's dtype and device fit."""
@@ -79,6 +72,7 @@ class RankingEvaluator:
         self.users = torch.from_numpy(users).to(device)
         self.n_items = truth.shape[1]
         self.truth = _RowSlicer(truth, users, device)
+        self.mask_matrix = mask  # every user's masked items (SharedRanking slices other users' rows of it)
         self.mask = _RowSlicer(mask, users, device)
         self.n_truth = self.truth.counts.to(torch.float64)
         discounts = 1.0 / torch.log2(torch.arange(2, self.max_k + 2, dtype=torch.float64, device=device))
@@ -125,18 +119,32 @@ class RankingEvaluator:
         scores[rows, cols] = -torch.inf
         return torch.topk(scores, min(k, self.n_items), dim=1)
 
+    def ranks_like(self, other: "RankingEvaluator") -> bool:
+        """Whether other ranks items as this evaluator does up to its mask (items, depth, penalty, batch, device)."""
+        same_penalty = (self.penalty is None and other.penalty is None) or (
+            self.penalty is not None and other.penalty is not None and torch.equal(self.penalty, other.penalty))
+        return (self.n_items == other.n_items and self.max_k == other.max_k and same_penalty
+                and self.batch_users == other.batch_users and self.device == other.device)
+
     @torch.no_grad()
     def evaluate(self, user_emb: torch.Tensor, item_emb: Optional[torch.Tensor],
                  buffers: Optional[EvalBuffers] = None) -> dict[str, float]:
         """Metrics '<name>@K' for every K in top_n over all eval users (item_emb None: see topk); `buffers` are
         used when they fit (several files evaluated one after another share one), else made for this call."""
-        sums = torch.zeros(len(self.top_n), 4, dtype=torch.float64, device=self.device)
-        n_users = len(self.users_np)
         if buffers is None or not buffers.fits(self.batch_rows, self.n_items, user_emb):
             buffers = EvalBuffers(self.batch_rows, self.n_items, user_emb.dtype, self.device)
+        return self.metrics(lambda start, end: self.topk(user_emb, item_emb, self.max_k, start, end,
+                                                         buffers.scores)[1], buffers)
+
+    @torch.no_grad()
+    def metrics(self, ranked, buffers: EvalBuffers) -> dict[str, float]:
+        """The metrics of the top-k items that ranked(start, end) gives for eval users start..end-1, summed batch by
+        batch (batches of batch_users rows, whoever ranked them); buffers.truth holds a batch's rows."""
+        sums = torch.zeros(len(self.top_n), 4, dtype=torch.float64, device=self.device)
+        n_users = len(self.users_np)
         for start in range(0, n_users, self.batch_users):
             end = min(start + self.batch_users, n_users)
-            _, items = self.topk(user_emb, item_emb, self.max_k, start, end, buffers.scores)
+            items = ranked(start, end)
             truth = buffers.truth[: end - start]
             rows, cols = self.truth.block(start, end)
             truth[rows, cols] = True
@@ -165,3 +173,121 @@ class RankingEvaluator:
             if self.popularity is not None:
                 out[f"ARP@{k}"] = sums[row, 3] / n_users
         return {key: float(v) for key, v in out.items()}
+
+
+def _pattern(mat: sp.csr_matrix) -> sp.csr_matrix:
+    """The stored nonzero entries of mat as ones (int8)."""
+    out = sp.csr_matrix(mat, copy=True)
+    out.data = (out.data != 0).astype(np.int8)
+    out.eliminate_zeros()
+    return out
+
+
+class _Step:
+    """Files ranked after one more masking step of a shared score row: the entries their mask adds to the step
+    before, over the shared users."""
+
+    def __init__(self, names: list[str], added: sp.csr_matrix, users: np.ndarray, device: torch.device):
+        self.names = names
+        self.added = _RowSlicer(added, users, device)
+
+
+class _Chain:
+    """Eval files ranked from one score row per user: their masks nest (each step's contains the one before)."""
+
+    def __init__(self, evaluators: list[tuple[str, RankingEvaluator]]):
+        first = evaluators[0][1]
+        self.lead, self.device = first, first.device
+        self.users = np.unique(np.concatenate([ev.users_np for _, ev in evaluators]))
+        self.index = torch.from_numpy(self.users).to(self.device)
+        self.positions = {name: torch.from_numpy(np.searchsorted(self.users, ev.users_np)).to(self.device)
+                          for name, ev in evaluators}
+        # as even batches as batch_users allows: a product of 1-3 rows takes another code path in MKL, whose
+        # rows differ in the last bits from the same users' rows in a larger batch
+        n, size = len(self.users), first.batch_users
+        bounds = np.linspace(0, n, -(-n // size) + 1).round().astype(np.int64) if n else np.zeros(1, np.int64)
+        self.batches = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        self.steps: list[_Step] = []
+        before: Optional[sp.csr_matrix] = None
+        for name, ev in evaluators:
+            mask = _pattern(ev.mask_matrix)
+            added = mask if before is None else mask - before
+            added.eliminate_zeros()
+            if before is not None and added.nnz == 0:
+                self.steps[-1].names.append(name)
+            else:
+                self.steps.append(_Step([name], added, self.users, self.device))
+            before = mask
+
+    @property
+    def batch_rows(self) -> int:
+        """The rows of the largest batch."""
+        return max((end - start for start, end in self.batches), default=0)
+
+    def rank(self, user_emb: torch.Tensor, item_emb: Optional[torch.Tensor],
+             scores_buffer: torch.Tensor) -> list[torch.Tensor]:
+        """Each step's top-k items of every shared user (rows in self.users order)."""
+        k = min(self.lead.max_k, self.lead.n_items)
+        ranked = [torch.empty(len(self.users), k, dtype=torch.long, device=self.device) for _ in self.steps]
+        for start, end in self.batches:
+            scores = scores_buffer[: end - start]
+            index = self.index[start:end]
+            if item_emb is not None:
+                torch.mm(user_emb[index], item_emb.T, out=scores)
+            else:
+                torch.index_select(user_emb, 0, index, out=scores)
+            if self.lead.penalty is not None:
+                scores -= self.lead.penalty.to(scores.dtype)
+            for step, out in zip(self.steps, ranked):
+                rows, cols = step.added.block(start, end)
+                scores[rows, cols] = -torch.inf
+                out[start:end] = torch.topk(scores, k, dim=1).indices
+        return ranked
+
+
+def _contains(big: sp.csr_matrix, small: sp.csr_matrix) -> bool:
+    """Whether every stored nonzero entry of small is one of big."""
+    s = _pattern(small)
+    return s.multiply(_pattern(big)).count_nonzero() == s.count_nonzero()
+
+
+class SharedRanking:
+    """Evaluates several eval files ranking each user once per chain of nested masks instead of once per file: a
+    valid file masks the training items and the test files the training and valid items, so one score row per user
+    serves all of them, masked step by step with a top-k after each step; each file's metrics then come from its
+    users' rows, summed in its own batches. The numbers are each file's own evaluation's (tests/test_evaluation.py)
+    wherever the score product gives a user's row the same bits in any batch of 4 or more rows, as MKL's does."""
+
+    def __init__(self, evaluators: Mapping[str, RankingEvaluator]):
+        self.evaluators = dict(evaluators)
+        chains: list[list[tuple[str, RankingEvaluator]]] = []
+        for name in sorted(self.evaluators, key=lambda n: self.evaluators[n].mask_matrix.nnz):  # stable: file order
+            ev = self.evaluators[name]
+            for chain in chains:
+                last = chain[-1][1]
+                if last.ranks_like(ev) and _contains(ev.mask_matrix, last.mask_matrix):
+                    chain.append((name, ev))
+                    break
+            else:
+                chains.append([(name, ev)])
+        self.chains = [_Chain(chain) for chain in chains]
+
+    def buffers(self, like: torch.Tensor) -> EvalBuffers:
+        """Buffers for one evaluation with embeddings (or a score matrix) like `like`."""
+        rows = max([c.batch_rows for c in self.chains] + [ev.batch_rows for ev in self.evaluators.values()],
+                   default=0)
+        n_items = next(iter(self.evaluators.values())).n_items if self.evaluators else 0
+        return EvalBuffers(rows, n_items, like.dtype, like.device)
+
+    @torch.no_grad()
+    def evaluate(self, user_emb: torch.Tensor, item_emb: Optional[torch.Tensor]) -> dict[str, dict[str, float]]:
+        """Every file's metrics (RankingEvaluator.evaluate's), in the files' order."""
+        buffers = self.buffers(user_emb)
+        ranked: dict[str, torch.Tensor] = {}
+        for chain in self.chains:
+            for step, items in zip(chain.steps, chain.rank(user_emb, item_emb, buffers.scores)):
+                for name in step.names:
+                    ranked[name] = items[chain.positions[name]]
+        return {name: ev.metrics(lambda start, end, r=ranked[name]: r[start:end], buffers)
+                for name, ev in self.evaluators.items()}
+
