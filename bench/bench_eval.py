@@ -8,8 +8,8 @@ SharedRanking computes one row per user for the files whose masks nest (the vali
 test files training and valid items) and takes each file's top-k from it, the same numbers
 (tests/test_evaluation.py; this script checks them too). Per repeat, the whole evaluation is timed both ways, one
 right after the other, the way that goes first alternating from repeat to repeat (this machine's speed drifts),
-and the ratio shared / per file is the median of the repeats' ratios. The files are the dataset's; --set adds
-others (e.g. the study's split: --set test.set.ood_valid=results/grids/main/data/food-ood0.3/ood_valid.txt).
+and the ratio shared / per file is the median of the repeats' ratios. The files are the dataset's; --set
+test.set.NAME=PATH replaces its test files by those given (give all of them: docs/speed.md shows the study's four).
 The embeddings are those of an untrained LightGCN (the timings do not depend on the values). Writes
 results/bench/eval-DATASET-DEVICE.json.
 """
@@ -81,18 +81,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         together.append(times["shared"])
         ratios.append(times["shared"] / times["per_file"])
     files = {name: len(ev.users_np) for name, ev in evaluators.items()}
-    rows = {"per_file": sum(files.values()), "shared": sum(len(c.users) * len(c.steps) for c in ranking.chains)}
+    alone_rows = sum(files[name] for name in ranking.alone)  # files evaluated alone: a row per user either way
+    score_rows = {"per_file": sum(files.values()), "shared": sum(len(c.users) for c in ranking.chains) + alone_rows}
+    topk_rows = {"per_file": sum(files.values()),
+                 "shared": sum(len(c.users) * len(c.steps) for c in ranking.chains) + alone_rows}
     result = {"dataset": args.dataset, "device": str(device), "threads": torch.get_num_threads(),
-              "repeats": args.repeats, "items": rec.data.n_items, "eval_users": files,
-              "score_rows": {"per_file": rows["per_file"], "shared": sum(len(c.users) for c in ranking.chains)},
-              "topk_rows": rows, "per_file_s": statistics.median(alone), "shared_s": statistics.median(together),
-              "shared_over_per_file": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]}
+              "repeats": args.repeats, "items": rec.data.n_items, "eval_users": files, "alone": ranking.alone,
+              "score_rows": score_rows, "topk_rows": topk_rows, "per_file_s": statistics.median(alone),
+              "shared_s": statistics.median(together), "shared_over_per_file": statistics.median(ratios),
+              "ratio_range": [min(ratios), max(ratios)]}
     atomic_write_json(args.out / f"eval-{args.dataset}-{device.type}.json", result)
     print(f"{args.dataset} on {device}, {result['threads']} thread(s), {rec.data.n_items} items, eval users {files}; "
           f"medians of {args.repeats}")
-    print(f"a whole evaluation: each file on its own {result['per_file_s']:.3f} s ({rows['per_file']} score rows), "
-          f"shared ranking {result['shared_s']:.3f} s ({result['score_rows']['shared']} score rows, "
-          f"{rows['shared']} top-k rows); ratio {result['shared_over_per_file']:.2f} "
+    print(f"a whole evaluation: each file on its own {result['per_file_s']:.3f} s ({score_rows['per_file']} score "
+          f"rows), shared ranking {result['shared_s']:.3f} s ({score_rows['shared']} score rows, "
+          f"{topk_rows['shared']} top-k rows); ratio {result['shared_over_per_file']:.2f} "
           f"({min(ratios):.2f}-{max(ratios):.2f}); the same metrics both ways")
     return 0
 

@@ -25,6 +25,20 @@ def test_the_evaluation_is_timed_both_ways_and_written(tmp_path, shared):
     assert low <= result["shared_over_per_file"] <= high
 
 
+def test_metrics_that_differ_between_the_two_ways_time_nothing(tmp_path, shared, monkeypatch, caplog):
+    real = bench_eval.SharedRanking.evaluate
+
+    def off_by_one_hit(self, user_emb, item_emb):
+        metrics = real(self, user_emb, item_emb)
+        metrics["valid"]["Recall@20"] += 1e-9
+        return metrics
+    monkeypatch.setattr(bench_eval.SharedRanking, "evaluate", off_by_one_hit)
+    out = tmp_path / "bench"
+    assert bench_eval.main(["--dataset", "coat", "--dataset-root", str(shared), "--repeats", "1", "--out",
+                            str(out)]) == 1
+    assert "differ" in caplog.text and not out.exists()
+
+
 @pytest.mark.parametrize("main", [bench_epoch.main, bench_eval.main, bench_models.main, bench_spmm.main])
 @pytest.mark.parametrize("flag,value", [("--repeats", "0"), ("--threads", "-1"), ("--repeats", "five")])
 def test_a_count_below_one_is_argparses_one_line_error(main, flag, value, tmp_path, capsys):

@@ -177,24 +177,41 @@ def _nested_files(rng, n_users: int, n_items: int, sizes: tuple[int, int, int]) 
     return {"valid": valid, **tests}
 
 
+def _embeddings(rng, n_users: int, n_items: int, dim: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    return tuple(torch.from_numpy(rng.standard_normal((n, dim)).astype(np.float32)).to(device)
+                 for n in (n_users, n_items))
+
+
 @pytest.mark.parametrize("penalty", [0.0, 0.2])
 def test_shared_ranking_gives_each_files_own_numbers(device, penalty):
     rng = np.random.default_rng(5)
     n_users, n_items = 61, 80
-    files = _nested_files(rng, n_users, n_items, (45, 50, 30))
+    files = _nested_files(rng, n_users, n_items, (45, 52, 30))  # batches of 8: every file's last has 4 or more
     degree = rng.integers(1, 50, n_items).astype(np.float64)
     evs = {name: RankingEvaluator(es.users, es.truth, es.mask, [5, 20], device, 8, degree, penalty)
            for name, es in files.items()}
     shared = SharedRanking(evs)
     # one chain: valid's mask, then the tests' (equal masks share a step); every batch of 4 or more rows
-    assert len(shared.chains) == 1 and [s.names for s in shared.chains[0].steps] == [["valid"], ["test_iid", "test_ood"]]
+    assert shared.alone == [] and len(shared.chains) == 1
+    assert [s.names for s in shared.chains[0].steps] == [["valid"], ["test_iid", "test_ood"]]
     assert len(shared.chains[0].users) == n_users and min(b - a for a, b in shared.chains[0].batches) >= 4
-    u = torch.from_numpy(rng.standard_normal((n_users, 8)).astype(np.float32)).to(device)
-    i = torch.from_numpy(rng.standard_normal((n_items, 8)).astype(np.float32)).to(device)
+    u, i = _embeddings(rng, n_users, n_items, 8, device)
     for emb in ((u, i), (u @ i.T, None)):  # embeddings, or a closed-form model's score matrix
         assert shared.evaluate(*emb) == {name: ev.evaluate(*emb) for name, ev in evs.items()}
     hits = [m["Recall@20"] for m in shared.evaluate(u, i).values()]
     assert all(0 < h < 1 for h in hits)  # not vacuous: every file has hits and misses
+
+
+def test_shared_ranking_with_ties_as_a_popularity_ranking_has(device):
+    rng = np.random.default_rng(8)
+    n_users, n_items = 40, 60
+    files = _nested_files(rng, n_users, n_items, (40, 36, 20))
+    evs = {name: RankingEvaluator(es.users, es.truth, es.mask, [5, 10], device, 64) for name, es in files.items()}
+    ones = torch.ones(n_users, 1, device=device)
+    popularity = torch.from_numpy(rng.integers(0, 4, (n_items, 1)).astype(np.float32)).to(device)  # 4 values
+    shared = SharedRanking(evs)
+    assert shared.alone == [] and len(shared.chains) == 1
+    assert shared.evaluate(ones, popularity) == {name: ev.evaluate(ones, popularity) for name, ev in evs.items()}
 
 
 def test_shared_ranking_keeps_files_that_do_not_nest_apart(device):
@@ -203,21 +220,56 @@ def test_shared_ranking_keeps_files_that_do_not_nest_apart(device):
     other = _eval_set(list(zip(*files["test_ood"].truth.nonzero())), [(0, 1), (5, 7)], 30, 40)  # not a superset
     evs = {name: RankingEvaluator(es.users, es.truth, es.mask, [5, 10], device, 16) for name, es in files.items()}
     evs["other"] = RankingEvaluator(other.users, other.truth, other.mask, [5, 10], device, 16)
-    evs["deeper"] = RankingEvaluator(files["valid"].users, files["valid"].truth, files["valid"].mask, [5, 30], device,
-                                     16)  # another depth: its top-30 is ranked on its own
+    valid = files["valid"]
+    evs["deeper"] = RankingEvaluator(valid.users, valid.truth, valid.mask, [5, 30], device, 16)  # another depth
+    degree = np.arange(1, 41, dtype=np.float64)
+    evs["penalised"] = RankingEvaluator(valid.users, valid.truth, valid.mask, [5, 10], device, 16, degree, 0.1)
     shared = SharedRanking(evs)
+    assert shared.alone == []
     assert {frozenset(n for s in c.steps for n in s.names) for c in shared.chains} == {
-        frozenset({"other"}), frozenset({"deeper"}), frozenset({"valid", "test_iid", "test_ood"})}
-    u = torch.from_numpy(rng.standard_normal((30, 4)).astype(np.float32)).to(device)
-    i = torch.from_numpy(rng.standard_normal((40, 4)).astype(np.float32)).to(device)
+        frozenset({"other"}), frozenset({"deeper"}), frozenset({"penalised"}),
+        frozenset({"valid", "test_iid", "test_ood"})}
+    u, i = _embeddings(rng, 30, 40, 4, device)
     assert shared.evaluate(u, i) == {name: ev.evaluate(u, i) for name, ev in evs.items()}
     assert list(shared.evaluate(u, i)) == list(evs)  # in the files' order
 
 
-def test_shared_ranking_batches_are_even(device):
-    es = _eval_set([(u, 0) for u in range(2050)], [], 2050, 3)
-    chain = SharedRanking({"t": RankingEvaluator(es.users, es.truth, es.mask, [1], device, 2048)}).chains[0]
-    assert chain.batches == [(0, 1025), (1025, 2050)]  # not 2048 + 2: MKL computes a 1-3-row product another way
+def test_a_stored_zero_in_a_mask_masks_its_item_both_ways(device):
+    es = _eval_set([(0, 1), (1, 1), (2, 1), (3, 1)], [(0, 0), (1, 0), (2, 0), (3, 0)], 4, 3)
+    es.mask.data[0] = 0.0  # stored, value 0: the per-file path masks every stored entry
+    ev = RankingEvaluator(es.users, es.truth, es.mask, [1], device, 8)
+    u, i = torch.ones(4, 1, device=device), torch.tensor([[3.0], [2.0], [1.0]], device=device)
+    assert ev.evaluate(u, i)["Recall@1"] == 1.0  # item 0 masked for every user, item 1 first
+    assert SharedRanking({"t": ev}).evaluate(u, i) == {"t": ev.evaluate(u, i)}
+
+
+@pytest.mark.parametrize("n_users,batch_users,alone", [(2050, 2048, True), (2052, 2048, False), (3, 8, True),
+                                                       (20, 6, True), (20, 8, False), (24, 10, False)])
+def test_shared_ranking_batches_have_4_or_more_rows(device, n_users, batch_users, alone):
+    """A file whose own batches include one of 1-3 users (or with batches under 8) is evaluated alone: MKL computes
+    a product of 1-3 rows another way; a shared chain's batches are as even as the size allows."""
+    es = _eval_set([(u, 0) for u in range(n_users)], [], n_users, 3)
+    shared = SharedRanking({"t": RankingEvaluator(es.users, es.truth, es.mask, [1], device, batch_users)})
+    assert shared.alone == (["t"] if alone else [])
+    for chain in shared.chains:
+        sizes = [end - start for start, end in chain.batches]
+        assert sum(sizes) == n_users and min(sizes) >= 4 and max(sizes) <= batch_users and max(sizes) - min(sizes) <= 1
+    u = torch.ones(n_users, 1, device=device)
+    i = torch.tensor([[1.0], [2.0], [3.0]], device=device)
+    assert shared.evaluate(u, i)["t"]["Recall@1"] == 0.0  # item 2 ranks first, the held-out item 0 last
+
+
+def test_a_score_rows_bits_do_not_depend_on_its_batch_of_4_or_more_rows(device):
+    """What the shared ranking's bit-for-bit claim rests on, checked for this machine's BLAS (MKL gives a row of a
+    1-3-row product other bits; _shares_rows keeps such batches out of the shared ranking)."""
+    if device.type != "cpu":
+        pytest.skip("the claim is made for the CPU's BLAS")
+    gen = torch.Generator().manual_seed(0)
+    users, items = torch.randn(3000, 64, generator=gen), torch.randn(6293, 64, generator=gen)
+    full = users[:2048] @ items.T
+    for rows in (4, 5, 7, 8, 9, 15, 16, 17, 33, 100, 1023, 2047):
+        pick = torch.randperm(2048, generator=gen)[:rows]
+        assert torch.equal(users[pick] @ items.T, full[pick]), rows
 
 
 def test_shared_ranking_on_food_matches_each_file_bit_for_bit(shared, device):

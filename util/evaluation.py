@@ -11,7 +11,7 @@ With pop_penalty gamma > 0 items are ranked by score - gamma * log(1 + training 
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -137,7 +137,7 @@ class RankingEvaluator:
                                                          buffers.scores)[1], buffers)
 
     @torch.no_grad()
-    def metrics(self, ranked, buffers: EvalBuffers) -> dict[str, float]:
+    def metrics(self, ranked: Callable[[int, int], torch.Tensor], buffers: EvalBuffers) -> dict[str, float]:
         """The metrics of the top-k items that ranked(start, end) gives for eval users start..end-1, summed batch by
         batch (batches of batch_users rows, whoever ranked them); buffers.truth holds a batch's rows."""
         sums = torch.zeros(len(self.top_n), 4, dtype=torch.float64, device=self.device)
@@ -176,11 +176,20 @@ class RankingEvaluator:
 
 
 def _pattern(mat: sp.csr_matrix) -> sp.csr_matrix:
-    """The stored nonzero entries of mat as ones (int8)."""
+    """The stored entries of mat (a stored zero too: _RowSlicer masks it) as ones (int8)."""
     out = sp.csr_matrix(mat, copy=True)
-    out.data = (out.data != 0).astype(np.int8)
-    out.eliminate_zeros()
+    out.sum_duplicates()
+    out.data = np.ones(len(out.data), dtype=np.int8)
     return out
+
+
+def _shares_rows(ev: "RankingEvaluator") -> bool:
+    """Whether a shared ranking gives ev's users the score rows of ev's own batches bit for bit: when each of its own
+    batches has 4 or more users and batch_users is 8 or more (so a chain's batches, as even as batch_users allows,
+    have 4 or more rows too). MKL computes a product of 1-3 rows another way, whose rows differ in the last bits
+    from the same users' rows in a larger batch."""
+    n, size = len(ev.users_np), ev.batch_users
+    return size >= 8 and n >= 4 and n % size not in (1, 2, 3)
 
 
 class _Step:
@@ -202,8 +211,7 @@ class _Chain:
         self.index = torch.from_numpy(self.users).to(self.device)
         self.positions = {name: torch.from_numpy(np.searchsorted(self.users, ev.users_np)).to(self.device)
                           for name, ev in evaluators}
-        # as even batches as batch_users allows: a product of 1-3 rows takes another code path in MKL, whose
-        # rows differ in the last bits from the same users' rows in a larger batch
+        # as even batches as batch_users allows: 4 or more rows each (_shares_rows)
         n, size = len(self.users), first.batch_users
         bounds = np.linspace(0, n, -(-n // size) + 1).round().astype(np.int64) if n else np.zeros(1, np.int64)
         self.batches = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
@@ -246,22 +254,27 @@ class _Chain:
 
 
 def _contains(big: sp.csr_matrix, small: sp.csr_matrix) -> bool:
-    """Whether every stored nonzero entry of small is one of big."""
+    """Whether every stored entry of small is one of big."""
     s = _pattern(small)
-    return s.multiply(_pattern(big)).count_nonzero() == s.count_nonzero()
+    return s.multiply(_pattern(big)).count_nonzero() == s.nnz
 
 
 class SharedRanking:
     """Evaluates several eval files ranking each user once per chain of nested masks instead of once per file: a
     valid file masks the training items and the test files the training and valid items, so one score row per user
     serves all of them, masked step by step with a top-k after each step; each file's metrics then come from its
-    users' rows, summed in its own batches. The numbers are each file's own evaluation's (tests/test_evaluation.py)
-    wherever the score product gives a user's row the same bits in any batch of 4 or more rows, as MKL's does."""
+    users' rows, summed in its own batches. Files that differ in anything but their masks (items, depth, penalty,
+    batch size, device), or whose masks do not nest, are in other chains; a file whose own batches could give other
+    bits than a shared batch (_shares_rows) is evaluated alone. On the CPU the numbers are each file's own
+    evaluation's bit for bit (tests/test_evaluation.py), given that MKL's product gives a row the same bits in any
+    batch of 4 or more rows; on a GPU cuBLAS may not, and ties at the k-th place may then fall the other way."""
 
     def __init__(self, evaluators: Mapping[str, RankingEvaluator]):
         self.evaluators = dict(evaluators)
+        self.alone = [name for name, ev in self.evaluators.items() if not _shares_rows(ev)]
         chains: list[list[tuple[str, RankingEvaluator]]] = []
-        for name in sorted(self.evaluators, key=lambda n: self.evaluators[n].mask_matrix.nnz):  # stable: file order
+        shared = [name for name in self.evaluators if name not in self.alone]
+        for name in sorted(shared, key=lambda n: self.evaluators[n].mask_matrix.nnz):  # stable: file order
             ev = self.evaluators[name]
             for chain in chains:
                 last = chain[-1][1]
@@ -288,6 +301,7 @@ class SharedRanking:
             for step, items in zip(chain.steps, chain.rank(user_emb, item_emb, buffers.scores)):
                 for name in step.names:
                     ranked[name] = items[chain.positions[name]]
-        return {name: ev.metrics(lambda start, end, r=ranked[name]: r[start:end], buffers)
+        return {name: ev.evaluate(user_emb, item_emb, buffers) if name in self.alone
+                else ev.metrics(lambda start, end, r=ranked[name]: r[start:end], buffers)
                 for name, ev in self.evaluators.items()}
 
