@@ -1,11 +1,11 @@
-"""bench.bench_eval on coat (what it writes, not how fast), and the benches' counts refused before anything runs."""
+"""bench.bench_eval and bench.bench_dens on coat (what they write, not how fast), and the benches' counts refused before anything runs."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from bench import bench_epoch, bench_eval, bench_models, bench_spmm
+from bench import bench_dens, bench_epoch, bench_eval, bench_models, bench_spmm
 
 
 def test_the_evaluation_is_timed_both_ways_and_written(tmp_path, shared):
@@ -39,7 +39,8 @@ def test_metrics_that_differ_between_the_two_ways_time_nothing(tmp_path, shared,
     assert "differ" in caplog.text and not out.exists()
 
 
-@pytest.mark.parametrize("main", [bench_epoch.main, bench_eval.main, bench_models.main, bench_spmm.main])
+@pytest.mark.parametrize("main", [bench_dens.main, bench_epoch.main, bench_eval.main, bench_models.main,
+                                  bench_spmm.main])
 @pytest.mark.parametrize("flag,value", [("--repeats", "0"), ("--threads", "-1"), ("--repeats", "five")])
 def test_a_count_below_one_is_argparses_one_line_error(main, flag, value, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -50,7 +51,26 @@ def test_a_count_below_one_is_argparses_one_line_error(main, flag, value, tmp_pa
     assert not (tmp_path / "bench").exists()
 
 
-@pytest.mark.parametrize("main", [bench_eval.main, bench_spmm.main])
+@pytest.mark.parametrize("main", [bench_dens.main, bench_eval.main, bench_spmm.main])
 def test_a_missing_dataset_is_exit_2_before_timing(main, tmp_path, caplog):
     assert main(["--dataset-root", str(tmp_path), "--out", str(tmp_path / "bench")]) == 2
     assert "not found" in caplog.text and not (tmp_path / "bench").exists()
+
+
+def test_dens_scoring_is_timed_both_ways_and_written(tmp_path, shared):
+    out = tmp_path / "bench"
+    assert bench_dens.main(["--dataset", "coat", "--dataset-root", str(shared), "--repeats", "2", "--out", str(out),
+                            "--set", "params.dens.n_candidates=4"]) == 0
+    result = json.loads((out / "dens-coat-cpu.json").read_text())
+    rows, layers, candidates, dim = result["shape_rows_layers_candidates_dim"]
+    assert rows > 128 and layers == 3 and candidates == 4 and dim == 64  # coat's one batch, 2 layers, M from --set
+    assert result["chunk_rows"] == 128 and result["chunked_s"] > 0 and result["whole_s"] > 0
+    low, high = result["ratio_range"]
+    assert low <= result["chunked_over_whole"] <= high
+
+
+def test_dens_scoring_without_per_layer_is_refused(tmp_path, shared, caplog):
+    out = tmp_path / "bench"
+    assert bench_dens.main(["--dataset", "coat", "--dataset-root", str(shared), "--repeats", "1", "--out", str(out),
+                            "--set", "params.dens.per_layer=false"]) == 2
+    assert "per_layer is off" in caplog.text and not out.exists()

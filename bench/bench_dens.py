@@ -1,0 +1,89 @@
+"""DENS's candidate scoring in row chunks against all rows at once (module/samplers/dens.py, CHUNK_ROWS).
+
+  python -m bench.bench_dens --dataset yelp2018 --dataset-root ../shared/datasets --repeats 5 --threads 1 \\
+      --set params.dens.n_candidates=16
+
+With per_layer on (the reference's DENS) every row's M candidates are gated and scored at every LightGCN layer:
+(B, L+1, M, d) temporaries, 34 MB each at B = 2048, M = 16, 4 layers, d = 64. Scored CHUNK_ROWS rows at a time
+they stay in cache; all at once they go to fresh memory. One batch of real candidates and embeddings (an untrained
+LightGCN), the scoring timed both ways one right after the other (which goes first alternates), medians of the
+repeats; the script first checks that both ways give the same scores. Writes results/bench/dens-DATASET-DEVICE.json.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from typing import Optional
+
+import torch
+
+import module.samplers.dens as dens
+from bench.bench_epoch import _sync, add_timing_arguments, build, checked_base
+from module.samplers.base import TrainBatch
+from util.device import resolve_device
+from util.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_timing_arguments(parser)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    args.configs = ["dens"]
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    base = checked_base(args, {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": args.device})
+    if base is None:
+        return 2
+    rec = build("dens", base, device, max_batches=1)
+    sampler = rec.sampler
+    if not sampler.params.per_layer:
+        log.error("params.dens.per_layer is off: the chunked scoring is per_layer's; nothing to time")
+        return 2
+    users, pos, cands = rec.epoch_ids().batch(0, rec.config.batch_size)
+    with torch.no_grad():
+        user_all, item_all, layers = rec.model.propagate(True)
+    batch = TrainBatch(users, pos, cands, 1, rec.config.max_epoch, user_all, item_all, layers)
+    users_l, pos_l = batch.user_layers().transpose(0, 1), batch.item_layers(pos).transpose(0, 1)
+
+    def scores(chunk: int) -> tuple[float, torch.Tensor]:
+        dens.CHUNK_ROWS = chunk
+        _sync(device)
+        t0 = time.perf_counter()
+        out = sampler.layer_scores(batch, users_l, pos_l, 0.5)
+        _sync(device)
+        return time.perf_counter() - t0, out
+
+    chunked, whole = dens.CHUNK_ROWS, len(users)
+    if not torch.equal(scores(chunked)[1], scores(whole)[1]):  # also the warm-up
+        log.error("the chunked scores differ from all rows at once: a bug, nothing timed")
+        return 1
+    times: dict[str, list[float]] = {"chunked": [], "whole": []}
+    for repeat in range(args.repeats):
+        for name, size in ((("chunked", chunked), ("whole", whole)) if repeat % 2 == 0
+                           else (("whole", whole), ("chunked", chunked))):
+            times[name].append(scores(size)[0])
+    dens.CHUNK_ROWS = chunked
+    ratios = [c / w for c, w in zip(times["chunked"], times["whole"])]
+    shape = (len(users), layers.shape[0], cands.shape[1], users_l.shape[-1])
+    result = {"dataset": args.dataset, "device": str(device), "threads": torch.get_num_threads(),
+              "repeats": args.repeats, "shape_rows_layers_candidates_dim": list(shape), "chunk_rows": chunked,
+              "chunked_s": statistics.median(times["chunked"]), "whole_s": statistics.median(times["whole"]),
+              "chunked_over_whole": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]}
+    atomic_write_json(args.out / f"dens-{args.dataset}-{device.type}.json", result)
+    print(f"{args.dataset} on {device}, {result['threads']} thread(s), (B, L+1, M, d) = {shape}; medians of "
+          f"{args.repeats}: chunks of {chunked} rows {result['chunked_s'] * 1000:.1f} ms, all rows at once "
+          f"{result['whole_s'] * 1000:.1f} ms, ratio {result['chunked_over_whole']:.2f} "
+          f"({min(ratios):.2f}-{max(ratios):.2f}); the same scores both ways")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
