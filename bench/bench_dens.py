@@ -1,12 +1,12 @@
 """DENS's candidate scoring in row chunks against all rows at once (module/samplers/dens.py, CHUNK_ROWS).
 
   python -m bench.bench_dens --dataset yelp2018 --dataset-root ../shared/datasets --repeats 5 --threads 1 \\
-      --set params.dens.n_candidates=16
+      --set params.dens.n_candidates=16 --set LightGCN.n_layer=3
 
 With per_layer on (the reference's DENS) every row's M candidates are gated and scored at every LightGCN layer:
-(B, L+1, M, d) temporaries, 34 MB each at B = 2048, M = 16, 4 layers, d = 64. Scored CHUNK_ROWS rows at a time
-they stay in cache; all at once they go to fresh memory. One batch of real candidates and embeddings (an untrained
-LightGCN), the scoring timed both ways one right after the other (which goes first alternates), medians of the
+(B, L+1, M, d) temporaries, 34 MB each at B = 2048, M = 16, L+1 = 4, d = 64. Scored CHUNK_ROWS rows at a time
+they stay in cache; all at once they go to fresh memory. One batch of real candidates and embeddings (a LightGCN
+after one warm-up batch), the scoring timed both ways one right after the other (which goes first alternates), medians of the
 repeats; the script first checks that both ways give the same scores. Writes results/bench/dens-DATASET-DEVICE.json.
 """
 from __future__ import annotations
@@ -47,6 +47,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not sampler.params.per_layer:
         log.error("params.dens.per_layer is off: the chunked scoring is per_layer's; nothing to time")
         return 2
+    if device.type != "cpu" or rec.config.embedding_size % 16:
+        log.error("the candidates are scored in chunks on the CPU with an embedding size that is a multiple of 16 "
+                  "only (got %s, %d); nothing to compare", device, rec.config.embedding_size)
+        return 2
     users, pos, cands = rec.epoch_ids().batch(0, rec.config.batch_size)
     with torch.no_grad():
         user_all, item_all, layers = rec.model.propagate(True)
@@ -62,15 +66,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         return time.perf_counter() - t0, out
 
     chunked, whole = dens.CHUNK_ROWS, len(users)
-    if not torch.equal(scores(chunked)[1], scores(whole)[1]):  # also the warm-up
-        log.error("the chunked scores differ from all rows at once: a bug, nothing timed")
-        return 1
     times: dict[str, list[float]] = {"chunked": [], "whole": []}
-    for repeat in range(args.repeats):
-        for name, size in ((("chunked", chunked), ("whole", whole)) if repeat % 2 == 0
-                           else (("whole", whole), ("chunked", chunked))):
-            times[name].append(scores(size)[0])
-    dens.CHUNK_ROWS = chunked
+    try:
+        if not torch.equal(scores(chunked)[1], scores(whole)[1]):  # also the warm-up
+            log.error("the chunked scores differ from all rows at once: a bug, nothing timed")
+            return 1
+        for repeat in range(args.repeats):
+            for name, size in ((("chunked", chunked), ("whole", whole)) if repeat % 2 == 0
+                               else (("whole", whole), ("chunked", chunked))):
+                times[name].append(scores(size)[0])
+    finally:
+        dens.CHUNK_ROWS = chunked
     ratios = [c / w for c, w in zip(times["chunked"], times["whole"])]
     shape = (len(users), layers.shape[0], cands.shape[1], users_l.shape[-1])
     result = {"dataset": args.dataset, "device": str(device), "threads": torch.get_num_threads(),

@@ -74,3 +74,23 @@ def test_dens_scoring_without_per_layer_is_refused(tmp_path, shared, caplog):
     assert bench_dens.main(["--dataset", "coat", "--dataset-root", str(shared), "--repeats", "1", "--out", str(out),
                             "--set", "params.dens.per_layer=false"]) == 2
     assert "per_layer is off" in caplog.text and not out.exists()
+
+
+def test_dens_scores_that_differ_time_nothing_and_leave_the_chunk_size(tmp_path, shared, monkeypatch, caplog):
+    import module.samplers.dens as dens
+    real = dens.DENSSampler.layer_scores
+
+    def chunk_dependent(self, batch, users_l, pos_l, weight):  # a broken chunking: the scores move with the size
+        return real(self, batch, users_l, pos_l, weight) + dens.CHUNK_ROWS * 1e-6
+    monkeypatch.setattr(dens.DENSSampler, "layer_scores", chunk_dependent)
+    out = tmp_path / "bench"
+    assert bench_dens.main(["--dataset", "coat", "--dataset-root", str(shared), "--repeats", "1", "--out",
+                            str(out)]) == 1
+    assert "differ" in caplog.text and not out.exists() and dens.CHUNK_ROWS == 128
+
+
+def test_dens_scoring_with_an_embedding_size_not_a_multiple_of_16_is_refused(tmp_path, shared, caplog):
+    out = tmp_path / "bench"
+    assert bench_dens.main(["--dataset", "coat", "--dataset-root", str(shared), "--repeats", "1", "--out", str(out),
+                            "--set", "embedding.size=24"]) == 2
+    assert "multiple of 16" in caplog.text and not out.exists()

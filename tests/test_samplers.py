@@ -303,21 +303,26 @@ def test_dens_per_layer_gating_and_selection_equal_a_hand_computation(tmp_path, 
     assert weight == 0.3 and gate_loss.item() == pytest.approx(softplus.mean(), rel=1e-4)
 
 
-@pytest.mark.parametrize("dim,rows", [(64, 300), (32, 101), (128, 37), (16, 55), (48, 300), (7, 101), (10, 37), (33, 300)])
+@pytest.mark.parametrize("dim,rows", [(64, 300), (32, 101), (128, 37), (16, 55), (48, 300), (64, 129), (64, 257),
+                                      (7, 101), (10, 37), (33, 300)])
 def test_dens_scores_its_candidates_in_chunks_with_the_bits_of_all_rows_at_once(monkeypatch, device, dim, rows):
+    """d a multiple of 16: chunks of 16-128 rows (a last chunk of 1 row x 3 layers joins the one before); other d are
+    not chunked (chunks would differ in the last bits)."""
     import types
     import module.samplers.dens as dens
-    gen = torch.Generator().manual_seed(dim)
+    gen = torch.Generator().manual_seed(dim + rows)
     sampler = dens.DENSSampler(dens.DENSParams(), 50, 300, dim, device)
     layers = torch.randn(3, 350, dim, generator=gen).to(device)
     cands = torch.randint(0, 300, (rows, 5), generator=gen).to(device)
     batch = types.SimpleNamespace(cands=cands, item_layers=lambda items: layers[:, 50 + items])
     users_l = layers[:, torch.randint(0, 50, (rows,), generator=gen).to(device)].transpose(0, 1)
     pos_l = layers[:, 50 + torch.randint(0, 300, (rows,), generator=gen).to(device)].transpose(0, 1)
-    monkeypatch.setattr(dens, "CHUNK_ROWS", 10 ** 6)
-    whole = sampler.layer_scores(batch, users_l, pos_l, 0.3)
+    with torch.no_grad():  # the formula over all rows at once, as the sampler computed it before the chunks
+        cand_l = batch.item_layers(cands).transpose(0, 1)
+        _, cand_rel = sampler.factors(users_l, pos_l, cand_l)
+        whole = (users_l.unsqueeze(-2) * (0.3 * cand_l - cand_rel)).sum(-1)
     assert whole.shape == (rows, 3, 5)
-    for chunk in (16, 32, 128):  # multiples of 16, as CHUNK_ROWS is (d not a multiple of 16: not chunked)
+    for chunk in (16, 32, 128):  # multiples of 16, as CHUNK_ROWS is
         monkeypatch.setattr(dens, "CHUNK_ROWS", chunk)
         assert torch.equal(sampler.layer_scores(batch, users_l, pos_l, 0.3), whole), chunk
 

@@ -25,11 +25,13 @@ import torch.nn.functional as F
 
 from conf.params import DENSParams
 from module.samplers.base import NegativeOutput, NegativeSampler, pick
+from util.device import host_path
 
-# rows whose candidates are scored at a time: their (rows, L+1, M, d) temporaries stay in cache instead of going to
-# fresh memory (about 3x faster at B = 2048, M = 16 on the CPU, docs/speed.md). A multiple of 16; with d a multiple
-# of 16 too, the kernels' vectors of floats start where they would over all rows at once, the same bits (other d:
-# all rows at once, tests/test_samplers.py)
+# rows whose candidates are scored at a time on the CPU: their (rows, L+1, M, d) temporaries stay in cache instead of
+# going to fresh memory (about 3x faster at B = 2048, M = 16, docs/speed.md). At one thread the same bits as all rows
+# at once when d is a multiple of 16 (the element-wise kernels' vectors of floats then start where they would over
+# all rows, CHUNK_ROWS being a multiple of 16 too) and no chunk's gate products have 1-3 rows (MKL computes those
+# another way: a short last chunk joins the one before). Other d, and a GPU: all rows at once
 CHUNK_ROWS = 128
 
 
@@ -67,13 +69,16 @@ class DENSSampler(NegativeSampler):
 
     @torch.no_grad()
     def layer_scores(self, batch, users_l: torch.Tensor, pos_l: torch.Tensor, weight: float) -> torch.Tensor:
-        """(B, L+1, M) scores e_u^l . (w e_c^l - relevant factor of e_c^l) of every row's candidates at every layer,
-        CHUNK_ROWS rows at a time where d is a multiple of 16 (the same bits as all rows at once), else all at once."""
+        """(B, L+1, M) scores e_u^l . (w e_c^l - relevant factor of e_c^l) of every row's candidates at every layer;
+        on the CPU with d a multiple of 16 CHUNK_ROWS rows at a time (at one thread the bits of all rows at once)."""
         n = batch.cands.shape[0]
-        size = CHUNK_ROWS if users_l.shape[-1] % 16 == 0 else max(n, 1)
+        size = CHUNK_ROWS if host_path(users_l) and users_l.shape[-1] % 16 == 0 else max(n, 1)
+        starts = list(range(0, n, size)) or [0]
+        if len(starts) > 1 and (n - starts[-1]) * users_l.shape[1] < 4:  # gate products of 1-3 rows: join the last
+            starts.pop()
         out = []
-        for start in range(0, n, size):
-            rows = slice(start, start + size)
+        for start, end in zip(starts, starts[1:] + [n]):
+            rows = slice(start, end)
             cand_l = batch.item_layers(batch.cands[rows]).transpose(0, 1)  # (rows, L+1, M, d)
             _, cand_rel = self.factors(users_l[rows], pos_l[rows], cand_l)
             out.append((users_l[rows].unsqueeze(-2) * (weight * cand_l - cand_rel)).sum(-1))
