@@ -11,19 +11,16 @@ repeats; the script first checks that both ways give the same scores. Writes res
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 import sys
-import time
 from typing import Optional
 
 import torch
 
 import module.samplers.dens as dens
-from bench.bench_epoch import _sync, add_timing_arguments, build, checked_base
+from bench.bench_epoch import alternating, one_config_bench
 from module.samplers.base import TrainBatch
-from util.device import resolve_device
 from util.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -31,18 +28,9 @@ log = logging.getLogger(__name__)
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_timing_arguments(parser)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    args.configs = ["dens"]
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    base = checked_base(args, {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": args.device})
-    if base is None:
+    args, device, rec = one_config_bench(argv, __doc__.split("\n\n")[0], "dens")
+    if rec is None:
         return 2
-    rec = build("dens", base, device, max_batches=1)
     sampler = rec.sampler
     if not sampler.params.per_layer:
         log.error("params.dens.per_layer is off: the chunked scoring is per_layer's; nothing to time")
@@ -57,24 +45,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     batch = TrainBatch(users, pos, cands, 1, rec.config.max_epoch, user_all, item_all, layers)
     users_l, pos_l = batch.user_layers().transpose(0, 1), batch.item_layers(pos).transpose(0, 1)
 
-    def scores(chunk: int) -> tuple[float, torch.Tensor]:
+    def scores(chunk: int) -> torch.Tensor:
         dens.CHUNK_ROWS = chunk
-        _sync(device)
-        t0 = time.perf_counter()
-        out = sampler.layer_scores(batch, users_l, pos_l, 0.5)
-        _sync(device)
-        return time.perf_counter() - t0, out
+        return sampler.layer_scores(batch, users_l, pos_l, 0.5)
 
     chunked, whole = dens.CHUNK_ROWS, len(users)
-    times: dict[str, list[float]] = {"chunked": [], "whole": []}
     try:
-        if not torch.equal(scores(chunked)[1], scores(whole)[1]):  # also the warm-up
+        if not torch.equal(scores(chunked), scores(whole)):  # also the warm-up
             log.error("the chunked scores differ from all rows at once: a bug, nothing timed")
             return 1
-        for repeat in range(args.repeats):
-            for name, size in ((("chunked", chunked), ("whole", whole)) if repeat % 2 == 0
-                               else (("whole", whole), ("chunked", chunked))):
-                times[name].append(scores(size)[0])
+        times = dict(zip(("chunked", "whole"), alternating(lambda: scores(chunked), lambda: scores(whole),
+                                                           args.repeats, device)))
     finally:
         dens.CHUNK_ROWS = chunked
     ratios = [c / w for c, w in zip(times["chunked"], times["whole"])]

@@ -68,6 +68,34 @@ def median_time(fn: Callable[[], object], repeats: int, device: torch.device) ->
     return statistics.median(times)
 
 
+def alternating(first: Callable[[], object], second: Callable[[], object], repeats: int,
+                device: torch.device) -> tuple[list[float], list[float]]:
+    """Seconds of first() and of second() in each repeat, one right after the other, which goes first alternating
+    from repeat to repeat (this machine's speed drifts)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for repeat in range(repeats):
+        for fn, out in ((first, times[0]), (second, times[1]))[:: 1 if repeat % 2 == 0 else -1]:
+            out.append(median_time(fn, 1, device))
+    return times
+
+
+def one_config_bench(argv: Optional[list[str]], description: str,
+                     name: str) -> tuple[argparse.Namespace, torch.device, Optional[LightGCN]]:
+    """A benchmark of one configuration of CONFIGS: its command line (add_timing_arguments and --device) parsed,
+    the threads set and the recommender built after a warm-up batch (None after one logged line when a key, value or
+    the dataset is bad)."""
+    parser = argparse.ArgumentParser(description=description)
+    add_timing_arguments(parser)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    args.configs = [name]
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    base = checked_base(args, {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": args.device})
+    return args, device, (build(name, base, device, max_batches=1) if base is not None else None)
+
+
 def matmul_gflops(device: torch.device, rows: int = 6144, d: int = 64, repeats: int = 50, width: int = 0) -> float:
     """Measured throughput of (rows x d) @ (d x width) products (width d by default: the shape of CNSDiff's
     chain layers; 2048 x 256 @ 256 x 256 is the widest layer of ADAR's noise network)."""

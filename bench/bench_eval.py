@@ -15,46 +15,25 @@ results/bench/eval-DATASET-DEVICE.json.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 import sys
-import time
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
-from bench.bench_epoch import _sync, add_timing_arguments, build, checked_base
-from util.device import resolve_device
+from bench.bench_epoch import alternating, one_config_bench
 from util.evaluation import EvalBuffers, SharedRanking
 from util.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 
-def timed(fn: Callable[[], dict], device: torch.device) -> tuple[float, dict]:
-    """Seconds of fn() and what it returned."""
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - t0, out
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     """Command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_timing_arguments(parser)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    args.configs = ["rns"]
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    base = checked_base(args, {"dataset": args.dataset, "dataset.root": args.dataset_root, "device": args.device})
-    if base is None:
+    args, device, rec = one_config_bench(argv, __doc__.split("\n\n")[0], "rns")
+    if rec is None:
         return 2
-    rec = build("rns", base, device, max_batches=1)
     with torch.no_grad():
         user_all, item_all = rec.model()
     evaluators = rec.evaluators
@@ -71,15 +50,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if per_file() != shared():  # also the warm-up
         log.error("the shared ranking's metrics differ from the files' own: a bug, nothing timed")
         return 1
-    alone, together, ratios = [], [], []
-    for repeat in range(args.repeats):
-        times = {}
-        for name, fn in ((("per_file", per_file), ("shared", shared)) if repeat % 2 == 0
-                         else (("shared", shared), ("per_file", per_file))):
-            times[name] = timed(fn, device)[0]
-        alone.append(times["per_file"])
-        together.append(times["shared"])
-        ratios.append(times["shared"] / times["per_file"])
+    alone, together = alternating(per_file, shared, args.repeats, device)
+    ratios = [t / a for t, a in zip(together, alone)]
     files = {name: len(ev.users_np) for name, ev in evaluators.items()}
     alone_rows = sum(files[name] for name in ranking.alone)  # files evaluated alone: a row per user either way
     score_rows = {"per_file": sum(files.values()), "shared": sum(len(c.users) for c in ranking.chains) + alone_rows}
