@@ -13,7 +13,7 @@ from module.denoiser import Denoiser, inverted_dropout, timestep_embedding
 from module.diffusion import GaussianDiffusion, make_betas
 from module.samplers.base import TrainBatch
 from module.samplers.cnsdiff import CNSDiffSampler
-from util.loss import Workspace, shared_logsumexp
+from util.loss import Workspace, shared_logsumexp, splits_frozen_grad
 
 
 def _diffusion(schedule="linear-var"):
@@ -286,6 +286,79 @@ def test_shared_logsumexp_matches_autograd(bound):
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(a.grad, a2.grad)
     torch.testing.assert_close(n.grad, n2.grad)
+
+
+def _lse_grads(rows: int, negatives: int, dim: int, frozen: int, dtype=torch.float32):
+    """Output and gradients of a weighted sum of shared_logsumexp over `rows` anchors and `negatives` rows."""
+    torch.manual_seed(rows + negatives + dim)
+    a = F.normalize(torch.randn(rows, dim, dtype=dtype), dim=-1).requires_grad_(True)  # CPU: MKL's bits
+    n = F.normalize(torch.randn(negatives, dim, dtype=dtype), dim=-1).requires_grad_(True)
+    out = shared_logsumexp(a / 0.2, n, Workspace().get((rows, negatives), a), 5.0, frozen=frozen)
+    (out * torch.randn(rows, dtype=dtype)).sum().backward()
+    return out.detach(), a.grad, n.grad
+
+
+@pytest.mark.parametrize("rows,negatives,frozen,dim", [
+    (2048, 4096, 2048, 64), (1090, 2180, 1090, 64), (300, 600, 300, 16), (37, 74, 37, 64), (40, 56, 40, 128),
+    (300, 316, 300, 32), (300, 315, 300, 64), (129, 258, 129, 7), (5, 10, 5, 64), (3, 6, 3, 64), (300, 600, 300, 64)])
+def test_frozen_rows_change_no_bit_of_the_other_gradients(rows, negatives, frozen, dim):
+    """The gradient of n's rows after the frozen ones, taken apart (CNSDiff's contrastive term) or over all rows
+    where splits_frozen_grad says no, has the bits of the product over all rows; the frozen rows get 0. CPU at one
+    thread: the property of MKL's products the rule relies on, checked on this machine."""
+    out_all, ga_all, gn_all = _lse_grads(rows, negatives, dim, 0)
+    out_fz, ga_fz, gn_fz = _lse_grads(rows, negatives, dim, frozen)
+    assert torch.equal(out_all, out_fz) and torch.equal(ga_all, ga_fz)
+    assert torch.equal(gn_fz[frozen:], gn_all[frozen:])
+    assert torch.equal(gn_fz[:frozen], torch.zeros(frozen, dim)) and gn_all[:frozen].abs().sum() > 0
+
+
+def test_frozen_rows_in_float64_and_all_rows_frozen():
+    """float64 (whose products MKL splits otherwise) takes the product over all rows: the same bits; with every
+    row frozen n's gradient is all zeros."""
+    out_all, ga_all, gn_all = _lse_grads(301, 602, 64, 0, torch.float64)
+    out_fz, ga_fz, gn_fz = _lse_grads(301, 602, 64, 301, torch.float64)
+    assert torch.equal(ga_all, ga_fz) and torch.equal(gn_fz[301:], gn_all[301:]) and not gn_fz[:301].any()
+    _, ga_none, gn_none = _lse_grads(300, 600, 64, 600)
+    assert torch.equal(ga_none, _lse_grads(300, 600, 64, 0)[1]) and not gn_none.any()
+
+
+def test_which_shapes_take_the_frozen_gradient_apart():
+    """CNSDiff's contrastive negatives at batch 2048, d 64, float32: the product for the random half alone; under 16
+    rows (MKL computes 1-3 rows, and with two threads 5-11, another way), a dim that is not a multiple of 16 or
+    float64 take the product over all rows."""
+    assert splits_frozen_grad(2048, 64, torch.float32) and splits_frozen_grad(16, 16, torch.float32)
+    assert not splits_frozen_grad(15, 64, torch.float32) and not splits_frozen_grad(2048, 7, torch.float32)
+    assert not splits_frozen_grad(2048, 64, torch.float64)
+
+
+def test_frozen_rows_out_of_range_are_refused():
+    a, n = torch.randn(3, 4), torch.randn(5, 4)
+    for frozen in (-1, 6):
+        with pytest.raises(ValueError, match=r"frozen must be in \[0, 5\]"):
+            shared_logsumexp(a, n, frozen=frozen)
+
+
+def test_contrastive_freezes_the_synthetic_half_and_keeps_every_other_gradient(monkeypatch):
+    """CNSDiff freezes the synthetic half of its contrastive negatives (no gradient from the chains): the gradients
+    of the positive and random embeddings are the same bits as with that half trainable (the ablation's case, where
+    nothing is frozen and the half gets its gradient). CPU: bits."""
+    import module.samplers.cnsdiff as cnsdiff_module
+    s = CNSDiffSampler(CNSDiffParams(), 10, 10, 64, torch.device("cpu"))  # CPU: bit-for-bit gradients
+    seen = []
+    monkeypatch.setattr(cnsdiff_module, "shared_logsumexp",
+                        lambda *args, **kw: seen.append(kw["frozen"]) or shared_logsumexp(*args, **kw))
+    torch.manual_seed(3)
+    pos0, hard0, rand0 = torch.randn(300, 64), torch.randn(300, 64), torch.randn(300, 64)
+    grads = []
+    for hard_trainable in (False, True):
+        pos, rand = pos0.clone().requires_grad_(True), rand0.clone().requires_grad_(True)
+        hard = hard0.clone().requires_grad_(hard_trainable)
+        torch.manual_seed(4)  # the positive's noise
+        s.contrastive(pos, hard, rand).backward()
+        grads.append((pos.grad, rand.grad))
+    assert seen == [300, 0]
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    assert hard.grad is not None and hard.grad.abs().sum() > 0
 
 
 def test_reused_workspace_is_detected_before_backward():

@@ -39,7 +39,7 @@ class _SharedLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, n: torch.Tensor, workspace: Optional[torch.Tensor],  # type: ignore[override]
-                bound: Optional[float]) -> torch.Tensor:
+                bound: Optional[float], frozen: int) -> torch.Tensor:
         scores = torch.mm(a, n.T, out=workspace) if workspace is not None else a @ n.T
         if bound is not None and bound <= 30.0:
             top = torch.zeros((), dtype=a.dtype, device=a.device)  # exp cannot overflow
@@ -49,6 +49,7 @@ class _SharedLogSumExp(torch.autograd.Function):
         probs = scores.exp_()
         total = probs.sum(dim=1, keepdim=True)
         ctx.save_for_backward(a, n, probs, total)
+        ctx.frozen = frozen
         return (top + total.log()).reshape(-1)
 
     @staticmethod
@@ -56,18 +57,35 @@ class _SharedLogSumExp(torch.autograd.Function):
         a, n, probs, total = ctx.saved_tensors
         weighted = probs.mul_(grad.unsqueeze(1) / total)  # softmax * upstream gradient, in place
         grad_a = weighted @ n if ctx.needs_input_grad[0] else None
-        grad_n = weighted.T @ a if ctx.needs_input_grad[1] else None
-        return grad_a, grad_n, None, None
+        grad_n = None
+        if ctx.needs_input_grad[1]:
+            frozen = ctx.frozen
+            if frozen and splits_frozen_grad(len(n) - frozen, n.shape[1], n.dtype):
+                grad_n = n.new_zeros(n.shape)
+                torch.mm(weighted[:, frozen:].T, a, out=grad_n[frozen:])
+            else:
+                grad_n = weighted.T @ a
+                grad_n[:frozen] = 0
+        return grad_a, grad_n, None, None, None
+
+
+def splits_frozen_grad(rows: int, dim: int, dtype: torch.dtype) -> bool:
+    """Whether n's gradient skips its frozen rows: float32, dim a multiple of 16, 16 or more others (docs/speed.md)."""
+    return dtype == torch.float32 and dim % 16 == 0 and rows >= 16
 
 
 def shared_logsumexp(a: torch.Tensor, n: torch.Tensor, workspace: Optional[torch.Tensor] = None,
-                     bound: Optional[float] = None) -> torch.Tensor:
+                     bound: Optional[float] = None, frozen: int = 0) -> torch.Tensor:
     """logsumexp over j of a_i . n_j for every row i (all rows share the negatives n).
 
     workspace: optional (rows, negatives) buffer reused across calls (autograd's version check raises
     if it is overwritten before the backward of the call that used it); bound: a known upper bound of
-    |a_i . n_j| that allows skipping the max-shift. Backward may run once (the softmax is consumed)."""
-    return _SharedLogSumExp.apply(a, n, workspace, bound)
+    |a_i . n_j| that allows skipping the max-shift; frozen: the first `frozen` rows of n need no gradient (the
+    caller knows nothing upstream of them does): theirs is returned as zeros and the product for the other rows
+    alone (CNSDiff's synthetic half). Backward may run once (the softmax is consumed)."""
+    if not 0 <= frozen <= len(n):
+        raise ValueError(f"frozen must be in [0, {len(n)}] (the rows of n), got {frozen}")
+    return _SharedLogSumExp.apply(a, n, workspace, bound, frozen)
 
 
 class Workspace:

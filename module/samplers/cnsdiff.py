@@ -123,8 +123,10 @@ class CNSDiffSampler(NegativeSampler):
         negatives = F.normalize(torch.cat([hard, rand_emb]), dim=-1)
         pos_term = (anchor * positive).sum(-1) / p.temperature
         workspace = self.cl_workspace.get((anchor.shape[0], negatives.shape[0]), anchor)
-        # unit vectors: |a.n| / tau <= 1 / tau
-        neg_term = shared_logsumexp(anchor / p.temperature, negatives, workspace, bound=1.0 / p.temperature)
+        # unit vectors: |a.n| / tau <= 1 / tau; the synthetic rows (no gradient from the chains) are frozen
+        frozen = 0 if hard.requires_grad else len(hard)
+        neg_term = shared_logsumexp(anchor / p.temperature, negatives, workspace, bound=1.0 / p.temperature,
+                                    frozen=frozen)
         return (-pos_term + neg_term).mean()
 
     def describe(self) -> dict[str, Any]:
