@@ -1,11 +1,12 @@
-"""bench.bench_eval and bench.bench_dens on coat (what they write, not how fast), and the benches' counts refused before anything runs."""
+"""bench.bench_eval, bench.bench_dens and bench.bench_contrastive on coat (what they write, not how fast), and the
+benches' counts refused before anything runs."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from bench import bench_dens, bench_epoch, bench_eval, bench_models, bench_spmm
+from bench import bench_contrastive, bench_dens, bench_epoch, bench_eval, bench_models, bench_spmm
 
 
 def test_the_evaluation_is_timed_both_ways_and_written(tmp_path, shared):
@@ -39,8 +40,8 @@ def test_metrics_that_differ_between_the_two_ways_time_nothing(tmp_path, shared,
     assert "differ" in caplog.text and not out.exists()
 
 
-@pytest.mark.parametrize("main", [bench_dens.main, bench_epoch.main, bench_eval.main, bench_models.main,
-                                  bench_spmm.main])
+@pytest.mark.parametrize("main", [bench_contrastive.main, bench_dens.main, bench_epoch.main, bench_eval.main,
+                                  bench_models.main, bench_spmm.main])
 @pytest.mark.parametrize("flag,value", [("--repeats", "0"), ("--threads", "-1"), ("--repeats", "five")])
 def test_a_count_below_one_is_argparses_one_line_error(main, flag, value, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -51,7 +52,7 @@ def test_a_count_below_one_is_argparses_one_line_error(main, flag, value, tmp_pa
     assert not (tmp_path / "bench").exists()
 
 
-@pytest.mark.parametrize("main", [bench_dens.main, bench_eval.main, bench_spmm.main])
+@pytest.mark.parametrize("main", [bench_contrastive.main, bench_dens.main, bench_eval.main, bench_spmm.main])
 def test_a_missing_dataset_is_exit_2_before_timing(main, tmp_path, caplog):
     assert main(["--dataset-root", str(tmp_path), "--out", str(tmp_path / "bench")]) == 2
     assert "not found" in caplog.text and not (tmp_path / "bench").exists()
@@ -94,3 +95,28 @@ def test_dens_scoring_with_an_embedding_size_not_a_multiple_of_16_is_refused(tmp
     assert bench_dens.main(["--dataset", "coat", "--dataset-root", str(shared), "--repeats", "1", "--out", str(out),
                             "--set", "embedding.size=24"]) == 2
     assert "multiple of 16" in caplog.text and not out.exists()
+
+
+def test_the_contrastive_term_is_timed_both_ways_and_written(tmp_path, shared):
+    out = tmp_path / "bench"
+    assert bench_contrastive.main(["--dataset", "coat", "--dataset-root", str(shared), "--repeats", "2", "--out",
+                                   str(out)]) == 0
+    result = json.loads((out / "contrastive-coat-cpu.json").read_text())
+    rows, dim = result["rows_dim"]
+    assert rows > 1000 and dim == 64 and result["negatives"] == 2 * rows  # coat's one batch: B synthetic + B random
+    assert result["frozen_s"] > 0 and result["trainable_s"] > 0
+    low, high = result["ratio_range"]
+    assert low <= result["frozen_over_trainable"] <= high
+
+
+def test_contrastive_gradients_that_differ_time_nothing(tmp_path, shared, monkeypatch, caplog):
+    import module.samplers.cnsdiff as cnsdiff
+    real = cnsdiff.CNSDiffSampler.contrastive
+
+    def frozen_dependent(self, pos_emb, hard, rand_emb):  # a broken freeze: the loss moves with it
+        return real(self, pos_emb, hard, rand_emb) + (0.0 if hard.requires_grad else 1e-3 * rand_emb.sum())
+    monkeypatch.setattr(cnsdiff.CNSDiffSampler, "contrastive", frozen_dependent)
+    out = tmp_path / "bench"
+    assert bench_contrastive.main(["--dataset", "coat", "--dataset-root", str(shared), "--repeats", "1", "--out",
+                                   str(out)]) == 1
+    assert "differ" in caplog.text and not out.exists()
