@@ -78,6 +78,8 @@ def test_the_loss_fidelity_table_on_constructed_runs(tmp_path):
     assert tanh[2:8] == ["3", "0.1310 ± 0.0010", "0.1202", f"{0.131 / 0.1202:.3f} **no**", "0.0655 ± 0.0005", "0.0834"]
     # the paper's one BPR row stands beside both of ours (it does not record --norm)
     assert PUBLISHED[("ir-cd-pop", "bpr-cos")] == PUBLISHED[("ir-cd-pop", "bpr")] == (0.0518, 0.0318)
+    assert PUBLISHED[("ir-cd-pop", "bpr-200")] == (0.0518, 0.0318) and ("ir-electronic-pop", "bpr-200") not in PUBLISHED
+    assert "also beside `bpr-200`" in text and "`bpr-200`: no stop" in text
     assert PUBLISHED[("ir-electronic-pop", "psl-atan")] == (0.0239, 0.0146)
     # listed but not run, absent from the grid, failed: "not run", with the published values still beside it
     adv = _cells(_row(text, "ir-cd-pop", "advinfonce"))
@@ -89,7 +91,7 @@ def test_the_loss_fidelity_table_on_constructed_runs(tmp_path):
     # the order over the methods with a published value and a run; equal published values are not compared
     cd = _cells(_order(text, "ir-cd-pop"))
     assert cd[1:] == ["psl-relu > psl-tanh > sl = bsl > bpr", "psl-tanh > psl-relu > bsl > sl > bpr",
-                      "no (8 of 9 pairs)", "bpr-cos, psl-atan, advinfonce"]
+                      "no (8 of 9 pairs)", "bpr-cos, bpr-200, psl-atan, advinfonce"]
     electronic = _cells(_order(text, "ir-electronic-pop"))
     assert electronic[2:4] == ["bpr > sl", "no (0 of 1 pairs)"]
 
