@@ -13,13 +13,12 @@ negatives the same gradients. Writes results/bench/contrastive-DATASET-DEVICE.js
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 from typing import Optional
 
 import torch
 
-from bench.bench_epoch import alternating, one_config_bench
+from bench.bench_epoch import alternating, both_ways, first_batch, one_config_bench
 from util.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -31,11 +30,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if rec is None:
         return 2
     sampler = rec.sampler
-    users, pos, cands = rec.epoch_ids().batch(0, rec.config.batch_size)
-    with torch.no_grad():
-        user_all, item_all, _ = rec.model.propagate(True)
-        pos_emb, rand_emb = item_all[pos], item_all[cands[:, 0]]
-        hard = sampler.generate(pos_emb, user_all[users] if sampler.params.user_condition else None)[0]
+    batch = first_batch(rec)
+    pos_emb, rand_emb = batch.items(batch.pos), batch.items(batch.cands[:, 0])
+    hard = sampler.generate(pos_emb, batch.user_all[batch.users] if sampler.params.user_condition else None)[0]
 
     def step(frozen: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward and backward of the term; the gradients of the positives and the random negatives."""
@@ -47,18 +44,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     if any(not torch.equal(a, b) for a, b in zip(step(True), step(False))):  # also the warm-up
         log.error("the gradients differ between the frozen and the trainable synthetic half: a bug, nothing timed")
         return 1
-    times = dict(zip(("frozen", "trainable"), alternating(lambda: step(True), lambda: step(False), args.repeats,
-                                                          device)))
-    ratios = [f / t for f, t in zip(times["frozen"], times["trainable"])]
-    result = {"dataset": args.dataset, "device": str(device), "threads": torch.get_num_threads(),
-              "repeats": args.repeats, "rows_dim": list(pos_emb.shape), "negatives": 2 * len(pos_emb),
-              "frozen_s": statistics.median(times["frozen"]), "trainable_s": statistics.median(times["trainable"]),
-              "frozen_over_trainable": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]}
+    frozen_s, trainable_s = alternating(lambda: step(True), lambda: step(False), args.repeats, device)
+    result = {**both_ways(args, device, ("frozen", frozen_s), ("trainable", trainable_s)),
+              "rows_dim": list(pos_emb.shape), "negatives": 2 * len(pos_emb)}
+    low, high = result["ratio_range"]
     atomic_write_json(args.out / f"contrastive-{args.dataset}-{device.type}.json", result)
     print(f"{args.dataset} on {device}, {result['threads']} thread(s), {len(pos_emb)} rows x {result['negatives']} "
           f"negatives, d {pos_emb.shape[1]}; forward + backward, medians of {args.repeats}: synthetic half frozen "
           f"{result['frozen_s'] * 1000:.1f} ms, trainable {result['trainable_s'] * 1000:.1f} ms, ratio "
-          f"{result['frozen_over_trainable']:.2f} ({min(ratios):.2f}-{max(ratios):.2f}); the same gradients both ways")
+          f"{result['frozen_over_trainable']:.2f} ({low:.2f}-{high:.2f}); the same gradients both ways")
     return 0
 
 

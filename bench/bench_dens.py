@@ -12,15 +12,13 @@ repeats; the script first checks that both ways give the same scores. Writes res
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 from typing import Optional
 
 import torch
 
 import module.samplers.dens as dens
-from bench.bench_epoch import alternating, one_config_bench
-from module.samplers.base import TrainBatch
+from bench.bench_epoch import alternating, both_ways, first_batch, one_config_bench
 from util.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -39,36 +37,30 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.error("the candidates are scored in chunks on the CPU with an embedding size that is a multiple of 16 "
                   "only (got %s, %d); nothing to compare", device, rec.config.embedding_size)
         return 2
-    users, pos, cands = rec.epoch_ids().batch(0, rec.config.batch_size)
-    with torch.no_grad():
-        user_all, item_all, layers = rec.model.propagate(True)
-    batch = TrainBatch(users, pos, cands, 1, rec.config.max_epoch, user_all, item_all, layers)
-    users_l, pos_l = batch.user_layers().transpose(0, 1), batch.item_layers(pos).transpose(0, 1)
+    batch = first_batch(rec)
+    users_l, pos_l = batch.user_layers().transpose(0, 1), batch.item_layers(batch.pos).transpose(0, 1)
 
     def scores(chunk: int) -> torch.Tensor:
         dens.CHUNK_ROWS = chunk
         return sampler.layer_scores(batch, users_l, pos_l, 0.5)
 
-    chunked, whole = dens.CHUNK_ROWS, len(users)
+    chunked, whole = dens.CHUNK_ROWS, len(batch.users)
     try:
         if not torch.equal(scores(chunked), scores(whole)):  # also the warm-up
             log.error("the chunked scores differ from all rows at once: a bug, nothing timed")
             return 1
-        times = dict(zip(("chunked", "whole"), alternating(lambda: scores(chunked), lambda: scores(whole),
-                                                           args.repeats, device)))
+        chunked_s, whole_s = alternating(lambda: scores(chunked), lambda: scores(whole), args.repeats, device)
     finally:
         dens.CHUNK_ROWS = chunked
-    ratios = [c / w for c, w in zip(times["chunked"], times["whole"])]
-    shape = (len(users), layers.shape[0], cands.shape[1], users_l.shape[-1])
-    result = {"dataset": args.dataset, "device": str(device), "threads": torch.get_num_threads(),
-              "repeats": args.repeats, "shape_rows_layers_candidates_dim": list(shape), "chunk_rows": chunked,
-              "chunked_s": statistics.median(times["chunked"]), "whole_s": statistics.median(times["whole"]),
-              "chunked_over_whole": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]}
+    shape = (len(batch.users), users_l.shape[1], batch.cands.shape[1], users_l.shape[-1])
+    result = {**both_ways(args, device, ("chunked", chunked_s), ("whole", whole_s)),
+              "shape_rows_layers_candidates_dim": list(shape), "chunk_rows": chunked}
+    low, high = result["ratio_range"]
     atomic_write_json(args.out / f"dens-{args.dataset}-{device.type}.json", result)
     print(f"{args.dataset} on {device}, {result['threads']} thread(s), (B, L+1, M, d) = {shape}; medians of "
           f"{args.repeats}: chunks of {chunked} rows {result['chunked_s'] * 1000:.1f} ms, all rows at once "
           f"{result['whole_s'] * 1000:.1f} ms, ratio {result['chunked_over_whole']:.2f} "
-          f"({min(ratios):.2f}-{max(ratios):.2f}); the same scores both ways")
+          f"({low:.2f}-{high:.2f}); the same scores both ways")
     return 0
 
 

@@ -32,6 +32,7 @@ from data.dataset import load_data
 from data.loader import DataFileError
 from model import get_model_class
 from model.graph.LightGCN import LightGCN
+from module.samplers.base import TrainBatch
 from conf.config import parse_override, resolve, set_key
 from util.typing_coerce import ConfigError
 from util.device import resolve_device
@@ -77,6 +78,25 @@ def alternating(first: Callable[[], object], second: Callable[[], object], repea
         for fn, out in ((first, times[0]), (second, times[1]))[:: 1 if repeat % 2 == 0 else -1]:
             out.append(median_time(fn, 1, device))
     return times
+
+
+def both_ways(args: argparse.Namespace, device: torch.device, first: tuple[str, list[float]],
+              second: tuple[str, list[float]]) -> dict:
+    """The head of a both-ways benchmark's record: dataset, device, threads, repeats, each way's median seconds
+    (NAME_s), the median of the per-repeat ratios first / second (FIRST_over_SECOND) and their range."""
+    (a, times_a), (b, times_b) = first, second
+    ratios = [x / y for x, y in zip(times_a, times_b)]
+    return {"dataset": args.dataset, "device": str(device), "threads": torch.get_num_threads(),
+            "repeats": args.repeats, f"{a}_s": statistics.median(times_a), f"{b}_s": statistics.median(times_b),
+            f"{a}_over_{b}": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]}
+
+
+def first_batch(rec: LightGCN) -> TrainBatch:
+    """The first batch of an epoch with the model's embeddings and layers (no gradient), as a sampler gets it."""
+    users, pos, cands = rec.epoch_ids().batch(0, rec.config.batch_size)
+    with torch.no_grad():
+        user_all, item_all, layers = rec.model.propagate(True)
+    return TrainBatch(users, pos, cands, 1, rec.config.max_epoch, user_all, item_all, layers)
 
 
 def one_config_bench(argv: Optional[list[str]], description: str,

@@ -16,13 +16,12 @@ results/bench/eval-DATASET-DEVICE.json.
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 from typing import Optional
 
 import torch
 
-from bench.bench_epoch import alternating, one_config_bench
+from bench.bench_epoch import alternating, both_ways, one_config_bench
 from util.evaluation import EvalBuffers, SharedRanking
 from util.io import atomic_write_json
 
@@ -51,24 +50,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.error("the shared ranking's metrics differ from the files' own: a bug, nothing timed")
         return 1
     alone, together = alternating(per_file, shared, args.repeats, device)
-    ratios = [t / a for t, a in zip(together, alone)]
     files = {name: len(ev.users_np) for name, ev in evaluators.items()}
     alone_rows = sum(files[name] for name in ranking.alone)  # files evaluated alone: a row per user either way
     score_rows = {"per_file": sum(files.values()), "shared": sum(len(c.users) for c in ranking.chains) + alone_rows}
     topk_rows = {"per_file": sum(files.values()),
                  "shared": sum(len(c.users) * len(c.steps) for c in ranking.chains) + alone_rows}
-    result = {"dataset": args.dataset, "device": str(device), "threads": torch.get_num_threads(),
-              "repeats": args.repeats, "items": rec.data.n_items, "eval_users": files, "alone": ranking.alone,
-              "score_rows": score_rows, "topk_rows": topk_rows, "per_file_s": statistics.median(alone),
-              "shared_s": statistics.median(together), "shared_over_per_file": statistics.median(ratios),
-              "ratio_range": [min(ratios), max(ratios)]}
+    result = {**both_ways(args, device, ("shared", together), ("per_file", alone)), "items": rec.data.n_items,
+              "eval_users": files, "alone": ranking.alone, "score_rows": score_rows, "topk_rows": topk_rows}
+    low, high = result["ratio_range"]
     atomic_write_json(args.out / f"eval-{args.dataset}-{device.type}.json", result)
     print(f"{args.dataset} on {device}, {result['threads']} thread(s), {rec.data.n_items} items, eval users {files}; "
           f"medians of {args.repeats}")
     print(f"a whole evaluation: each file on its own {result['per_file_s']:.3f} s ({score_rows['per_file']} score "
           f"rows), shared ranking {result['shared_s']:.3f} s ({score_rows['shared']} score rows, "
           f"{topk_rows['shared']} top-k rows); ratio {result['shared_over_per_file']:.2f} "
-          f"({min(ratios):.2f}-{max(ratios):.2f}); the same metrics both ways")
+          f"({low:.2f}-{high:.2f}); the same metrics both ways")
     return 0
 
 
